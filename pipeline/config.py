@@ -1,0 +1,203 @@
+"""Every endpoint, credential and size of the pipeline, read from the environment in one place.
+
+The same variable names work in Docker Compose and in the local stack; only the values differ.
+Defaults are the local stack's. ``README.md`` documents each variable; a test keeps the two in step.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# name -> default, the single table of settings (README's configuration section mirrors it).
+DEFAULTS: dict[str, str] = {
+    # Kafka
+    "KAFKA_BOOTSTRAP_SERVERS": "localhost:9092",
+    "KAFKA_TOPIC": "users_created",
+    "KAFKA_TOPIC_PARTITIONS": "3",
+    "KAFKA_REPLICATION_FACTOR": "1",
+    "KAFKA_COMPRESSION": "gzip",  # gzip needs no extra library; lz4/zstd/snappy need one
+    "KAFKA_LINGER_MS": "20",
+    "KAFKA_BATCH_SIZE": "262144",
+    # randomuser.me (or the bundled stand-in)
+    "USERS_API_URL": "https://randomuser.me/api/",
+    "USERS_PER_REQUEST": "5000",
+    "USERS_TOTAL": "0",  # 0: no count limit, USERS_RUN_SECONDS bounds the run
+    "USERS_RUN_SECONDS": "60",
+    "USERS_SEED": "",  # empty: a fresh random seed per run, logged so the run can be replayed
+    "USERS_START_PAGE": "1",
+    "USERS_NAT": "",
+    "USERS_API_CONNECT_TIMEOUT": "5",
+    "USERS_API_READ_TIMEOUT": "30",
+    "USERS_API_MAX_RETRIES": "5",
+    "USERS_API_BACKOFF_SECONDS": "1",
+    # Cassandra
+    "CASSANDRA_HOST": "localhost",
+    "CASSANDRA_PORT": "9042",
+    "CASSANDRA_USERNAME": "cassandra",
+    "CASSANDRA_PASSWORD": "cassandra",
+    "CASSANDRA_KEYSPACE": "spark_streams",
+    "CASSANDRA_TABLE": "created_users",
+    "CASSANDRA_DEAD_LETTER_TABLE": "dead_letters",
+    "CASSANDRA_REPLICATION_FACTOR": "1",
+    # Spark stream job
+    "SPARK_MASTER": "local[*]",
+    "SPARK_CHECKPOINT_DIR": str(REPO_ROOT / ".stack" / "data" / "spark" / "checkpoint"),
+    "SPARK_TRIGGER_INTERVAL": "2 seconds",
+    "SPARK_MAX_OFFSETS_PER_TRIGGER": "200000",
+    "SPARK_STARTING_OFFSETS": "earliest",
+    "SPARK_UI_PORT": "4040",
+    "SPARK_JARS_DIR": str(REPO_ROOT / ".stack" / "jars" / "spark"),
+}
+
+
+class ConfigError(ValueError):
+    """A setting has a value the pipeline cannot use; the message names the variable."""
+
+
+def _get(env: Mapping[str, str], name: str) -> str:
+    value = env.get(name)
+    return DEFAULTS[name] if value is None or value == "" else value
+
+
+def _int(env: Mapping[str, str], name: str, minimum: int = 0) -> int:
+    raw = _get(env, name)
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a whole number") from None
+    if value < minimum:
+        raise ConfigError(f"{name}={value} must be at least {minimum}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str) -> float:
+    raw = _get(env, name)
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number") from None
+    if value < 0:
+        raise ConfigError(f"{name}={value} must not be negative")
+    return value
+
+
+@dataclass(frozen=True)
+class KafkaSettings:
+    bootstrap_servers: str
+    topic: str
+    partitions: int
+    replication_factor: int
+    compression: str
+    linger_ms: int
+    batch_size: int
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    url: str
+    per_request: int
+    total: int
+    run_seconds: float
+    seed: str
+    start_page: int
+    nat: str
+    connect_timeout: float
+    read_timeout: float
+    max_retries: int
+    backoff_seconds: float
+
+
+@dataclass(frozen=True)
+class CassandraSettings:
+    host: str
+    port: int
+    username: str
+    password: str
+    keyspace: str
+    table: str
+    dead_letter_table: str
+    replication_factor: int
+
+    def __repr__(self) -> str:  # never print the password
+        return (
+            f"CassandraSettings(host={self.host!r}, port={self.port}, "
+            f"username={self.username!r}, keyspace={self.keyspace!r}, table={self.table!r})"
+        )
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    master: str
+    checkpoint_dir: str
+    trigger_interval: str
+    max_offsets_per_trigger: int
+    starting_offsets: str
+    ui_port: int
+    jars_dir: str
+
+
+@dataclass(frozen=True)
+class Settings:
+    kafka: KafkaSettings
+    api: ApiSettings
+    cassandra: CassandraSettings
+    stream: StreamSettings
+
+
+def load(env: Mapping[str, str] | None = None) -> Settings:
+    """Read every setting from ``env`` (default ``os.environ``).
+
+    Raises ``ConfigError`` naming the variable when a value is unusable.
+    """
+    env = os.environ if env is None else env
+    per_request = _int(env, "USERS_PER_REQUEST", minimum=1)
+    if per_request > 5000:
+        raise ConfigError(f"USERS_PER_REQUEST={per_request}: randomuser.me serves at most 5000")
+    return Settings(
+        kafka=KafkaSettings(
+            bootstrap_servers=_get(env, "KAFKA_BOOTSTRAP_SERVERS"),
+            topic=_get(env, "KAFKA_TOPIC"),
+            partitions=_int(env, "KAFKA_TOPIC_PARTITIONS", minimum=1),
+            replication_factor=_int(env, "KAFKA_REPLICATION_FACTOR", minimum=1),
+            compression=_get(env, "KAFKA_COMPRESSION"),
+            linger_ms=_int(env, "KAFKA_LINGER_MS"),
+            batch_size=_int(env, "KAFKA_BATCH_SIZE", minimum=1),
+        ),
+        api=ApiSettings(
+            url=_get(env, "USERS_API_URL"),
+            per_request=per_request,
+            total=_int(env, "USERS_TOTAL"),
+            run_seconds=_float(env, "USERS_RUN_SECONDS"),
+            seed=_get(env, "USERS_SEED"),
+            start_page=_int(env, "USERS_START_PAGE", minimum=1),
+            nat=_get(env, "USERS_NAT"),
+            connect_timeout=_float(env, "USERS_API_CONNECT_TIMEOUT"),
+            read_timeout=_float(env, "USERS_API_READ_TIMEOUT"),
+            max_retries=_int(env, "USERS_API_MAX_RETRIES"),
+            backoff_seconds=_float(env, "USERS_API_BACKOFF_SECONDS"),
+        ),
+        cassandra=CassandraSettings(
+            host=_get(env, "CASSANDRA_HOST"),
+            port=_int(env, "CASSANDRA_PORT", minimum=1),
+            username=_get(env, "CASSANDRA_USERNAME"),
+            password=_get(env, "CASSANDRA_PASSWORD"),
+            keyspace=_get(env, "CASSANDRA_KEYSPACE"),
+            table=_get(env, "CASSANDRA_TABLE"),
+            dead_letter_table=_get(env, "CASSANDRA_DEAD_LETTER_TABLE"),
+            replication_factor=_int(env, "CASSANDRA_REPLICATION_FACTOR", minimum=1),
+        ),
+        stream=StreamSettings(
+            master=_get(env, "SPARK_MASTER"),
+            checkpoint_dir=_get(env, "SPARK_CHECKPOINT_DIR"),
+            trigger_interval=_get(env, "SPARK_TRIGGER_INTERVAL"),
+            max_offsets_per_trigger=_int(env, "SPARK_MAX_OFFSETS_PER_TRIGGER", minimum=1),
+            starting_offsets=_get(env, "SPARK_STARTING_OFFSETS"),
+            ui_port=_int(env, "SPARK_UI_PORT", minimum=1),
+            jars_dir=_get(env, "SPARK_JARS_DIR"),
+        ),
+    )

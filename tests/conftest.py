@@ -1,0 +1,72 @@
+"""Shared fixtures: the real local-stack services, never mocks.
+
+`./run.sh test` starts the stack before pytest runs. A fixture whose service does not answer
+fails the test with the service, its port and its log file; nothing is skipped.
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from pipeline import config  # noqa: E402
+
+LOGS = REPO / ".stack" / "logs"
+
+
+def require_port(service: str, host: str, port: int, log: str) -> None:
+    """Fail (not skip) with the fix when ``service`` does not accept TCP on ``host:port``."""
+    try:
+        with socket.create_connection((host, port), timeout=3):
+            return
+    except OSError as exc:
+        pytest.fail(
+            f"{service} is not answering on {host}:{port} ({exc}). Start the stack with "
+            f"`./run.sh up` and read {LOGS / log}",
+            pytrace=False,
+        )
+
+
+@pytest.fixture(scope="session")
+def settings() -> config.Settings:
+    return config.load()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(settings: config.Settings) -> str:
+    """The local Kafka broker's bootstrap address, checked to be listening."""
+    host, _, port = settings.kafka.bootstrap_servers.split(",")[0].rpartition(":")
+    require_port("Kafka", host, int(port), "kafka.log")
+    return settings.kafka.bootstrap_servers
+
+
+@pytest.fixture(scope="session")
+def cassandra_session(settings: config.Settings):
+    """A cassandra-driver session logged in as the configured superuser."""
+    from cassandra.auth import PlainTextAuthProvider
+    from cassandra.cluster import Cluster
+
+    c = settings.cassandra
+    require_port("Cassandra", c.host, c.port, "cassandra.log")
+    cluster = Cluster(
+        [c.host],
+        port=c.port,
+        auth_provider=PlainTextAuthProvider(c.username, c.password),
+        protocol_version=5,
+    )
+    session = cluster.connect()
+    yield session
+    cluster.shutdown()
+
+
+@pytest.fixture
+def unique() -> str:
+    """A short random suffix so each test gets its own topic, keyspace or table."""
+    return uuid.uuid4().hex[:10]

@@ -1,0 +1,203 @@
+"""The local stack's services are real and keep their data: Kafka, Cassandra, PostgreSQL, run.sh."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from kafka import KafkaConsumer, KafkaProducer
+from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.errors import KafkaTimeoutError
+
+REPO = Path(__file__).resolve().parents[1]
+SIMPLE_RF1 = "{'class': 'SimpleStrategy', 'replication_factor': 1}"
+STACK = [sys.executable, str(REPO / "script" / "stack.py")]
+
+
+def stack(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*STACK, *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=env or os.environ.copy(),
+        timeout=timeout,
+    )
+
+
+def test_kafka_round_trips_1000_keyed_messages(kafka_bootstrap: str, unique: str) -> None:
+    topic = f"stack-test-{unique}"
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    admin.create_topics([NewTopic(topic, num_partitions=3, replication_factor=1)])
+    admin.close()
+    sent = {f"key-{i}": f"value-{i}-ünïcødé" for i in range(1000)}
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    for key, value in sent.items():
+        producer.send(topic, key=key.encode(), value=value.encode())
+    producer.flush()
+    producer.close()
+
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=kafka_bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        consumer_timeout_ms=15000,
+    )
+    received: dict[str, str] = {}
+    partitions: dict[str, set[int]] = {}
+    for message in consumer:
+        key = message.key.decode()
+        received[key] = message.value.decode()
+        partitions.setdefault(key, set()).add(message.partition)
+        if len(received) == len(sent):
+            break
+    consumer.close()
+    assert received == sent
+    assert {p for ps in partitions.values() for p in ps} == {0, 1, 2}
+
+
+def test_kafka_does_not_auto_create_topics(kafka_bootstrap: str, unique: str) -> None:
+    consumer = KafkaConsumer(bootstrap_servers=kafka_bootstrap)
+    consumer.topics()  # a metadata request
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, max_block_ms=3000)
+    with pytest.raises(KafkaTimeoutError):
+        producer.send(f"never-created-{unique}", b"x").get(timeout=5)
+    producer.close()
+    assert f"never-created-{unique}" not in consumer.topics()
+    consumer.close()
+
+
+def test_cassandra_writes_and_reads_rows_as_superuser(cassandra_session, unique: str) -> None:
+    ks = f"stack_test_{unique}"
+    cassandra_session.execute(
+        f"CREATE KEYSPACE {ks} WITH replication = {SIMPLE_RF1}"
+    )
+    cassandra_session.execute(f"CREATE TABLE {ks}.people (id text PRIMARY KEY, name text)")
+    rows = {f"id-{i}": f"名前-{i}" for i in range(50)}
+    insert = cassandra_session.prepare(f"INSERT INTO {ks}.people (id, name) VALUES (?, ?)")
+    for key, name in rows.items():
+        cassandra_session.execute(insert, (key, name))
+    read = {r.id: r.name for r in cassandra_session.execute(f"SELECT id, name FROM {ks}.people")}
+    cassandra_session.execute(f"DROP KEYSPACE {ks}")
+    assert read == rows
+
+
+def test_cassandra_refuses_a_wrong_password(settings) -> None:
+    from cassandra import AuthenticationFailed
+    from cassandra.auth import PlainTextAuthProvider
+    from cassandra.cluster import Cluster, NoHostAvailable
+
+    c = settings.cassandra
+    cluster = Cluster(
+        [c.host],
+        port=c.port,
+        protocol_version=5,
+        auth_provider=PlainTextAuthProvider(c.username, c.password + "-wrong"),
+    )
+    with pytest.raises(NoHostAvailable) as refused:
+        cluster.connect()
+    cluster.shutdown()
+    errors = list(refused.value.errors.values())
+    assert errors and all(isinstance(e, AuthenticationFailed) for e in errors)
+
+
+def test_postgres_answers_as_airflow() -> None:
+    import psycopg2
+
+    conn = psycopg2.connect(
+        host="127.0.0.1",
+        port=5432,
+        user=os.environ.get("POSTGRES_USER", "airflow"),
+        password=os.environ.get("POSTGRES_PASSWORD", "airflow"),
+        dbname=os.environ.get("POSTGRES_DB", "airflow"),
+        connect_timeout=5,
+    )
+    with conn.cursor() as cur:
+        cur.execute("SELECT current_user, current_database()")
+        assert cur.fetchone() == ("airflow", "airflow")
+    conn.close()
+
+
+def _pids() -> dict[str, str]:
+    out = stack("status").stdout.splitlines()[1:-1]
+    return {line.split()[0]: line.split()[2] for line in out}
+
+
+def test_up_twice_is_harmless(kafka_bootstrap: str) -> None:
+    before = _pids()
+    result = stack("up")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "already running" in result.stdout
+    assert _pids() == before
+    assert all(before[s] != "-" for s in ("postgres", "zookeeper", "kafka", "cassandra"))
+
+
+def test_up_fails_naming_service_port_and_log_when_a_port_is_taken(
+    tmp_path: Path, kafka_bootstrap: str
+) -> None:
+    # A second stack in an empty state folder finds every port taken by the first one.
+    env = {**os.environ, "STACK_STATE_DIR": str(tmp_path / "state")}
+    result = stack("up", "kafka", env=env, timeout=60)
+    assert result.returncode == 1
+    assert "kafka: port 9092 is taken" in result.stdout
+    assert str(tmp_path / "state" / "logs" / "kafka.log") in result.stdout
+    assert not (tmp_path / "state" / "jars").exists()  # failed before downloading anything
+
+
+def test_status_lists_every_service_with_pid_port_memory_and_log() -> None:
+    lines = stack("status").stdout.splitlines()
+    rows = {line.split()[0]: line.split() for line in lines[1:-1]}
+    for name, port in (
+        ("postgres", "5432"),
+        ("zookeeper", "2181"),
+        ("kafka", "9092"),
+        ("cassandra", "9042"),
+        ("airflow-api-server", "8080"),
+    ):
+        state, pid, listed_port, pss, rss, log = rows[name][1:7]
+        assert (state, listed_port) == ("up", port)
+        assert int(pid) > 1 and int(rss) > 0 and int(pss) > 0
+        assert log == f".stack/logs/{name}.log"
+
+
+def test_cassandra_keeps_rows_across_down_and_up(cassandra_session, settings, unique: str) -> None:
+    ks = f"restart_{unique}"
+    cassandra_session.execute(
+        f"CREATE KEYSPACE {ks} WITH replication = {SIMPLE_RF1}"
+    )
+    cassandra_session.execute(f"CREATE TABLE {ks}.kept (id int PRIMARY KEY, note text)")
+    for i in range(20):
+        cassandra_session.execute(
+            f"INSERT INTO {ks}.kept (id, note) VALUES (%s, %s)", (i, f"row {i}")
+        )
+
+    down = stack("down", "cassandra")
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert _pids()["cassandra"] == "-"
+    started = time.monotonic()
+    up = stack("up", "cassandra")
+    assert up.returncode == 0, up.stdout + up.stderr
+    print(f"cassandra restarted in {time.monotonic() - started:.0f}s")
+
+    from cassandra.auth import PlainTextAuthProvider
+    from cassandra.cluster import Cluster
+
+    c = settings.cassandra
+    cluster = Cluster(
+        [c.host],
+        port=c.port,
+        protocol_version=5,
+        auth_provider=PlainTextAuthProvider(c.username, c.password),
+    )
+    session = cluster.connect()
+    rows = {r.id: r.note for r in session.execute(f"SELECT id, note FROM {ks}.kept")}
+    session.execute(f"DROP KEYSPACE {ks}")
+    cluster.shutdown()
+    assert rows == {i: f"row {i}" for i in range(20)}
