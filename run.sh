@@ -43,4 +43,5 @@ ensure_venv() {
 
 ensure_venv
 export PATH="$venv/bin:$PATH"
-exec "$venv/bin/python" "$repo/script/stack.py" "$@"
+export PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}"
+exec "$venv/bin/python" -m script "$@"

@@ -822,6 +822,41 @@ def stop_stream() -> None:
     pid_file("spark-stream").unlink(missing_ok=True)
 
 
+# randomuser stand-in --------------------------------------------------------------------
+
+STANDIN_PORT = int(os.environ.get("USERS_STANDIN_PORT", "8765"))
+
+
+def standin_url() -> str:
+    return f"http://127.0.0.1:{STANDIN_PORT}/api/"
+
+
+def start_standin() -> None:
+    spawn(
+        "randomuser-standin",
+        [
+            sys.executable,
+            "-m",
+            "pipeline.randomuser_standin",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(STANDIN_PORT),
+        ],
+        stream_env(),
+    )
+
+
+def probe_standin() -> str | None:
+    import requests
+
+    try:
+        requests.get(standin_url(), params={"results": 1}, timeout=3).raise_for_status()
+    except requests.RequestException as exc:
+        return f"no answer on :{STANDIN_PORT} ({exc.__class__.__name__})"
+    return None
+
+
 # --------------------------------------------------------------------------- the stack
 
 SERVICES: list[Service] = [
@@ -832,7 +867,8 @@ SERVICES: list[Service] = [
     Service("airflow", 8080, start_airflow, probe_airflow, 300, stop_airflow, airflow_pid),
 ]
 STREAM = Service("spark-stream", None, start_stream, probe_stream, 180, stop_stream)
-BY_NAME = {s.name: s for s in [*SERVICES, STREAM]}
+STANDIN = Service("randomuser-standin", STANDIN_PORT, start_standin, probe_standin, 30)
+EXTRAS = [STREAM, STANDIN]  # started on demand (the runner, `stream`), stopped by `down`
 
 
 def wait_ready(service: Service) -> None:
@@ -929,15 +965,15 @@ def up(names: Iterable[str] | None = None) -> list[str]:
 
 
 def down(names: Iterable[str] | None = None) -> None:
-    wanted = set(names or [s.name for s in [*SERVICES, STREAM]])
-    for service in [STREAM, *reversed(SERVICES)]:
+    wanted = set(names or [s.name for s in [*SERVICES, *EXTRAS]])
+    for service in [*EXTRAS, *reversed(SERVICES)]:
         if service.name in wanted:
             stop_service(service)
 
 
 def status_rows() -> list[dict[str, object]]:
     rows = []
-    for service in [*SERVICES, STREAM]:
+    for service in [*SERVICES, *EXTRAS]:
         groups = (
             [f"airflow-{c}" for c in AIRFLOW_COMPONENTS]
             if service.name == "airflow"
@@ -979,6 +1015,57 @@ def status() -> None:
     total_pss = sum(int(r["pss_mb"]) for r in rows)
     total_rss = sum(int(r["rss_mb"]) for r in rows)
     print(f"{'total':<46}{total_pss:>9}{total_rss:>9}  (PSS counts shared pages once)")
+    up_now = {r["service"] for r in rows if r["state"] == "up"}
+    print()
+    for line in pipeline_lines(up_now):
+        print(line)
+
+
+def pipeline_lines(up_now: set[str]) -> list[str]:
+    """The pipeline half of `status`: topic, stream progress and lag, rows, last DAG run."""
+    from script import pipeline_status as ps
+    from script.airflow_api import AirflowClient, AirflowError
+
+    settings = config.load()
+    k, c = settings.kafka, settings.cassandra
+    lines = ["PIPELINE"]
+    if "kafka" in up_now:
+        progress = ps.stream_progress(settings)
+        offsets = ", ".join(f"p{p}={o}" for p, o in sorted(progress.end_offsets.items()))
+        lines.append(
+            f"  topic {k.topic:<26}{progress.messages:>10,} messages  ({offsets or 'no topic yet'})"
+        )
+        read = ", ".join(f"p{p}={o}" for p, o in sorted(progress.committed.items()))
+        lines.append(
+            f"  stream job has read          {progress.messages - progress.lag:>10,}  "
+            f"lag {progress.lag:,}  (checkpoint batch {progress.batch}: {read or '-'})"
+        )
+    else:
+        lines.append("  kafka is down: no topic figures")
+    if "cassandra" in up_now:
+        cluster, session = ps.cassandra_session(c)
+        try:
+            for table in (c.table, c.dead_letter_table):
+                rows = ps.count_rows(session, c.keyspace, table)
+                shown = "no table yet" if rows is None else f"{rows:,} rows"
+                lines.append(f"  {c.keyspace}.{table:<{28 - len(c.keyspace)}}{shown:>10}")
+        finally:
+            cluster.shutdown()
+    else:
+        lines.append("  cassandra is down: no row counts")
+    if "airflow-api-server" in up_now:
+        admin, password = airflow_admin()
+        try:
+            run = AirflowClient("http://127.0.0.1:8080", admin, password).last_run(
+                "user_automation"
+            )
+        except AirflowError as exc:
+            run, lines = None, [*lines, f"  last DAG run: unknown ({exc})"]
+        if run:
+            lines.append(f"  last user_automation run     {run['state']:>10}  {run['dag_run_id']}")
+        else:
+            lines.append("  last user_automation run     none yet")
+    return lines
 
 
 def clean(everything: bool) -> None:
@@ -1012,14 +1099,15 @@ def run_tests(pytest_args: list[str]) -> int:
     finally:
         if started:
             say(f"stopping what the test run started: {', '.join(started)}")
-            down([*started, "spark-stream"])
+            down([*started, *(s.name for s in EXTRAS)])
     if code == 5:
         say("pytest collected no tests: that is a failure here")
         return 1
     return code
 
 
-USAGE = """usage: ./run.sh COMMAND
+USAGE = """usage: ./run.sh [--offline] [--users N] [--seed TEXT]   run the whole pipeline once
+       ./run.sh COMMAND
   up [SERVICE...]   start the local stack (postgres zookeeper kafka cassandra airflow)
   down [SERVICE...] stop it (data kept)
   status            services: up/down, pid, port, memory (PSS/RSS), log

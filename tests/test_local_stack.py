@@ -15,7 +15,7 @@ from kafka.errors import KafkaTimeoutError
 
 REPO = Path(__file__).resolve().parents[1]
 SIMPLE_RF1 = "{'class': 'SimpleStrategy', 'replication_factor': 1}"
-STACK = [sys.executable, str(REPO / "script" / "stack.py")]
+STACK = [sys.executable, "-m", "script"]
 
 
 def stack(
@@ -125,9 +125,15 @@ def test_postgres_answers_as_airflow() -> None:
     conn.close()
 
 
+def _service_rows() -> dict[str, list[str]]:
+    """`status` table rows by service name (the lines between the header and the total)."""
+    lines = stack("status").stdout.splitlines()
+    table = lines[1 : next(i for i, line in enumerate(lines) if line.startswith("total"))]
+    return {line.split()[0]: line.split() for line in table}
+
+
 def _pids() -> dict[str, str]:
-    out = stack("status").stdout.splitlines()[1:-1]
-    return {line.split()[0]: line.split()[2] for line in out}
+    return {name: row[2] for name, row in _service_rows().items()}
 
 
 def test_up_twice_is_harmless(kafka_bootstrap: str) -> None:
@@ -152,8 +158,7 @@ def test_up_fails_naming_service_port_and_log_when_a_port_is_taken(
 
 
 def test_status_lists_every_service_with_pid_port_memory_and_log() -> None:
-    lines = stack("status").stdout.splitlines()
-    rows = {line.split()[0]: line.split() for line in lines[1:-1]}
+    rows = _service_rows()
     for name, port in (
         ("postgres", "5432"),
         ("zookeeper", "2181"),

@@ -1,0 +1,1 @@
+"""Tooling of the local stack: `./run.sh` runs `python -m script`."""

@@ -1,0 +1,86 @@
+"""Where the data is: Kafka end offsets, the stream job's checkpoint, rows in Cassandra, the DAG.
+
+Used by `./run.sh status` (the pipeline half of the table) and by the end-to-end runner to know
+when the stream job has caught up with what the DAG sent.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.config import CassandraSettings, Settings
+
+
+@dataclass
+class StreamProgress:
+    end_offsets: dict[int, int]  # partition -> next offset to be written (messages so far)
+    committed: dict[int, int]  # partition -> next offset the stream job will read
+    batch: int | None  # last committed micro-batch id
+
+    @property
+    def messages(self) -> int:
+        return sum(self.end_offsets.values())
+
+    @property
+    def lag(self) -> int:
+        return sum(max(0, end - self.committed.get(p, 0)) for p, end in self.end_offsets.items())
+
+
+def topic_end_offsets(settings: Settings) -> dict[int, int]:
+    """Next offset per partition of the topic; {} when the topic does not exist yet."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.kafka.bootstrap_servers, request_timeout_ms=10000
+    )
+    try:
+        partitions = consumer.partitions_for_topic(settings.kafka.topic) or set()
+        tps = [TopicPartition(settings.kafka.topic, p) for p in sorted(partitions)]
+        return {tp.partition: off for tp, off in consumer.end_offsets(tps).items()} if tps else {}
+    finally:
+        consumer.close()
+
+
+def checkpoint_offsets(checkpoint_dir: str, topic: str) -> tuple[int | None, dict[int, int]]:
+    """(batch id, offsets) of the last micro-batch the stream job committed, from its checkpoint.
+
+    Structured Streaming writes ``offsets/<batch>`` when a batch is planned and
+    ``commits/<batch>`` when its sink finished: only committed batches count as read.
+    """
+    root = Path(checkpoint_dir)
+    commits = [int(p.name) for p in (root / "commits").glob("[0-9]*")] if root.exists() else []
+    if not commits:
+        return None, {}
+    batch = max(commits)
+    lines = (root / "offsets" / str(batch)).read_text().splitlines()
+    offsets = json.loads(lines[-1]).get(topic, {})
+    return batch, {int(p): int(o) for p, o in offsets.items()}
+
+
+def stream_progress(settings: Settings) -> StreamProgress:
+    batch, committed = checkpoint_offsets(settings.stream.checkpoint_dir, settings.kafka.topic)
+    return StreamProgress(topic_end_offsets(settings), committed, batch)
+
+
+def cassandra_session(c: CassandraSettings):
+    from cassandra.auth import PlainTextAuthProvider
+    from cassandra.cluster import Cluster
+
+    cluster = Cluster(
+        [c.host],
+        port=c.port,
+        protocol_version=5,
+        connect_timeout=5,
+        auth_provider=PlainTextAuthProvider(c.username, c.password),
+    )
+    return cluster, cluster.connect()
+
+
+def count_rows(session, keyspace: str, table: str) -> int | None:
+    """COUNT(*) of a table, or None when it does not exist yet."""
+    meta = session.cluster.metadata.keyspaces.get(keyspace)
+    if meta is None or table not in meta.tables:
+        return None
+    return session.execute(f"SELECT COUNT(*) FROM {keyspace}.{table}", timeout=120).one()[0]

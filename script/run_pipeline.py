@@ -1,0 +1,180 @@
+"""`./run.sh` with no command: set up, run the whole pipeline once, and show that it worked.
+
+Starts the local stack and the stream job, unpauses and triggers `user_automation` through
+Airflow's API (the scheduler runs it), waits until every user it sent is in Cassandra, and
+prints a report: counts, elapsed time, end-to-end latency, sample rows, where to look next.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from typing import Any
+
+import requests
+
+from pipeline import config
+from script import stack
+from script.airflow_api import AirflowClient
+from script.pipeline_status import cassandra_session, count_rows, stream_progress
+
+DAG_ID = "user_automation"
+TASK_ID = "stream_users"
+PUBLIC_API = "https://randomuser.me/api/"
+
+
+def say(message: str) -> None:
+    print(f"[run] {message}", flush=True)
+
+
+def choose_api(offline: bool, env_url: str | None) -> tuple[str, bool]:
+    """(URL the DAG fetches from, whether it is the bundled stand-in)."""
+    if env_url:
+        return env_url, False
+    if not offline:
+        try:
+            requests.get(PUBLIC_API, params={"results": 1}, timeout=5).raise_for_status()
+            return PUBLIC_API, False
+        except requests.RequestException as exc:
+            say(
+                f"randomuser.me is unreachable ({exc.__class__.__name__}): using the bundled "
+                "randomuser-compatible server instead (--offline skips this check)"
+            )
+    stack.start_service(stack.STANDIN)
+    return stack.standin_url(), True
+
+
+def client() -> AirflowClient:
+    user, password = stack.airflow_admin()
+    return AirflowClient("http://127.0.0.1:8080", user, password)
+
+
+def wait_caught_up(settings: config.Settings, timeout: float) -> None:
+    """Wait until the stream job has committed every offset the topic holds."""
+    started = time.monotonic()
+    last = -1.0
+    while True:
+        progress = stream_progress(settings)
+        if progress.end_offsets and progress.lag == 0:
+            return
+        elapsed = time.monotonic() - started
+        if elapsed > timeout:
+            raise stack.StackError(
+                f"the stream job is {progress.lag} messages behind after "
+                f"{timeout:.0f}s: see .stack/logs/spark-stream.log"
+            )
+        if elapsed - last >= 10:
+            say(
+                f"stream job: {progress.messages - progress.lag:,}/{progress.messages:,} "
+                f"messages read, lag {progress.lag:,} ({elapsed:.0f}s)"
+            )
+            last = elapsed
+        if stack.read_pid("spark-stream") is None:
+            raise stack.StackError("the stream job exited: see .stack/logs/spark-stream.log")
+        time.sleep(2)
+
+
+def run_rows(session, c: config.CassandraSettings, since_ms: int) -> list[Any]:
+    """Rows this run wrote or rewrote: their produce time is after the run started."""
+    return list(
+        session.execute(
+            f"SELECT id, first_name, last_name, email, post_code, produced_at, "
+            f"writetime(email) AS written_us FROM {c.keyspace}.{c.table} "
+            f"WHERE produced_at >= %s ALLOW FILTERING",
+            (since_ms,),
+            timeout=120,
+        )
+    )
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="./run.sh", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--offline",
+        action="store_true",
+        help="use the bundled randomuser-compatible server, do not try the internet",
+    )
+    parser.add_argument(
+        "--users",
+        type=int,
+        default=0,
+        help="send this many users (default: the DAG's USERS_RUN_SECONDS budget)",
+    )
+    parser.add_argument("--seed", default="", help="randomuser seed for a reproducible run")
+    args = parser.parse_args(argv)
+
+    began = time.monotonic()
+    settings = config.load()
+    c = settings.cassandra
+    stack.up()
+    api_url, standin = choose_api(args.offline, stack.os.environ.get("USERS_API_URL"))
+    stack.start_service(stack.STREAM)
+
+    airflow = client()
+    airflow.wait_for_dag(DAG_ID)
+    airflow.unpause(DAG_ID)
+    cluster, session = cassandra_session(c)
+    dead_before = count_rows(session, c.keyspace, c.dead_letter_table) or 0
+    conf: dict[str, Any] = {"api_url": api_url}
+    if args.users:
+        conf["total"] = args.users
+    if args.seed:
+        conf["seed"] = args.seed
+    since_ms = int(time.time() * 1000)
+    run_id = airflow.trigger(DAG_ID, conf)
+    say(f"triggered {DAG_ID} ({run_id}) with {conf}; the scheduler runs it")
+    state = airflow.wait_for_run(DAG_ID, run_id)
+    if state != "success":
+        raise stack.StackError(
+            f"DAG run {run_id} ended {state}: see the task log in the Airflow "
+            "UI or .stack/logs/airflow-tasks/"
+        )
+    stats = airflow.xcom(DAG_ID, run_id, TASK_ID)
+    say(f"DAG run succeeded: {stats}")
+    wait_caught_up(settings, timeout=900)
+
+    rows = run_rows(session, c, since_ms)
+    dead = (count_rows(session, c.keyspace, c.dead_letter_table) or 0) - dead_before
+    cluster.shutdown()
+    latencies = [r.written_us / 1000 - r.produced_at for r in rows]
+    elapsed = time.monotonic() - began
+
+    user, _ = stack.airflow_admin()
+    print()
+    print("Pipeline run report")
+    print(f"  users API          {api_url}{' (bundled stand-in)' if standin else ''}")
+    print(f"  fetched            {stats.get('fetched', '?'):,}")
+    print(
+        f"  sent to Kafka      {stats.get('sent', '?'):,}   skipped {stats.get('skipped', 0):,}"
+        f"   failed {stats.get('failed', 0):,}"
+    )
+    print(f"  written            {len(rows):,} rows in {c.keyspace}.{c.table}")
+    print(f"  rejected           {dead:,} dead letters in {c.keyspace}.{c.dead_letter_table}")
+    print(f"  elapsed            {elapsed:.0f}s (set-up included)")
+    if latencies:
+        print(
+            f"  end-to-end latency median {statistics.median(latencies) / 1000:.2f}s, "
+            f"p95 {percentile(latencies, 0.95) / 1000:.2f}s (produce -> Cassandra write)"
+        )
+    print("  sample rows:")
+    for r in rows[:3]:
+        print(f"    {r.id}  {r.first_name} {r.last_name}  {r.email}  {r.post_code}")
+    print()
+    print(
+        f"  Airflow UI   http://localhost:8080  (login {user}; password: AIRFLOW_ADMIN_PASSWORD "
+        "or .stack/data/airflow/admin-password)"
+    )
+    print(f"  Spark UI     http://localhost:{settings.stream.ui_port}")
+    print(f"  cqlsh        ./run.sh cqlsh -e 'SELECT * FROM {c.keyspace}.{c.table} LIMIT 10;'")
+    print("  status       ./run.sh status")
+    print("  stop         ./run.sh down")
+    sent = stats.get("sent")
+    if isinstance(sent, int) and len(rows) < sent:
+        raise stack.StackError(f"only {len(rows)} of {sent} sent users are in Cassandra")
+    return 0
