@@ -55,6 +55,17 @@ DEFAULTS: dict[str, str] = {
 }
 
 
+# A DAG run's parameters (Airflow's trigger conf) and the variable each one overrides for that run.
+RUN_PARAMS: dict[str, str] = {
+    "api_url": "USERS_API_URL",
+    "total": "USERS_TOTAL",
+    "run_seconds": "USERS_RUN_SECONDS",
+    "seed": "USERS_SEED",
+    "start_page": "USERS_START_PAGE",
+    "topic": "KAFKA_TOPIC",
+}
+
+
 class ConfigError(ValueError):
     """A setting has a value the pipeline cannot use; the message names the variable."""
 
@@ -201,3 +212,16 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
             jars_dir=_get(env, "SPARK_JARS_DIR"),
         ),
     )
+
+
+def load_for_run(
+    params: Mapping[str, object] | None, env: Mapping[str, str] | None = None
+) -> Settings:
+    """Settings from ``env``, with a DAG run's non-empty ``params`` (see ``RUN_PARAMS``) on top."""
+    merged = dict(os.environ if env is None else env)
+    for name, value in (params or {}).items():
+        if name not in RUN_PARAMS:
+            raise ConfigError(f"unknown run parameter {name!r}; known: {', '.join(RUN_PARAMS)}")
+        if value is not None and value != "":
+            merged[RUN_PARAMS[name]] = str(value)
+    return load(merged)

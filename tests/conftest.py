@@ -66,6 +66,17 @@ def cassandra_session(settings: config.Settings):
     cluster.shutdown()
 
 
+@pytest.fixture(scope="session")
+def airflow_client():
+    """A logged-in client of the local Airflow's REST API (the stack's admin login)."""
+    from script import stack
+    from script.airflow_api import AirflowClient
+
+    require_port("Airflow API server", "127.0.0.1", 8080, "airflow-api-server.log")
+    user, password = stack.airflow_admin()
+    return AirflowClient("http://127.0.0.1:8080", user, password)
+
+
 @pytest.fixture
 def unique() -> str:
     """A short random suffix so each test gets its own topic, keyspace or table."""

@@ -1,0 +1,301 @@
+"""Produce formatted users to Kafka: topic creation, producer settings, one full producer run.
+
+``run(settings)`` is what the Airflow task calls (and ``python -m pipeline.producer``, for the
+benchmark and offline runs): fetch a page, format each user, validate it against the contract,
+send it keyed by its id, until the run's budget is spent; then flush, log and return the counts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from kafka import KafkaAdminClient, KafkaProducer
+from kafka.errors import KafkaTimeoutError, TopicAlreadyExistsError
+
+from pipeline import config, contract
+from pipeline.config import KafkaSettings, Settings
+from pipeline.formatting import Skip, format_user
+from pipeline.randomuser import FetchError, RandomUserClient, iter_batches, run_seed
+
+log = logging.getLogger(__name__)
+
+CLIENT_ID = "user_automation"
+_LOGGED_PROBLEMS = 10  # log the first few skips/failures one by one, then only count them
+
+
+class RunFailed(RuntimeError):
+    """The run did not deliver what it should have; the message carries the counts."""
+
+
+def _servers(kafka: KafkaSettings) -> list[str]:
+    return [s.strip() for s in kafka.bootstrap_servers.split(",") if s.strip()]
+
+
+def _unreachable(kafka: KafkaSettings, exc: Exception) -> RunFailed:
+    return RunFailed(
+        f"Kafka is not reachable at KAFKA_BOOTSTRAP_SERVERS={kafka.bootstrap_servers} ({exc}); "
+        "start the local stack with `./run.sh up` or point the variable at a running broker"
+    )
+
+
+def producer_config(kafka: KafkaSettings) -> dict[str, Any]:
+    """The kafka-python producer settings: durable (acks=all, idempotent), batched, compressed."""
+    compression = kafka.compression.lower()
+    return {
+        "bootstrap_servers": _servers(kafka),
+        "client_id": CLIENT_ID,
+        "acks": "all",
+        "enable_idempotence": True,
+        "compression_type": None if compression in ("", "none") else compression,
+        "linger_ms": kafka.linger_ms,
+        "batch_size": kafka.batch_size,
+        "max_request_size": max(1_048_576, kafka.batch_size),
+        # ensure_topic() creates the topic with the configured partitions; never let a send
+        # auto-create it with the broker's default instead.
+        "allow_auto_create_topics": False,
+    }
+
+
+def create_producer(kafka: KafkaSettings) -> KafkaProducer:
+    """A connected producer, or ``RunFailed`` naming the bootstrap servers."""
+    try:
+        return KafkaProducer(**producer_config(kafka))
+    except KafkaTimeoutError as exc:  # "Unable to bootstrap from [...]"
+        raise _unreachable(kafka, exc) from exc
+
+
+def ensure_topic(kafka: KafkaSettings) -> int:
+    """Create ``kafka.topic`` if missing (``kafka.partitions`` partitions); return its partitions.
+
+    An existing topic is left as it is; a partition count different from the setting is logged.
+    """
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=_servers(kafka), client_id=f"{CLIENT_ID}-admin")
+    except KafkaTimeoutError as exc:  # "Unable to bootstrap from [...]"
+        raise _unreachable(kafka, exc) from exc
+    try:
+        spec = {
+            "num_partitions": kafka.partitions,
+            "replication_factor": kafka.replication_factor,
+        }
+        try:
+            admin.create_topics({kafka.topic: spec}, wait_for_metadata=True)
+            log.info("created topic %s with %d partition(s)", kafka.topic, kafka.partitions)
+        except TopicAlreadyExistsError:
+            log.info("topic %s exists", kafka.topic)
+        (described,) = admin.describe_topics([kafka.topic])
+        partitions = len(described["partitions"])
+    finally:
+        admin.close()
+    if partitions != kafka.partitions:
+        log.warning(
+            "topic %s has %d partition(s) but KAFKA_TOPIC_PARTITIONS=%d; left unchanged",
+            kafka.topic,
+            partitions,
+            kafka.partitions,
+        )
+    return partitions
+
+
+def encode_key(record: Mapping[str, Any]) -> bytes:
+    return str(record[contract.PRIMARY_KEY]).encode("utf-8")
+
+
+def encode_value(record: Mapping[str, Any]) -> bytes:
+    """The record as compact UTF-8 JSON; non-ASCII names stay as they are."""
+    return json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+class Sender:
+    """Validates and sends records; counts every send's outcome through its future."""
+
+    def __init__(self, producer: KafkaProducer, topic: str) -> None:
+        self.producer = producer
+        self.topic = topic
+        self.queued = 0
+        self.delivered = 0
+        self.failed = 0
+        self.invalid: Counter[str] = Counter()
+        self.errors: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def send(self, record: Mapping[str, Any]) -> bool:
+        """Queue ``record`` unless it breaks the contract (then count it and return False)."""
+        try:
+            contract.validate(record)
+        except contract.InvalidRecord as exc:
+            reason = f"invalid: {exc}"
+            self.invalid[reason] += 1
+            if sum(self.invalid.values()) <= _LOGGED_PROBLEMS:
+                log.warning(
+                    "not sending record %s: %s",
+                    record.get(contract.PRIMARY_KEY),
+                    reason,
+                )
+            return False
+        future = self.producer.send(self.topic, key=encode_key(record), value=encode_value(record))
+        self.queued += 1
+        future.add_callback(self._on_delivered)
+        future.add_errback(self._on_failed)
+        return True
+
+    def _on_delivered(self, _metadata: Any) -> None:
+        with self._lock:
+            self.delivered += 1
+
+    def _on_failed(self, exc: BaseException) -> None:
+        with self._lock:
+            self.failed += 1
+            self.errors[f"{type(exc).__name__}: {exc}"] += 1
+            if self.failed <= _LOGGED_PROBLEMS:
+                log.error("send to %s failed: %s", self.topic, exc)
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait for every queued send; then every future has been counted as delivered or failed."""
+        self.producer.flush(timeout=timeout)
+        with self._lock:
+            unresolved = self.queued - self.delivered - self.failed
+        if unresolved:
+            raise RunFailed(f"{unresolved} send(s) still unresolved after flush()")
+
+
+def send_records(
+    producer: KafkaProducer, topic: str, records: Iterable[Mapping[str, Any]]
+) -> Sender:
+    """Send ``records`` (validated, keyed by id), flush, return the ``Sender`` with its counts."""
+    sender = Sender(producer, topic)
+    for record in records:
+        sender.send(record)
+    sender.flush()
+    return sender
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass
+class RunStats:
+    """What one producer run did; ``as_dict()`` is small enough for an Airflow XCom."""
+
+    topic: str
+    seed: str
+    first_page: int
+    last_page: int = 0
+    partitions: int = 0
+    fetched: int = 0
+    sent: int = 0
+    skipped: int = 0
+    failed: int = 0
+    seconds: float = 0.0
+    skip_reasons: Counter[str] = field(default_factory=Counter)
+    errors: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def rate(self) -> float:
+        """Users sent per second."""
+        return self.sent / self.seconds if self.seconds > 0 else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "topic": self.topic,
+            "seed": self.seed,
+            "first_page": self.first_page,
+            "last_page": self.last_page,
+            "partitions": self.partitions,
+            "fetched": self.fetched,
+            "sent": self.sent,
+            "skipped": self.skipped,
+            "failed": self.failed,
+            "seconds": round(self.seconds, 3),
+            "rate_per_second": round(self.rate, 1),
+            "skip_reasons": dict(self.skip_reasons),
+            "errors": dict(self.errors.most_common(5)),
+        }
+
+    def summary(self) -> str:
+        return (
+            f"sent {self.sent}, skipped {self.skipped}, failed {self.failed} of {self.fetched} "
+            f"fetched in {self.seconds:.1f}s ({self.rate:.0f} users/s) to {self.topic}; "
+            f"replay with USERS_SEED={self.seed} USERS_START_PAGE={self.first_page}"
+        )
+
+
+def run(settings: Settings) -> RunStats:
+    """One producer pass: fetch -> format -> validate -> send until the budget is spent.
+
+    Raises ``RunFailed`` (after flushing, with the counts) when the API gave up, when any send
+    failed or when nothing was sent; records already sent stay sent and are counted.
+    """
+    api, kafka = settings.api, settings.kafka
+    seed = run_seed(api)
+    stats = RunStats(topic=kafka.topic, seed=seed, first_page=api.start_page)
+    budget = f"{api.total} users" if api.total else f"{api.run_seconds:g}s"
+    log.info("run: %s from %s, seed %s from page %d", budget, api.url, seed, api.start_page)
+    stats.partitions = ensure_topic(kafka)
+    client = RandomUserClient(api)
+    producer = create_producer(kafka)
+    sender = Sender(producer, kafka.topic)
+    started = time.monotonic()
+    fetch_error: FetchError | None = None
+    try:
+        try:
+            for batch in iter_batches(client, seed):
+                stats.fetched += len(batch.users)
+                stats.last_page = batch.page
+                for raw in batch.users:
+                    record = format_user(raw, now_ms())
+                    if isinstance(record, Skip):
+                        _count_skip(stats, record.reason, raw, batch.page)
+                    else:
+                        sender.send(record)
+        except FetchError as exc:
+            fetch_error = exc
+        sender.flush()
+    finally:
+        producer.close()
+        stats.seconds = time.monotonic() - started
+        stats.sent = sender.delivered
+        stats.failed = sender.failed
+        stats.errors = sender.errors
+        stats.skip_reasons.update(sender.invalid)
+        stats.skipped = sum(stats.skip_reasons.values())
+        log.info("%s", stats.summary())
+        if stats.skip_reasons:
+            log.warning("skip reasons: %s", dict(stats.skip_reasons))
+    if fetch_error is not None:
+        raise RunFailed(f"{fetch_error} -- {stats.summary()}") from fetch_error
+    if stats.failed:
+        raise RunFailed(
+            f"{stats.failed} send(s) failed ({dict(stats.errors)}) -- {stats.summary()}"
+        )
+    if stats.sent == 0:
+        raise RunFailed(f"nothing was sent -- {stats.summary()}")
+    return stats
+
+
+def _count_skip(stats: RunStats, reason: str, raw: Mapping[str, Any], page: int) -> None:
+    stats.skip_reasons[reason] += 1
+    if sum(stats.skip_reasons.values()) <= _LOGGED_PROBLEMS:
+        login = raw.get("login")
+        uuid = login.get("uuid") if isinstance(login, Mapping) else None
+        log.warning("skipped user %s on page %d: %s", uuid, page, reason)
+
+
+def main() -> int:
+    """``python -m pipeline.producer``: one run configured from the environment; prints counts."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    stats = run(config.load())
+    print(json.dumps(stats.as_dict(), ensure_ascii=False))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,39 @@
+"""Configuration is read once, from the environment, and fails loudly naming the variable."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline import config
+
+
+def test_defaults_are_the_local_stack() -> None:
+    s = config.load({})
+    assert s.kafka.bootstrap_servers == "localhost:9092"
+    assert (s.kafka.topic, s.cassandra.keyspace, s.cassandra.table) == (
+        "users_created",
+        "spark_streams",
+        "created_users",
+    )
+    assert (s.cassandra.username, s.cassandra.password) == ("cassandra", "cassandra")
+
+
+def test_a_bad_number_names_the_variable() -> None:
+    with pytest.raises(config.ConfigError, match="USERS_TOTAL='many'"):
+        config.load({"USERS_TOTAL": "many"})
+    with pytest.raises(config.ConfigError, match="USERS_PER_REQUEST=6000"):
+        config.load({"USERS_PER_REQUEST": "6000"})
+
+
+def test_run_params_override_the_environment_for_one_run() -> None:
+    env = {"USERS_API_URL": "http://env/api/", "KAFKA_TOPIC": "from-env"}
+    s = config.load_for_run({"api_url": "http://param/api/", "total": 42, "seed": ""}, env)
+    assert (s.api.url, s.api.total, s.api.seed) == ("http://param/api/", 42, "")
+    assert s.kafka.topic == "from-env"
+    with pytest.raises(config.ConfigError, match="unknown run parameter 'colour'"):
+        config.load_for_run({"colour": "red"}, env)
+
+
+def test_the_password_never_shows_in_a_repr() -> None:
+    s = config.load({"CASSANDRA_PASSWORD": "s3cret-value"})
+    assert "s3cret-value" not in repr(s)

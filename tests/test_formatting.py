@@ -1,0 +1,126 @@
+"""The formatter turns realistic randomuser.me users into contract records, or skips them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipeline import contract
+from pipeline.formatting import Skip, format_user
+
+FIXTURES = Path(__file__).parent / "fixtures"
+PRODUCED_AT = 1_716_000_000_123
+
+
+def _response() -> dict[str, Any]:
+    return json.loads((FIXTURES / "randomuser_response.json").read_text(encoding="utf-8"))
+
+
+def _users_by_nat_and_first() -> dict[str, dict[str, Any]]:
+    return {u["name"]["first"]: u for u in _response()["results"]}
+
+
+def _format(raw: dict[str, Any]) -> dict[str, Any]:
+    record = format_user(raw, PRODUCED_AT)
+    assert not isinstance(record, Skip), record
+    return record
+
+
+def test_every_fixture_user_becomes_a_valid_record_with_exactly_the_contract_fields() -> None:
+    for raw in _response()["results"]:
+        record = _format(raw)
+        contract.validate(record)
+        assert tuple(record) == contract.FIELD_NAMES
+
+
+def test_record_maps_each_field_from_the_served_user() -> None:
+    raw = _users_by_nat_and_first()["Kimberly"]
+    assert _format(raw) == {
+        "id": "9d0b5c8e-3f0a-4d4c-9a0e-5a7f0b3c6d21",
+        "first_name": "Kimberly",
+        "last_name": "Ramos",
+        "gender": "female",
+        "address": "5381 Hickory Creek Dr, Fontana, Texas, United States",
+        "post_code": "18254",
+        "email": "kimberly.ramos@example.com",
+        "username": "bigpeacock518",
+        "dob": "1981-10-20T18:46:45.926Z",
+        "registered_date": "2010-03-04T07:12:33.501Z",
+        "phone": "(089) 867-3781",
+        "picture": "https://randomuser.me/api/portraits/med/women/12.jpg",
+        "produced_at": PRODUCED_AT,
+    }
+
+
+@pytest.mark.parametrize(
+    ("first", "served", "expected"),
+    [
+        ("Kimberly", 18254, "18254"),
+        ("Mirte", "3436 TI", "3436 TI"),
+        ("Liam", "T4B 2N9", "T4B 2N9"),
+    ],
+)
+def test_post_code_is_always_a_string(first: str, served: object, expected: str) -> None:
+    raw = _users_by_nat_and_first()[first]
+    assert raw["location"]["postcode"] == served
+    assert _format(raw)["post_code"] == expected
+
+
+def test_null_national_id_does_not_matter_because_id_is_the_login_uuid() -> None:
+    raw = _users_by_nat_and_first()["آرمین"]
+    assert raw["id"] == {"name": "", "value": None}
+    assert _format(raw)["id"] == raw["login"]["uuid"]
+
+
+@pytest.mark.parametrize(
+    ("first", "last", "city"),
+    [
+        ("آرمین", "رضاییان", "سبزوار"),  # Persian
+        ("فاطمة", "العبدالله", "قم"),  # Arabic
+        ("Zoé", "Lefèvre", "Saint-Étienne"),  # accented Latin
+        ("Олександр", "Шевченко", "Біла Церква"),  # Cyrillic
+    ],
+)
+def test_unicode_names_and_places_survive_formatting_and_utf8_json(
+    first: str, last: str, city: str
+) -> None:
+    record = _format(_users_by_nat_and_first()[first])
+    assert (record["first_name"], record["last_name"]) == (first, last)
+    assert city in record["address"]
+    encoded = json.dumps(record, ensure_ascii=False).encode("utf-8")
+    assert json.loads(encoded.decode("utf-8")) == record
+    assert first.encode("utf-8") in encoded
+
+
+def test_password_salt_and_hashes_are_never_in_the_record() -> None:
+    for raw in _response()["results"]:
+        serialized = json.dumps(_format(raw), ensure_ascii=False)
+        for secret in ("password", "salt", "md5", "sha1", "sha256"):
+            assert raw["login"][secret] not in serialized
+
+
+def test_formatting_is_pure_and_does_not_touch_the_raw_user() -> None:
+    raw = _users_by_nat_and_first()["Zoé"]
+    before = json.dumps(raw, sort_keys=True)
+    assert _format(raw) == _format(raw)
+    assert json.dumps(raw, sort_keys=True) == before
+
+
+def _broken_users() -> dict[str, dict[str, Any]]:
+    return json.loads((FIXTURES / "randomuser_broken_users.json").read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize("reason", sorted(_broken_users()))
+def test_user_missing_a_required_field_is_skipped_with_the_field_named(
+    reason: str,
+) -> None:
+    assert format_user(_broken_users()[reason], PRODUCED_AT) == Skip(reason)
+
+
+def test_a_non_integer_produced_at_is_a_programming_error() -> None:
+    raw = _users_by_nat_and_first()["Brad"]
+    with pytest.raises(TypeError, match="produced_at"):
+        format_user(raw, True)  # bool is not a long

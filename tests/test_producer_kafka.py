@@ -1,0 +1,200 @@
+"""The producer against the real local Kafka: topic creation, exact delivery, keys and counts."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from kafka import KafkaAdminClient, KafkaConsumer
+
+from pipeline import config, contract, producer
+from pipeline.formatting import Skip, format_user
+from pipeline.randomuser_standin import StandIn, generate_users
+
+
+@pytest.fixture(scope="module")
+def standin() -> Iterator[StandIn]:
+    with StandIn() as server:
+        yield server
+
+
+@pytest.fixture
+def topic(kafka_bootstrap: str, unique: str) -> Iterator[str]:
+    """A fresh topic name; the topic is deleted after the test."""
+    name = f"test_producer_{unique}"
+    yield name
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    try:
+        if name in admin.list_topics():
+            admin.delete_topics([name])
+    finally:
+        admin.close()
+
+
+def settings_for(kafka_bootstrap: str, topic: str, standin: StandIn, **env: str) -> config.Settings:
+    return config.load(
+        {
+            **os.environ,
+            "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+            "KAFKA_TOPIC": topic,
+            "USERS_API_URL": standin.url,
+            "USERS_API_BACKOFF_SECONDS": "0.05",
+            **env,
+        }
+    )
+
+
+def consume_all(bootstrap: str, topic: str, expected: int, timeout: float = 60) -> list[Any]:
+    """Every message of ``topic`` from the start; stops 2 s after ``expected`` have arrived."""
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
+    )
+    messages: list[Any] = []
+    deadline = time.monotonic() + timeout
+    quiet_until = None
+    try:
+        while time.monotonic() < deadline:
+            polled = consumer.poll(timeout_ms=500)
+            for batch in polled.values():
+                messages.extend(batch)
+            if len(messages) >= expected:
+                if polled:
+                    quiet_until = time.monotonic() + 2  # wait a little for any duplicate
+                elif quiet_until is not None and time.monotonic() > quiet_until:
+                    break
+    finally:
+        consumer.close()
+    return messages
+
+
+def partition_count(bootstrap: str, topic: str) -> int:
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        (described,) = admin.describe_topics([topic])
+        return len(described["partitions"])
+    finally:
+        admin.close()
+
+
+def test_sent_records_arrive_exactly_once_keyed_by_id_as_utf8_json(
+    kafka_bootstrap: str, topic: str, standin: StandIn
+) -> None:
+    settings = settings_for(kafka_bootstrap, topic, standin, KAFKA_TOPIC_PARTITIONS="4")
+    assert producer.ensure_topic(settings.kafka) == 4
+    assert partition_count(kafka_bootstrap, settings.kafka.topic) == 4
+    raw_users = generate_users("kafka-exact", 1, 1500)
+    records = []
+    for raw in raw_users:
+        record = format_user(raw, producer.now_ms())
+        assert not isinstance(record, Skip)
+        records.append(record)
+
+    kafka_producer = producer.create_producer(settings.kafka)
+    try:
+        sender = producer.send_records(kafka_producer, settings.kafka.topic, records)
+    finally:
+        kafka_producer.close()
+    assert (sender.queued, sender.delivered, sender.failed) == (1500, 1500, 0)
+
+    messages = consume_all(kafka_bootstrap, settings.kafka.topic, expected=1500)
+    assert len(messages) == 1500
+    received = {m.key.decode("utf-8"): json.loads(m.value.decode("utf-8")) for m in messages}
+    assert received == {r["id"]: r for r in records}  # produced_at included, as sent
+    assert len({m.partition for m in messages}) > 1
+    non_ascii = next(r for r in records if not r["first_name"].isascii())
+    raw_value = next(m.value for m in messages if m.key.decode() == non_ascii["id"])
+    assert non_ascii["first_name"].encode("utf-8") in raw_value  # not \u-escaped
+
+
+def test_invalid_records_are_counted_and_not_sent(
+    kafka_bootstrap: str, topic: str, standin: StandIn
+) -> None:
+    settings = settings_for(kafka_bootstrap, topic, standin)
+    producer.ensure_topic(settings.kafka)
+    good = format_user(generate_users("invalid", 1, 1)[0], producer.now_ms())
+    assert not isinstance(good, Skip)
+    bad = {**good, "id": "other", "email": ""}
+    kafka_producer = producer.create_producer(settings.kafka)
+    try:
+        sender = producer.send_records(kafka_producer, settings.kafka.topic, [good, bad])
+    finally:
+        kafka_producer.close()
+    assert sender.delivered == 1
+    assert dict(sender.invalid) == {"invalid: missing required field 'email'": 1}
+    assert [m.key.decode() for m in consume_all(kafka_bootstrap, settings.kafka.topic, 1)] == [
+        good["id"]
+    ]
+
+
+def test_run_creates_the_topic_and_produces_the_configured_total(
+    kafka_bootstrap: str, topic: str, standin: StandIn
+) -> None:
+    settings = settings_for(
+        kafka_bootstrap,
+        topic,
+        standin,
+        USERS_TOTAL="7000",
+        USERS_PER_REQUEST="3000",
+        USERS_SEED="run-seed",
+        KAFKA_TOPIC_PARTITIONS="3",
+    )
+    started_ms = producer.now_ms()
+    stats = producer.run(settings)
+    finished_ms = producer.now_ms()
+    assert (stats.fetched, stats.sent, stats.skipped, stats.failed) == (7000, 7000, 0, 0)
+    assert (stats.first_page, stats.last_page, stats.partitions) == (1, 3, 3)
+    assert stats.as_dict()["rate_per_second"] > 0
+    assert partition_count(kafka_bootstrap, settings.kafka.topic) == 3
+
+    expected_raw = [
+        *generate_users("run-seed", 1, 3000),
+        *generate_users("run-seed", 2, 3000),
+        *generate_users("run-seed", 3, 1000),
+    ]
+    messages = consume_all(kafka_bootstrap, settings.kafka.topic, expected=7000)
+    assert len(messages) == 7000
+    by_key = {m.key.decode(): json.loads(m.value) for m in messages}
+    assert set(by_key) == {u["login"]["uuid"] for u in expected_raw}
+    for raw in expected_raw:
+        value = by_key[raw["login"]["uuid"]]
+        contract.validate(value)
+        assert started_ms <= value["produced_at"] <= finished_ms
+        assert value == format_user(raw, value["produced_at"])
+
+
+def test_a_run_whose_api_gives_up_fails_but_keeps_and_counts_what_was_sent(
+    kafka_bootstrap: str, topic: str, standin: StandIn
+) -> None:
+    settings = settings_for(
+        kafka_bootstrap,
+        topic,
+        standin,
+        USERS_TOTAL="300",
+        USERS_PER_REQUEST="100",
+        USERS_SEED="partial",
+        USERS_API_MAX_RETRIES="1",
+    )
+    standin.clear()
+    # Page 1 answers normally ({} lets one request through); page 2 fails twice, which spends
+    # the budget of one retry.
+    standin.add_faults({}, {"status": 503, "count": 2})
+    try:
+        with pytest.raises(producer.RunFailed) as failure:
+            producer.run(settings)
+    finally:
+        standin.clear()
+    message = str(failure.value)
+    assert "results=100&seed=partial&page=2" in message and "HTTP 503" in message
+    assert "sent 100, skipped 0, failed 0 of 100 fetched" in message
+    messages = consume_all(kafka_bootstrap, settings.kafka.topic, expected=100, timeout=20)
+    assert {m.key.decode() for m in messages} == {
+        u["login"]["uuid"] for u in generate_users("partial", 1, 100)
+    }
