@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -177,6 +178,36 @@ def send_records(
     return sender
 
 
+_DONE = object()
+
+
+def prefetched(items: Iterable[Any]) -> Iterator[Any]:
+    """``items``, with the next one fetched in a background thread while the caller works.
+
+    The next page downloads while this one is formatted and sent; an exception raised by
+    ``items`` is re-raised in the caller at the point where that item would have come.
+    """
+    ahead: queue.Queue[tuple[Any, BaseException | None]] = queue.Queue(maxsize=1)
+
+    def pump() -> None:
+        try:
+            for item in items:
+                ahead.put((item, None))
+        except BaseException as exc:  # handed to the caller, never swallowed
+            ahead.put((_DONE, exc))
+            return
+        ahead.put((_DONE, None))
+
+    threading.Thread(target=pump, name="prefetch", daemon=True).start()
+    while True:
+        item, error = ahead.get()
+        if error is not None:
+            raise error
+        if item is _DONE:
+            return
+        yield item
+
+
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -247,7 +278,7 @@ def run(settings: Settings) -> RunStats:
     fetch_error: FetchError | None = None
     try:
         try:
-            for batch in iter_batches(client, seed):
+            for batch in prefetched(iter_batches(client, seed)):
                 stats.fetched += len(batch.users)
                 stats.last_page = batch.page
                 for raw in batch.users:
