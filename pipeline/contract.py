@@ -42,6 +42,7 @@ FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in FIELDS)
 PRIMARY_KEY = "id"
 
 _PY_TYPES = {"string": str, "long": int}
+LONG_MIN, LONG_MAX = -(2**63), 2**63 - 1  # Spark LongType and CQL bigint
 CQL_TYPES = {"string": "text", "long": "bigint"}
 
 
@@ -68,6 +69,8 @@ def validate(record: Mapping[str, Any]) -> None:
             raise InvalidRecord(
                 f"field {field.name!r} must be {field.kind}, got {type(value).__name__}"
             )
+        if field.kind == "long" and not LONG_MIN <= value <= LONG_MAX:
+            raise InvalidRecord(f"field {field.name!r} is outside the 64-bit range")
 
 
 def cql_columns() -> str:

@@ -1115,6 +1115,7 @@ USAGE = """usage: ./run.sh [--offline] [--users N] [--seed TEXT]   run the whole
   stream [stop]     start (or stop) the Spark stream job
   cqlsh [ARGS]      cqlsh as the configured Cassandra superuser
   test [PYTEST ARGS] run the test suite against the stack (starts and stops what it needs)
+  bench [--runs N]  print throughput, latency and memory figures (medians of N runs)
   jars              resolve the jars only"""
 
 
@@ -1138,6 +1139,10 @@ def main(argv: list[str]) -> int:
             return cqlsh(args)
         elif command == "test":
             return run_tests(args)
+        elif command == "bench":
+            from script import benchmark
+
+            return benchmark.main(args)
         elif command == "jars":
             for name, path in ensure_downloads().items():
                 print(f"{name}: {path}")

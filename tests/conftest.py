@@ -6,6 +6,7 @@ fails the test with the service, its port and its log file; nothing is skipped.
 
 from __future__ import annotations
 
+import logging
 import socket
 import sys
 import uuid
@@ -81,3 +82,8 @@ def airflow_client():
 def unique() -> str:
     """A short random suffix so each test gets its own topic, keyspace or table."""
     return uuid.uuid4().hex[:10]
+
+
+# py4j logs "Closing down clientserver connection" from __del__ at interpreter exit, after
+# pytest has closed its capture streams; keep it quiet.
+logging.getLogger("py4j").setLevel(logging.WARNING)

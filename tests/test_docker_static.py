@@ -839,7 +839,10 @@ def test_host_ports_bind_to_localhost_by_default() -> None:
 
 
 def readme_ports(text: str) -> set[int]:
-    """The numbers in the "Port" column(s) of every markdown table whose header names one."""
+    """The numbers in the "Port" column(s) of every markdown table whose header names one.
+
+    A row whose "Docker" column says "no" is a local-stack-only port and is left out.
+    """
     lines = text.splitlines()
     ports: set[int] = set()
     for i, line in enumerate(lines[:-1]):
@@ -847,10 +850,13 @@ def readme_ports(text: str) -> set[int]:
             continue
         header = [cell.strip() for cell in line.strip().strip("|").split("|")]
         columns = [k for k, cell in enumerate(header) if re.search(r"\bports?\b", cell, re.I)]
+        docker = [k for k, cell in enumerate(header) if cell.lower() == "docker"]
         for row in lines[i + 2 :]:
             if not row.strip().startswith("|"):
                 break
             cells = [cell.strip() for cell in row.strip().strip("|").split("|")]
+            if any(k < len(cells) and cells[k].lower() == "no" for k in docker):
+                continue
             for k in columns:
                 if k < len(cells):
                     ports |= {int(p) for p in re.findall(r"\b\d{2,5}\b", cells[k])}
@@ -863,6 +869,8 @@ def test_readme_port_table_parser_reads_the_port_column() -> None:
         "| Airflow UI | 8080 | http://localhost:8080 |\n| Kafka | 9092 | |\n"
     )
     assert readme_ports("intro\n\n" + table + "\nafter 1234\n") == {8080, 9092}
+    local_only = "| Service | Port | Docker |\n|---|---|---|\n| UI | 8080 | yes |\n| X | 8765 | no |\n"
+    assert readme_ports(local_only) == {8080}
 
 
 def test_every_port_in_the_readme_port_table_is_published(compose: dict[str, Any]) -> None:

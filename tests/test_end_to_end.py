@@ -1,0 +1,202 @@
+"""End to end through the real Airflow scheduler, Kafka, Spark and Cassandra.
+
+One DAG run of `user_automation` is triggered through Airflow's REST API (as the UI's Trigger
+button does) against the bundled randomuser-compatible server with a fixed seed; the scheduler
+runs it with the LocalExecutor. A stream job of its own reads the run's topic into a keyspace of
+its own, so the assertions see exactly this run's data.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from kafka import KafkaConsumer, TopicPartition
+
+from pipeline import config, contract
+from pipeline.formatting import Skip, format_user
+from pipeline.randomuser import RandomUserClient, iter_batches
+from pipeline.randomuser_standin import StandIn
+from script import stack
+from script.pipeline_status import checkpoint_offsets
+
+REPO = Path(__file__).resolve().parents[1]
+USERS = 2500
+SEED = "e2e-fixed-seed"
+DAG_ID = "user_automation"
+
+
+@pytest.fixture(scope="module")
+def standin():
+    with StandIn(port=0) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def e2e(settings, kafka_bootstrap, cassandra_session, standin, airflow_client):
+    """Start a stream job on a fresh topic/keyspace, trigger the DAG once, wait for the rows."""
+    suffix = os.urandom(4).hex()
+    topic, keyspace = f"e2e-users-{suffix}", f"e2e_{suffix}"
+    checkpoint = REPO / ".stack" / "data" / "test" / f"e2e-{suffix}"
+    env = {
+        **stack.stream_env(),
+        "KAFKA_TOPIC": topic,
+        "CASSANDRA_KEYSPACE": keyspace,
+        "SPARK_CHECKPOINT_DIR": str(checkpoint),
+        "SPARK_TRIGGER_INTERVAL": "1 second",
+        "SPARK_UI_PORT": "4061",
+    }
+    log_path = REPO / ".stack" / "logs" / f"test-e2e-stream-{suffix}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("wb") as log:
+        job = subprocess.Popen(
+            stack.stream_command(),
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        airflow_client.wait_for_dag(DAG_ID)
+        airflow_client.unpause(DAG_ID)
+        conf = {"api_url": standin.url, "seed": SEED, "total": USERS, "topic": topic}
+        run_id = airflow_client.trigger(DAG_ID, conf)
+        state = airflow_client.wait_for_run(DAG_ID, run_id, timeout=600, progress=0)
+        stats = airflow_client.xcom(DAG_ID, run_id, "stream_users") if state == "success" else {}
+        wait_for_rows(cassandra_session, keyspace, settings.cassandra.table, USERS, job, log_path)
+        yield {
+            "topic": topic,
+            "keyspace": keyspace,
+            "checkpoint": checkpoint,
+            "run_id": run_id,
+            "state": state,
+            "stats": stats,
+            "conf": conf,
+            "job": job,
+            "log": log_path,
+        }
+    finally:
+        stack.stop_tree("e2e stream job", job.pid, timeout=60)
+        cassandra_session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=60)
+
+
+def wait_for_rows(
+    session, keyspace: str, table: str, expected: int, job, log: Path, timeout: float = 300
+) -> None:
+    deadline = time.monotonic() + timeout
+    count = 0
+    while time.monotonic() < deadline:
+        assert job.poll() is None, f"stream job exited: {log.read_text()[-3000:]}"
+        meta = session.cluster.metadata.keyspaces.get(keyspace)
+        if meta is not None and table in meta.tables:
+            count = session.execute(f"SELECT COUNT(*) FROM {keyspace}.{table}").one()[0]
+            if count >= expected:
+                return
+        time.sleep(2)
+    pytest.fail(
+        f"{count} of {expected} rows in {keyspace}.{table} after {timeout:.0f}s; stream log {log}"
+    )
+
+
+def served_users(api_url: str) -> dict[str, dict]:
+    """What the API serves for the run's seed and size, formatted (produce time aside)."""
+    api = config.load(
+        {**os.environ, "USERS_API_URL": api_url, "USERS_SEED": SEED, "USERS_TOTAL": str(USERS)}
+    ).api
+    expected = {}
+    for batch in iter_batches(RandomUserClient(api), SEED):
+        for raw in batch.users:
+            record = format_user(raw, produced_at=0)
+            assert not isinstance(record, Skip), record
+            expected[record["id"]] = record
+    return expected
+
+
+def without_produce_time(record: dict) -> dict:
+    return {k: v for k, v in record.items() if k != "produced_at"}
+
+
+def test_the_scheduler_runs_the_dag_to_success_and_counts_every_user(e2e) -> None:
+    assert e2e["state"] == "success"
+    stats = e2e["stats"]
+    assert (stats["fetched"], stats["sent"], stats["skipped"], stats["failed"]) == (
+        USERS,
+        USERS,
+        0,
+        0,
+    )
+    assert stats["topic"] == e2e["topic"] and stats["seed"] == SEED
+
+
+def test_kafka_holds_exactly_the_served_users_keyed_by_id(e2e, kafka_bootstrap, standin) -> None:
+    expected = served_users(standin.url)
+    consumer = KafkaConsumer(
+        bootstrap_servers=kafka_bootstrap, enable_auto_commit=False, consumer_timeout_ms=10000
+    )
+    partitions = [
+        TopicPartition(e2e["topic"], p) for p in consumer.partitions_for_topic(e2e["topic"])
+    ]
+    consumer.assign(partitions)
+    consumer.seek_to_beginning()
+    end = consumer.end_offsets(partitions)
+    messages = []
+    for message in consumer:
+        messages.append(message)
+        if all(consumer.position(tp) >= end[tp] for tp in partitions):
+            break
+    consumer.close()
+    assert len(partitions) == settings_partitions()
+    assert len(messages) == USERS
+    values = {}
+    for m in messages:
+        value = json.loads(m.value.decode("utf-8"))
+        assert m.key.decode("utf-8") == value["id"]
+        contract.validate(value)
+        values[value["id"]] = without_produce_time(value)
+    assert values == {k: without_produce_time(v) for k, v in expected.items()}
+
+
+def settings_partitions() -> int:
+    return config.load().kafka.partitions
+
+
+def test_cassandra_holds_every_served_user_field_for_field(
+    e2e, cassandra_session, standin, settings
+) -> None:
+    expected = served_users(standin.url)
+    columns = ", ".join(contract.FIELD_NAMES)
+    table = f"{e2e['keyspace']}.{settings.cassandra.table}"
+    rows = cassandra_session.execute(f"SELECT {columns} FROM {table}")
+    stored = {r.id: r._asdict() for r in rows}
+    assert len(stored) == USERS  # no extra rows
+    assert {k: without_produce_time(v) for k, v in stored.items()} == {
+        k: without_produce_time(v) for k, v in expected.items()
+    }
+    assert all(v["produced_at"] > 1_700_000_000_000 for v in stored.values())
+
+
+def test_nothing_lands_in_dead_letters(e2e, cassandra_session, settings) -> None:
+    table = f"{e2e['keyspace']}.{settings.cassandra.dead_letter_table}"
+    assert cassandra_session.execute(f"SELECT COUNT(*) FROM {table}").one()[0] == 0
+
+
+def test_a_second_trigger_with_the_same_seed_adds_no_rows(
+    e2e, airflow_client, cassandra_session, settings, kafka_bootstrap
+) -> None:
+    run_id = airflow_client.trigger(DAG_ID, e2e["conf"])
+    assert airflow_client.wait_for_run(DAG_ID, run_id, timeout=600, progress=0) == "success"
+    # Wait until the stream job has committed everything the topic now holds (2 x USERS).
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        _, committed = checkpoint_offsets(str(e2e["checkpoint"]), e2e["topic"])
+        if sum(committed.values()) >= 2 * USERS:
+            break
+        time.sleep(2)
+    else:
+        pytest.fail(f"stream job did not read the replay; log {e2e['log']}")
+    table = f"{e2e['keyspace']}.{settings.cassandra.table}"
+    assert cassandra_session.execute(f"SELECT COUNT(*) FROM {table}").one()[0] == USERS

@@ -1,0 +1,331 @@
+"""``spark_stream.py`` under ``spark-submit`` against the real local Kafka and Cassandra.
+
+One scenario, shared by the tests below: valid and malformed messages go to a fresh topic; the
+job starts, is stopped with SIGTERM mid-stream (to its whole process group, as
+``./run.sh stream stop`` does), more messages arrive while it is down, and a second run of the
+job catches up. Each run has its own topic, keyspace and checkpoint folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kafka import KafkaAdminClient, KafkaProducer
+from kafka.admin import NewTopic
+
+from pipeline import config, contract, spark_jars
+
+REPO = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(sys.executable).parent
+TEST_DATA = REPO / ".stack" / "data" / "test"
+LOGS = REPO / ".stack" / "logs"
+
+VALID_BEFORE, VALID_WHILE_DOWN = 150, 50
+MESSAGES_PER_BATCH = 30  # small batches, so the first run is stopped with work left
+BATCH_LINE = re.compile(r"batch (\d+): (\d+) rows in, (\d+) written, (\d+) rejected, [\d.]+ s")
+
+
+def user(n: int) -> dict[str, Any]:
+    user_id = str(uuid.uuid4())
+    return {
+        "id": user_id,
+        "first_name": f"Zoë {n}",
+        "last_name": 'O\'Brien "Jr"',
+        "gender": "female" if n % 2 else "male",
+        "address": f"{n} Rue de l'Église, Genève, 東京",
+        "post_code": f"{10000 + n}",
+        "email": f"user{n}@example.com",
+        "username": f"user_{user_id[:8]}",
+        "dob": "1990-07-14T03:04:05.678Z",
+        "registered_date": "2015-01-02T03:04:05.678Z",
+        "phone": "(555) 010-0000",
+        "picture": f"https://example.com/portraits/{n}.jpg",
+        "produced_at": 1_714_564_800_000 + n,
+    }
+
+
+def value(record: Any) -> bytes:
+    return json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def _without(name: str) -> dict[str, Any]:
+    record = user(-1)
+    del record[name]
+    return record
+
+
+# One message per kind of malformation, with the reason its dead letter must carry.
+MALFORMED: list[tuple[bytes | None, str]] = [
+    (b'{"id": "\xc3\x28"}', "not utf-8"),
+    (b'{"id": "abc", "first_name": ', "not json"),
+    (value([user(-1)]), "not a json object"),
+    (value(_without("id")), "missing field id"),
+    (value(_without("email")), "missing field email"),
+    (
+        value({**user(-1), "produced_at": "1714564800000"}),
+        "wrong type for produced_at: expected long",
+    ),
+    (value({**user(-1), "first_name": 42}), "wrong type for first_name: expected string"),
+    (None, "empty message"),
+]
+
+
+@dataclass
+class Run:
+    """One run of the job: its exit status and the per-batch counts it logged."""
+
+    returncode: int
+    log: Path
+    batches: list[tuple[int, int, int, int]] = field(
+        default_factory=list
+    )  # id, in, written, rejected
+
+    @property
+    def rows_in(self) -> int:
+        return sum(batch[1] for batch in self.batches)
+
+
+@dataclass
+class Scenario:
+    keyspace: str
+    sent: dict[str, dict[str, Any]]  # id -> record
+    dead: dict[tuple[int, int], tuple[bytes | None, str]]  # (partition, offset) -> value, reason
+    runs: list[Run]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def stream_command(ui_port: int) -> list[str]:
+    """The job's command line, as ``./run.sh stream`` runs it."""
+    return [
+        str(VENV_BIN / "spark-submit"),
+        "--master",
+        "local[*]",
+        "--jars",
+        spark_jars.jars_argument(Path(config.load().stream.jars_dir)),
+        "--driver-memory",
+        "1g",
+        "--conf",
+        f"spark.ui.port={ui_port}",
+        str(REPO / "spark_stream.py"),
+    ]
+
+
+def start_job(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            stream_command(free_port()),
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+            start_new_session=True,  # its own process group, so SIGTERM reaches JVM and Python
+        )
+
+
+def stop_job(job: subprocess.Popen[bytes], log: Path, log_offset: int, timeout: float = 90) -> Run:
+    """SIGTERM the job's process group; wait for it to exit; read the batch lines it logged."""
+    os.killpg(job.pid, signal.SIGTERM)
+    try:
+        returncode = job.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(job.pid, signal.SIGKILL)
+        job.wait()
+        pytest.fail(f"the job ignored SIGTERM for {timeout:.0f} s; see {log}")
+    text = log.read_text(errors="replace")[log_offset:]
+    batches = [(int(a), int(b), int(c), int(d)) for a, b, c, d in BATCH_LINE.findall(text)]
+    return Run(returncode, log, batches)
+
+
+def wait_until(
+    condition: Callable[[], bool],
+    job: subprocess.Popen[bytes],
+    log: Path,
+    what: str,
+    timeout: float,
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        if job.poll() is not None:
+            pytest.fail(f"the job exited ({job.returncode}) before {what}; see {log}")
+        time.sleep(0.5)
+    pytest.fail(f"no {what} after {timeout:.0f} s; see {log}")
+
+
+def count(session: Any, keyspace: str, table: str) -> int:
+    """Rows in ``keyspace.table``; 0 while the job has not created it yet."""
+    exists = session.execute(
+        "SELECT table_name FROM system_schema.tables WHERE keyspace_name = %s AND table_name = %s",
+        (keyspace, table),
+    ).one()
+    return session.execute(f"SELECT count(*) FROM {keyspace}.{table}").one()[0] if exists else 0
+
+
+@pytest.fixture(scope="module")
+def scenario(
+    settings: config.Settings, kafka_bootstrap: str, cassandra_session: Any
+) -> Iterator[Scenario]:
+    suffix = uuid.uuid4().hex[:10]
+    topic, keyspace = f"stream_job_{suffix}", f"stream_job_{suffix}"
+    checkpoint = TEST_DATA / f"stream-job-{suffix}" / "checkpoint"
+    log = LOGS / f"test-stream-job-{suffix}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "PYSPARK_PYTHON": sys.executable,
+        "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "KAFKA_TOPIC": topic,
+        "CASSANDRA_KEYSPACE": keyspace,
+        "SPARK_CHECKPOINT_DIR": str(checkpoint),
+        "SPARK_TRIGGER_INTERVAL": "1 second",
+        "SPARK_MAX_OFFSETS_PER_TRIGGER": str(MESSAGES_PER_BATCH),
+    }
+    table = settings.cassandra.table
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    admin.create_topics([NewTopic(topic, num_partitions=3, replication_factor=1)])
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    sent: dict[str, dict[str, Any]] = {}
+    dead: dict[tuple[int, int], tuple[bytes | None, str]] = {}
+
+    def send_valid(n: int, first: int) -> None:
+        for i in range(first, first + n):
+            record = user(i)
+            sent[record["id"]] = record
+            producer.send(topic, key=record["id"].encode(), value=value(record))
+            if i % 25 == 0 and i // 25 < len(MALFORMED):  # malformed ones among the valid
+                raw, reason = MALFORMED[i // 25]
+                meta = producer.send(topic, key=b"bad", value=raw).get(timeout=30)
+                dead[(meta.partition, meta.offset)] = (raw, reason)
+        producer.flush()
+
+    runs: list[Run] = []
+    job: subprocess.Popen[bytes] | None = None
+    try:
+        send_valid(VALID_BEFORE, 0)
+        job = start_job(env, log)
+        wait_until(lambda: count(cassandra_session, keyspace, table) > 0, job, log, "rows", 240)
+        runs.append(stop_job(job, log, 0))
+
+        send_valid(VALID_WHILE_DOWN, VALID_BEFORE)
+        log_offset = len(log.read_text(errors="replace"))
+        job = start_job(env, log)
+
+        def caught_up() -> bool:
+            return count(cassandra_session, keyspace, table) == len(sent) and count(
+                cassandra_session, keyspace, settings.cassandra.dead_letter_table
+            ) == len(dead)
+
+        wait_until(caught_up, job, log, "catch-up", 300)
+        time.sleep(3)  # a few more triggers: nothing further must arrive
+        runs.append(stop_job(job, log, log_offset))
+        yield Scenario(keyspace, sent, dead, runs)
+    finally:
+        if job is not None and job.poll() is None:  # a failed wait left it running
+            os.killpg(job.pid, signal.SIGKILL)
+            job.wait()
+        producer.close()
+        admin.delete_topics([topic])
+        admin.close()
+        cassandra_session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}")
+        shutil.rmtree(checkpoint.parent, ignore_errors=True)
+
+
+def test_every_valid_message_becomes_one_row_equal_to_what_was_sent(
+    scenario: Scenario, cassandra_session: Any, settings: config.Settings
+) -> None:
+    columns = ", ".join(contract.FIELD_NAMES)
+    rows = cassandra_session.execute(
+        f"SELECT {columns} FROM {scenario.keyspace}.{settings.cassandra.table}"
+    )
+    stored = [row._asdict() for row in rows]
+    assert len(stored) == len(scenario.sent) == VALID_BEFORE + VALID_WHILE_DOWN
+    assert {row["id"]: row for row in stored} == scenario.sent
+
+
+def test_every_malformed_message_becomes_one_dead_letter_with_its_reason(
+    scenario: Scenario, cassandra_session: Any, settings: config.Settings
+) -> None:
+    rows = cassandra_session.execute(
+        "SELECT partition, offset, raw_value, reason, kafka_timestamp, rejected_at "
+        f"FROM {scenario.keyspace}.{settings.cassandra.dead_letter_table}"
+    )
+    stored = {(row.partition, row.offset): (row.raw_value, row.reason) for row in rows}
+    assert stored == scenario.dead
+    assert sorted(reason for _, reason in stored.values()) == sorted(r for _, r in MALFORMED)
+
+
+def test_sigterm_stops_each_run_cleanly_after_a_committed_batch(scenario: Scenario) -> None:
+    assert [run.returncode for run in scenario.runs] == [0, 0]
+    text = scenario.runs[0].log.read_text(errors="replace")
+    assert text.count("SIGTERM: stopping after the running batch") == 2
+    assert len(re.findall(r"stopped after batch \d+", text)) == 2
+
+
+def test_a_restarted_job_resumes_where_it_stopped(scenario: Scenario) -> None:
+    first, second = scenario.runs
+    total = len(scenario.sent) + len(scenario.dead)
+    assert 0 < first.rows_in < VALID_BEFORE, "the first run was not stopped mid-stream"
+    assert second.batches[0][0] == first.batches[-1][0] + 1
+    # Every message was read by exactly one run: nothing skipped, nothing read twice.
+    assert first.rows_in + second.rows_in == total
+
+
+def test_each_batch_logs_rows_in_written_and_rejected(scenario: Scenario) -> None:
+    batches = [batch for run in scenario.runs for batch in run.batches]
+    assert all(rows_in == written + rejected for _, rows_in, written, rejected in batches)
+    assert sum(batch[2] for batch in batches) == len(scenario.sent)
+    assert sum(batch[3] for batch in batches) == len(scenario.dead)
+    assert all(batch[1] <= MESSAGES_PER_BATCH for batch in batches)
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        (
+            {"CASSANDRA_PASSWORD": "not-the-password"},
+            "check CASSANDRA_USERNAME and CASSANDRA_PASSWORD",
+        ),
+        ({"CASSANDRA_PORT": "1"}, "is Cassandra up?"),
+    ],
+    ids=["wrong password", "cassandra down"],
+)
+def test_the_job_stops_at_once_naming_host_port_and_user(
+    env: dict[str, str], expected: str, settings: config.Settings, cassandra_session: Any
+) -> None:
+    c = config.load({**os.environ, **env}).cassandra
+    job_env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "PYSPARK_PYTHON": sys.executable,
+        "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "CASSANDRA_KEYSPACE": f"never_created_{uuid.uuid4().hex[:8]}",
+        **env,
+    }
+    result = subprocess.run(
+        stream_command(free_port()), env=job_env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 1
+    [line] = [line for line in result.stdout.splitlines() if "ERROR spark_stream" in line]
+    assert f"Cassandra at {c.host}:{c.port} as user {c.username!r}" in line
+    assert expected in line
