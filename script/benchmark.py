@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import time
 from pathlib import Path
 
@@ -78,7 +77,6 @@ def end_to_end(url: str, users: int) -> tuple[float, float, float]:
     topic, keyspace = f"bench-e2e-{suffix}", f"bench_{suffix}"
     checkpoint = stack.DATA / "bench" / suffix
     env = {
-        **stack.stream_env(),
         "KAFKA_TOPIC": topic,
         "CASSANDRA_KEYSPACE": keyspace,
         "SPARK_CHECKPOINT_DIR": str(checkpoint),
@@ -95,14 +93,7 @@ def end_to_end(url: str, users: int) -> tuple[float, float, float]:
         }
     )
     producer.ensure_topic(settings.kafka)
-    with log.open("wb") as out:
-        job = subprocess.Popen(
-            stack.stream_command(),
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    job = stack.spawn_stream_job(env, log)
     c = settings.cassandra
     cluster, session = cassandra_session(c)
     try:

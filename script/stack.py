@@ -779,9 +779,9 @@ def stop_airflow() -> None:
 # Spark stream job ------------------------------------------------------------------------
 
 
-def stream_command() -> list[str]:
+def stream_command(env: dict[str, str] | None = None) -> list[str]:
     """The spark-submit line of the stream job, with the jars resolved into .stack/jars/spark."""
-    s = config.load().stream
+    s = config.load(env).stream
     return [
         str(VENV_BIN / "spark-submit"),
         "--master",
@@ -789,13 +789,27 @@ def stream_command() -> list[str]:
         "--jars",
         ",".join(str(j) for j in spark_jars()),
         "--driver-memory",
-        os.environ.get("SPARK_DRIVER_MEMORY", "1g"),
+        (env or os.environ).get("SPARK_DRIVER_MEMORY", "1g"),
         "--conf",
         f"spark.ui.port={s.ui_port}",
         "--conf",
         "spark.sql.shuffle.partitions=4",
         str(REPO / "spark_stream.py"),
     ]
+
+
+def spawn_stream_job(overrides: dict[str, str], log: Path) -> subprocess.Popen:
+    """A stream job of its own (tests, benchmark), e.g. on another topic, keyspace, checkpoint."""
+    env = {**stream_env(), **overrides}
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            stream_command(env),
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
 
 def stream_env() -> dict[str, str]:

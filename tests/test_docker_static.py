@@ -869,7 +869,9 @@ def test_readme_port_table_parser_reads_the_port_column() -> None:
         "| Airflow UI | 8080 | http://localhost:8080 |\n| Kafka | 9092 | |\n"
     )
     assert readme_ports("intro\n\n" + table + "\nafter 1234\n") == {8080, 9092}
-    local_only = "| Service | Port | Docker |\n|---|---|---|\n| UI | 8080 | yes |\n| X | 8765 | no |\n"
+    local_only = (
+        "| Service | Port | Docker |\n|---|---|---|\n| UI | 8080 | yes |\n| X | 8765 | no |\n"
+    )
     assert readme_ports(local_only) == {8080}
 
 

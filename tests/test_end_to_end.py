@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import time
 from pathlib import Path
 
@@ -42,24 +41,15 @@ def e2e(settings, kafka_bootstrap, cassandra_session, standin, airflow_client):
     suffix = os.urandom(4).hex()
     topic, keyspace = f"e2e-users-{suffix}", f"e2e_{suffix}"
     checkpoint = REPO / ".stack" / "data" / "test" / f"e2e-{suffix}"
-    env = {
-        **stack.stream_env(),
+    log_path = REPO / ".stack" / "logs" / f"test-e2e-stream-{suffix}.log"
+    overrides = {
         "KAFKA_TOPIC": topic,
         "CASSANDRA_KEYSPACE": keyspace,
         "SPARK_CHECKPOINT_DIR": str(checkpoint),
         "SPARK_TRIGGER_INTERVAL": "1 second",
         "SPARK_UI_PORT": "4061",
     }
-    log_path = REPO / ".stack" / "logs" / f"test-e2e-stream-{suffix}.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("wb") as log:
-        job = subprocess.Popen(
-            stack.stream_command(),
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    job = stack.spawn_stream_job(overrides, log_path)
     try:
         airflow_client.wait_for_dag(DAG_ID)
         airflow_client.unpause(DAG_ID)

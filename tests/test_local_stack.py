@@ -76,9 +76,7 @@ def test_kafka_does_not_auto_create_topics(kafka_bootstrap: str, unique: str) ->
 
 def test_cassandra_writes_and_reads_rows_as_superuser(cassandra_session, unique: str) -> None:
     ks = f"stack_test_{unique}"
-    cassandra_session.execute(
-        f"CREATE KEYSPACE {ks} WITH replication = {SIMPLE_RF1}"
-    )
+    cassandra_session.execute(f"CREATE KEYSPACE {ks} WITH replication = {SIMPLE_RF1}")
     cassandra_session.execute(f"CREATE TABLE {ks}.people (id text PRIMARY KEY, name text)")
     rows = {f"id-{i}": f"名前-{i}" for i in range(50)}
     insert = cassandra_session.prepare(f"INSERT INTO {ks}.people (id, name) VALUES (?, ?)")
@@ -174,9 +172,7 @@ def test_status_lists_every_service_with_pid_port_memory_and_log() -> None:
 
 def test_cassandra_keeps_rows_across_down_and_up(cassandra_session, settings, unique: str) -> None:
     ks = f"restart_{unique}"
-    cassandra_session.execute(
-        f"CREATE KEYSPACE {ks} WITH replication = {SIMPLE_RF1}"
-    )
+    cassandra_session.execute(f"CREATE KEYSPACE {ks} WITH replication = {SIMPLE_RF1}")
     cassandra_session.execute(f"CREATE TABLE {ks}.kept (id int PRIMARY KEY, note text)")
     for i in range(20):
         cassandra_session.execute(
