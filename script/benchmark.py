@@ -22,7 +22,8 @@ from pathlib import Path
 
 from pipeline import config, producer
 from pipeline.randomuser import RandomUserClient
-from script import stack
+from script import services, stack
+from script.layout import DATA, LOGS
 from script.pipeline_status import cassandra_session, checkpoint_offsets
 
 REPO = Path(__file__).resolve().parents[1]
@@ -75,14 +76,14 @@ def end_to_end(url: str, users: int) -> tuple[float, float, float]:
     """(users/s from first send to last row, median latency s, p95 latency s) of one run."""
     suffix = os.urandom(3).hex()
     topic, keyspace = f"bench-e2e-{suffix}", f"bench_{suffix}"
-    checkpoint = stack.DATA / "bench" / suffix
+    checkpoint = DATA / "bench" / suffix
     env = {
         "KAFKA_TOPIC": topic,
         "CASSANDRA_KEYSPACE": keyspace,
         "SPARK_CHECKPOINT_DIR": str(checkpoint),
         "SPARK_UI_PORT": "4071",
     }
-    log = stack.LOGS / f"bench-stream-{suffix}.log"
+    log = LOGS / f"bench-stream-{suffix}.log"
     settings = config.load(
         {
             **os.environ,
@@ -93,7 +94,7 @@ def end_to_end(url: str, users: int) -> tuple[float, float, float]:
         }
     )
     producer.ensure_topic(settings.kafka)
-    job = stack.spawn_stream_job(env, log)
+    job = services.spawn_stream_job(env, log)
     c = settings.cassandra
     cluster, session = cassandra_session(c)
     try:
@@ -138,8 +139,8 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     stack.up(["zookeeper", "kafka", "cassandra"])
     # The stand-in runs in a process of its own, as the real API is remote.
-    stack.start_service(stack.STANDIN)
-    url = stack.standin_url()
+    stack.start_service(services.STANDIN)
+    url = services.standin_url()
     print("Benchmark (local stack, bundled randomuser stand-in)")
     single, batched = fetch_rates(url, 200, args.runs)
     print(f"  {'batched / one-per-user fetch ratio':<44}{batched / single:>12,.1f} x")

@@ -8,6 +8,7 @@ prints a report: counts, elapsed time, end-to-end latency, sample rows, where to
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 import requests
 
 from pipeline import config
-from script import stack
+from script import services, stack
 from script.airflow_api import AirflowClient
 from script.pipeline_status import cassandra_session, count_rows, stream_progress
 
@@ -41,8 +42,8 @@ def choose_api(offline: bool, env_url: str | None) -> tuple[str, bool]:
                 f"randomuser.me is unreachable ({exc.__class__.__name__}): using the bundled "
                 "randomuser-compatible server instead (--offline skips this check)"
             )
-    stack.start_service(stack.STANDIN)
-    return stack.standin_url(), True
+    stack.start_service(services.STANDIN)
+    return services.standin_url(), True
 
 
 def client() -> AirflowClient:
@@ -113,7 +114,7 @@ def main(argv: list[str]) -> int:
     settings = config.load()
     c = settings.cassandra
     stack.up()
-    api_url, standin = choose_api(args.offline, stack.os.environ.get("USERS_API_URL"))
+    api_url, standin = choose_api(args.offline, os.environ.get("USERS_API_URL"))
     stack.start_service(stack.STREAM)
 
     airflow = client()

@@ -14,13 +14,14 @@ import time
 from pathlib import Path
 
 import pytest
+from cassandra import InvalidRequest
 from kafka import KafkaConsumer, TopicPartition
 
 from pipeline import config, contract
 from pipeline.formatting import Skip, format_user
 from pipeline.randomuser import RandomUserClient, iter_batches
 from pipeline.randomuser_standin import StandIn
-from script import stack
+from script import services, stack
 from script.pipeline_status import checkpoint_offsets
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,7 +50,7 @@ def e2e(settings, kafka_bootstrap, cassandra_session, standin, airflow_client):
         "SPARK_TRIGGER_INTERVAL": "1 second",
         "SPARK_UI_PORT": "4061",
     }
-    job = stack.spawn_stream_job(overrides, log_path)
+    job = services.spawn_stream_job(overrides, log_path)
     try:
         airflow_client.wait_for_dag(DAG_ID)
         airflow_client.unpause(DAG_ID)
@@ -81,11 +82,13 @@ def wait_for_rows(
     count = 0
     while time.monotonic() < deadline:
         assert job.poll() is None, f"stream job exited: {log.read_text()[-3000:]}"
-        meta = session.cluster.metadata.keyspaces.get(keyspace)
-        if meta is not None and table in meta.tables:
+        try:
             count = session.execute(f"SELECT COUNT(*) FROM {keyspace}.{table}").one()[0]
-            if count >= expected:
-                return
+        except InvalidRequest as exc:  # the job has not created the table yet
+            if "does not exist" not in str(exc):
+                raise
+        if count >= expected:
+            return
         time.sleep(2)
     pytest.fail(
         f"{count} of {expected} rows in {keyspace}.{table} after {timeout:.0f}s; stream log {log}"

@@ -202,3 +202,17 @@ def test_cassandra_keeps_rows_across_down_and_up(cassandra_session, settings, un
     session.execute(f"DROP KEYSPACE {ks}")
     cluster.shutdown()
     assert rows == {i: f"row {i}" for i in range(20)}
+
+
+def test_cqlsh_command_logs_in_as_the_superuser(cassandra_session) -> None:
+    result = stack("cqlsh", "-e", "SELECT release_version FROM system.local;", timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "5.0.6" in result.stdout
+
+
+def test_airflow_cli_sees_the_dag_without_import_errors(airflow_client) -> None:
+    dags = stack("airflow", "dags", "list", "-o", "plain", timeout=180)
+    assert dags.returncode == 0, dags.stdout + dags.stderr
+    assert "user_automation" in dags.stdout
+    errors = stack("airflow", "dags", "list-import-errors", "-o", "plain", timeout=180)
+    assert errors.returncode == 0 and "kafka_stream.py" not in errors.stdout

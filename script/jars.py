@@ -1,0 +1,129 @@
+"""The jars of the local stack, resolved once with Maven into .stack/jars.
+
+Kafka (broker and ZooKeeper), Cassandra, and the Spark job's connectors; a Spark job never
+downloads anything at start-up.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+from script.layout import JARS, REPO, STACK_CONF, StackError, say, versions
+
+# --------------------------------------------------------------------------- downloads
+
+
+def _mvn_copy(pom: Path, dest: Path, properties: dict[str, str], what: str) -> None:
+    if shutil.which("mvn") is None:
+        raise StackError("Maven (mvn) is not on PATH: install it (apt-get install maven)")
+    tmp = dest.with_name(dest.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    cmd = [
+        "mvn",
+        "-q",
+        "-B",
+        "-f",
+        str(pom),
+        "dependency:copy-dependencies",
+        "-DincludeScope=runtime",
+        f"-DoutputDirectory={tmp}",
+    ]
+    cmd += [f"-D{k}={v}" for k, v in properties.items()]
+    say(f"resolving {what} with Maven (first run only) ...")
+    started = time.monotonic()
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    if result.returncode != 0:
+        tail = "\n".join((result.stdout + result.stderr).splitlines()[-15:])
+        raise StackError(f"Maven could not resolve {what}:\n{tail}")
+    shutil.rmtree(dest, ignore_errors=True)
+    tmp.rename(dest)
+    count = len(list(dest.glob("*.jar")))
+    say(f"  {count} jars in {dest.relative_to(REPO)} ({time.monotonic() - started:.0f}s)")
+
+
+def _resolved(dest: Path, key: str) -> bool:
+    marker = dest / ".resolved"
+    return marker.exists() and marker.read_text() == key
+
+
+def resolve_service_jars(
+    name: str, group: str, artifact: str, version: str, pom: str = "jar.pom.xml"
+) -> Path:
+    """Resolve ``group:artifact:version`` with its runtime dependencies into .stack/jars/NAME."""
+    dest = JARS / name
+    key = f"{group}:{artifact}:{version} ({pom})"
+    if not _resolved(dest, key):
+        JARS.mkdir(parents=True, exist_ok=True)
+        _mvn_copy(
+            STACK_CONF / pom,
+            dest,
+            {"artifact.group": group, "artifact.id": artifact, "artifact.version": version},
+            key,
+        )
+        (dest / ".resolved").write_text(key)
+    return dest
+
+
+def _artifact_name(jar: str) -> str:
+    match = re.match(r"^(.*?)-\d[^-]*(-.*)?\.jar$", jar)
+    return match.group(1) if match else jar
+
+
+def resolve_spark_jars() -> Path:
+    """Resolve the Spark job's connectors into .stack/jars/spark, minus jars pyspark bundles."""
+    v = versions()
+    dest = JARS / "spark"
+    key = (
+        f"spark-sql-kafka-0-10_{v['SCALA_BINARY_VERSION']}:{v['SPARK_VERSION']} "
+        f"spark-cassandra-connector_{v['SCALA_BINARY_VERSION']}:"
+        f"{v['SPARK_CASSANDRA_CONNECTOR_VERSION']}"
+    )
+    if _resolved(dest, key):
+        return dest
+    JARS.mkdir(parents=True, exist_ok=True)
+    _mvn_copy(
+        STACK_CONF / "spark-jars.pom.xml",
+        dest,
+        {
+            "spark.version": v["SPARK_VERSION"],
+            "scala.binary.version": v["SCALA_BINARY_VERSION"],
+            "scc.version": v["SPARK_CASSANDRA_CONNECTOR_VERSION"],
+        },
+        key,
+    )
+    import pyspark
+
+    bundled = {
+        _artifact_name(j.name) for j in (Path(pyspark.__file__).parent / "jars").glob("*.jar")
+    }
+    for jar in dest.glob("*.jar"):
+        if _artifact_name(jar.name) in bundled:
+            jar.unlink()  # pyspark ships its own (newer, matching) copy
+    (dest / ".resolved").write_text(key)
+    return dest
+
+
+def spark_jars() -> list[Path]:
+    return sorted(resolve_spark_jars().glob("*.jar"))
+
+
+def ensure_downloads() -> dict[str, Path]:
+    """Every jar the stack and the Spark job need, resolved once into .stack/jars."""
+    v = versions()
+    return {
+        "kafka": resolve_service_jars(
+            "kafka",
+            "org.apache.kafka",
+            f"kafka_{v['KAFKA_SCALA_VERSION']}",
+            v["KAFKA_VERSION"],
+            pom="kafka-jars.pom.xml",
+        ),
+        "cassandra": resolve_service_jars(
+            "cassandra", "org.apache.cassandra", "cassandra-all", v["CASSANDRA_VERSION"]
+        ),
+        "spark": resolve_spark_jars(),
+    }

@@ -1,0 +1,121 @@
+"""Processes of the local stack: pid files, spawning, process trees, stopping, memory."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from script.layout import LOGS, REPO, RUN, say
+
+# --------------------------------------------------------------------------- processes
+
+
+def pid_file(name: str) -> Path:
+    return RUN / f"{name}.pid"
+
+
+def read_pid(name: str) -> int | None:
+    path = pid_file(name)
+    if not path.exists():
+        return None
+    try:
+        pid = int(path.read_text().strip())
+    except ValueError:
+        return None
+    return pid if pid_alive(pid) else None
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    stat = Path(f"/proc/{pid}/stat")
+    return not (stat.exists() and stat.read_text().split(") ")[-1].startswith("Z"))
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def spawn(name: str, cmd: list[str], env: dict[str, str] | None = None) -> int:
+    """Start ``cmd`` in its own session, output to .stack/logs/NAME.log, pid to .stack/run."""
+    LOGS.mkdir(parents=True, exist_ok=True)
+    RUN.mkdir(parents=True, exist_ok=True)
+    log = (LOGS / f"{name}.log").open("ab")
+    log.write(f"\n===== {time.strftime('%Y-%m-%d %H:%M:%S')} starting {name}\n".encode())
+    log.flush()
+    proc = subprocess.Popen(
+        cmd,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        env=env,
+        cwd=REPO,
+        start_new_session=True,
+    )
+    pid_file(name).write_text(str(proc.pid))
+    return proc.pid
+
+
+def process_tree(root: int) -> list[int]:
+    """``root`` and all its descendants, from /proc."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(") ", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    tree, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo.extend(children.get(pid, []))
+    return tree
+
+
+def stop_tree(name: str, pid: int, timeout: float = 30) -> None:
+    """SIGTERM the process tree of ``pid``, then SIGKILL whatever is left after ``timeout``."""
+    tree = process_tree(pid)
+    for p in tree:
+        try:
+            os.kill(p, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(pid_alive(p) for p in tree):
+        time.sleep(0.3)
+    left = [p for p in tree if pid_alive(p)]
+    for p in left:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    if left:
+        say(f"  {name}: killed {len(left)} process(es) that ignored SIGTERM for {timeout:.0f}s")
+
+
+def memory_kb(pid: int) -> tuple[int, int]:
+    """(PSS, RSS) in KiB summed over the process tree of ``pid``."""
+    pss = rss = 0
+    for p in process_tree(pid):
+        try:
+            for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    pss += int(line.split()[1])
+                elif line.startswith("Rss:"):
+                    rss += int(line.split()[1])
+        except (OSError, ValueError):
+            continue
+    return pss, rss
