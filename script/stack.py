@@ -254,6 +254,7 @@ def run_tests(pytest_args: list[str]) -> int:
         code = subprocess.call(
             [sys.executable, "-m", "pytest", *pytest_args], cwd=REPO, env=stream_env()
         )
+        status()  # the services' memory after the suite, for the record
     finally:
         if started:
             say(f"stopping what the test run started: {', '.join(started)}")
