@@ -658,6 +658,9 @@ class _State:
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, like the real API
     server_version = "randomuser-standin"
+    # Headers and body go out in separate writes; with Nagle on, a keep-alive client waits
+    # ~40 ms for the delayed ACK on every small response.
+    disable_nagle_algorithm = True
     server: _Server
 
     def log_message(self, format: str, *args: Any) -> None:

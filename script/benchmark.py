@@ -147,24 +147,29 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--users", type=int, default=50_000, help="users per producer run")
     parser.add_argument("--e2e-users", type=int, default=100_000)
+    parser.add_argument("--parts", default="fetch,producer,e2e", help="which figures to measure")
     args = parser.parse_args(argv)
     stack.up(["zookeeper", "kafka", "cassandra"])
     # The stand-in runs in a process of its own, as the real API is remote.
     stack.start_service(services.STANDIN)
     url = services.standin_url()
     print("Benchmark (local stack, bundled randomuser stand-in)")
-    single, batched = fetch_rates(url, 200, args.runs)
-    print(f"  {'batched / one-per-user fetch ratio':<44}{batched / single:>12,.1f} x")
-    producer_rates(url, args.users, args.runs)
-    rates, medians, p95s = [], [], []
-    for _ in range(args.runs):
-        rate, median, p95 = end_to_end(url, args.e2e_users)
-        rates.append(rate)
-        medians.append(median)
-        p95s.append(p95)
-    median_of(f"end to end, {args.e2e_users:,} users to Cassandra", rates, "users/s")
-    print(f"  {'end-to-end latency median':<44}{statistics.median(medians):>12,.2f} s")
-    print(f"  {'end-to-end latency p95':<44}{statistics.median(p95s):>12,.2f} s")
+    parts = set(args.parts.split(","))
+    if "fetch" in parts:
+        single, batched = fetch_rates(url, 200, args.runs)
+        print(f"  {'batched / one-per-user fetch ratio':<44}{batched / single:>12,.1f} x")
+    if "producer" in parts:
+        producer_rates(url, args.users, args.runs)
+    if "e2e" in parts:
+        rates, medians, p95s = [], [], []
+        for _ in range(args.runs):
+            rate, median, p95 = end_to_end(url, args.e2e_users)
+            rates.append(rate)
+            medians.append(median)
+            p95s.append(p95)
+        median_of(f"end to end, {args.e2e_users:,} users to Cassandra", rates, "users/s")
+        print(f"  {'end-to-end latency median':<44}{statistics.median(medians):>12,.2f} s")
+        print(f"  {'end-to-end latency p95':<44}{statistics.median(p95s):>12,.2f} s")
     print()
     stack.status()
     return 0
