@@ -91,8 +91,7 @@ def ensure_topic(kafka: KafkaSettings) -> int:
             log.info("created topic %s with %d partition(s)", kafka.topic, kafka.partitions)
         except TopicAlreadyExistsError:
             log.info("topic %s exists", kafka.topic)
-        (described,) = admin.describe_topics([kafka.topic])
-        partitions = len(described["partitions"])
+        partitions = _partition_count(admin, kafka.topic)
     finally:
         admin.close()
     if partitions != kafka.partitions:
@@ -103,6 +102,17 @@ def ensure_topic(kafka: KafkaSettings) -> int:
             kafka.partitions,
         )
     return partitions
+
+
+def _partition_count(admin: KafkaAdminClient, topic: str, timeout: float = 15) -> int:
+    """Partitions of ``topic``, once the broker reports them (a new topic's take a moment)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        (described,) = admin.describe_topics([topic])
+        partitions = described.get("partitions") or []
+        if partitions or time.monotonic() > deadline:
+            return len(partitions)
+        time.sleep(0.2)
 
 
 def encode_key(record: Mapping[str, Any]) -> bytes:

@@ -37,3 +37,16 @@ def test_run_params_override_the_environment_for_one_run() -> None:
 def test_the_password_never_shows_in_a_repr() -> None:
     s = config.load({"CASSANDRA_PASSWORD": "s3cret-value"})
     assert "s3cret-value" not in repr(s)
+
+
+def test_requirements_pin_the_versions_of_stack_versions_env() -> None:
+    """Spark and Airflow are pinned once: the wheel versions equal stack/versions.env."""
+    from script.layout import REPO, versions
+
+    pinned = versions()
+    requirements = (REPO / "requirements.txt").read_text()
+    assert f"pyspark=={pinned['SPARK_VERSION']}\n" in requirements
+    assert f"apache-airflow[postgres]=={pinned['AIRFLOW_VERSION']}\n" in requirements
+    import pyspark
+
+    assert pyspark.__version__ == pinned["SPARK_VERSION"]
