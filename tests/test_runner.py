@@ -1,0 +1,36 @@
+"""`./run.sh --offline --users N --seed S`: the newcomer's command runs the pipeline and reports."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_the_runner_sends_users_through_the_pipeline_and_reports_them(
+    kafka_bootstrap, cassandra_session, airflow_client
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "script", "--offline", "--users", "3000", "--seed", "runner-test"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out[-4000:]
+    report = out[out.index("Pipeline run report") :]
+    assert re.search(r"fetched\s+3,000\n", report), report
+    assert re.search(r"sent to Kafka\s+3,000\s+skipped 0\s+failed 0", report), report
+    assert re.search(r"written\s+3,000 rows in spark_streams\.created_users", report), report
+    assert re.search(r"latency median [\d.]+s, p95 [\d.]+s", report), report
+    ids = re.findall(r"^    ([0-9a-f-]{36})  ", report, flags=re.M)
+    assert len(ids) == 3
+    for user_id in ids:  # the sample rows are real rows
+        row = cassandra_session.execute(
+            "SELECT id FROM spark_streams.created_users WHERE id = %s", (user_id,)
+        ).one()
+        assert row is not None
