@@ -2,13 +2,15 @@
 
 import sys
 
+from pipeline.config import ConfigError
 from script import run_pipeline, stack
+from script.airflow_api import AirflowError
 
 args = sys.argv[1:]
 if not args or args[0].startswith("--") and args[0] not in ("--help", "-h"):
     try:
         sys.exit(run_pipeline.main(args))
-    except stack.StackError as exc:
+    except (stack.StackError, AirflowError, ConfigError) as exc:
         stack.say(f"ERROR: {exc}")
         sys.exit(1)
 sys.exit(stack.main(args))

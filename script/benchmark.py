@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import time
-from pathlib import Path
 
 from pipeline import config, producer
 from pipeline.randomuser import RandomUserClient
@@ -26,8 +26,18 @@ from script import services, stack
 from script.layout import DATA, LOGS
 from script.pipeline_status import cassandra_session, checkpoint_offsets
 
-REPO = Path(__file__).resolve().parents[1]
 WARM_UP = 2000  # users sent through a fresh stream job before its clock starts
+
+
+def drop_topic(settings: config.Settings, topic: str) -> None:
+    """Delete a topic the benchmark made, so runs leave nothing behind."""
+    from kafka import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
+    try:
+        admin.delete_topics([topic])
+    finally:
+        admin.close()
 
 
 def median_of(label: str, runs: list[float], unit: str) -> float:
@@ -70,6 +80,7 @@ def producer_rates(url: str, users: int, runs: int) -> float:
         )
         stats = producer.run(settings)
         rates.append(stats.rate)
+        drop_topic(settings, topic)
     return median_of(f"producer run of {users:,} users", rates, "users/s")
 
 
@@ -134,10 +145,12 @@ def end_to_end(url: str, users: int) -> tuple[float, float, float]:
         latencies = sorted(r.w / 1000 - r.produced_at for r in rows)
         if len(rows) != users:
             raise stack.StackError(f"{len(rows)} rows for {users} users sent")
-        session.execute(f"DROP KEYSPACE {keyspace}", timeout=120)
     finally:
         stack.stop_tree("bench stream job", job.pid, timeout=60)
+        session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=120)
         cluster.shutdown()
+        drop_topic(settings, topic)
+        shutil.rmtree(checkpoint, ignore_errors=True)  # scratch data of this measurement
     p95 = latencies[int(0.95 * (len(latencies) - 1))]
     return users / elapsed, statistics.median(latencies) / 1000, p95 / 1000
 

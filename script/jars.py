@@ -6,7 +6,6 @@ downloads anything at start-up.
 
 from __future__ import annotations
 
-import re
 import shutil
 import subprocess
 import time
@@ -68,11 +67,6 @@ def resolve_service_jars(
     return dest
 
 
-def _artifact_name(jar: str) -> str:
-    match = re.match(r"^(.*?)-\d[^-]*(-.*)?\.jar$", jar)
-    return match.group(1) if match else jar
-
-
 def resolve_spark_jars() -> Path:
     """Resolve the Spark job's connectors into .stack/jars/spark, minus jars pyspark bundles."""
     v = versions()
@@ -95,20 +89,15 @@ def resolve_spark_jars() -> Path:
         },
         key,
     )
-    import pyspark
-
-    bundled = {
-        _artifact_name(j.name) for j in (Path(pyspark.__file__).parent / "jars").glob("*.jar")
-    }
-    for jar in dest.glob("*.jar"):
-        if _artifact_name(jar.name) in bundled:
-            jar.unlink()  # pyspark ships its own (newer, matching) copy
     (dest / ".resolved").write_text(key)
     return dest
 
 
 def spark_jars() -> list[Path]:
-    return sorted(resolve_spark_jars().glob("*.jar"))
+    """The jars for `spark-submit --jars`: the resolved ones minus those pyspark ships."""
+    from pipeline.spark_jars import jars_argument
+
+    return [Path(j) for j in jars_argument(resolve_spark_jars()).split(",")]
 
 
 def ensure_downloads() -> dict[str, Path]:

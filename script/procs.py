@@ -18,15 +18,33 @@ def pid_file(name: str) -> Path:
     return RUN / f"{name}.pid"
 
 
+def start_time(pid: int) -> str | None:
+    """The kernel's start time of ``pid`` (field 22 of /proc/PID/stat), None if it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def write_pid(name: str, pid: int) -> None:
+    RUN.mkdir(parents=True, exist_ok=True)
+    pid_file(name).write_text(f"{pid} {start_time(pid)}")
+
+
 def read_pid(name: str) -> int | None:
+    """The live pid in NAME's pid file; None when it is gone or the pid now names another
+    process (pid files outlive a reboot)."""
     path = pid_file(name)
     if not path.exists():
         return None
     try:
-        pid = int(path.read_text().strip())
+        pid_text, _, started = path.read_text().strip().partition(" ")
+        pid = int(pid_text)
     except ValueError:
         return None
-    return pid if pid_alive(pid) else None
+    if not pid_alive(pid) or (started and start_time(pid) != started):
+        return None
+    return pid
 
 
 def pid_alive(pid: int) -> bool:
@@ -35,7 +53,7 @@ def pid_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        return False  # not ours: the stack only manages its own user's processes
     stat = Path(f"/proc/{pid}/stat")
     return not (stat.exists() and stat.read_text().split(") ")[-1].startswith("Z"))
 
@@ -64,7 +82,7 @@ def spawn(name: str, cmd: list[str], env: dict[str, str] | None = None) -> int:
         cwd=REPO,
         start_new_session=True,
     )
-    pid_file(name).write_text(str(proc.pid))
+    write_pid(name, proc.pid)
     return proc.pid
 
 
@@ -119,3 +137,12 @@ def memory_kb(pid: int) -> tuple[int, int]:
         except (OSError, ValueError):
             continue
     return pss, rss
+
+
+def write_secret(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` readable by its owner only, from the first byte."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    path.chmod(0o600)

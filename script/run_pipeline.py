@@ -51,19 +51,31 @@ def client() -> AirflowClient:
     return AirflowClient("http://127.0.0.1:8080", user, password)
 
 
+STALL_SECONDS = 300  # no committed batch for this long while messages wait: the job is stuck
+
+
 def wait_caught_up(settings: config.Settings, timeout: float) -> None:
-    """Wait until the stream job has committed every offset the topic holds."""
+    """Wait until the stream job has committed every offset the topic holds.
+
+    Fails, naming the log and the fix, when the job exits, commits nothing for
+    ``STALL_SECONDS`` while it lags, or is still behind after ``timeout``.
+    """
     started = time.monotonic()
     last = -1.0
+    batch, moved = None, started
     while True:
         progress = stream_progress(settings)
         if progress.end_offsets and progress.lag == 0:
             return
-        elapsed = time.monotonic() - started
-        if elapsed > timeout:
+        now = time.monotonic()
+        if progress.batch != batch:
+            batch, moved = progress.batch, now
+        elapsed = now - started
+        if elapsed > timeout or now - moved > STALL_SECONDS:
             raise stack.StackError(
-                f"the stream job is {progress.lag} messages behind after "
-                f"{timeout:.0f}s: see .stack/logs/spark-stream.log"
+                f"the stream job is {progress.lag:,} messages behind and committed no batch for "
+                f"{now - moved:.0f}s: see .stack/logs/spark-stream.log; restart it with "
+                "`./run.sh stream stop && ./run.sh stream` (it resumes from its checkpoint)"
             )
         if elapsed - last >= 10:
             say(

@@ -1,6 +1,6 @@
 """Each service of the local stack: how to start it, how to know it is ready, how to stop it.
 
-ZooKeeper, Kafka, Cassandra, PostgreSQL and Airflow form the stack (`SERVICES`, in start
+PostgreSQL, ZooKeeper, Kafka, Cassandra and Airflow form the stack (`SERVICES`, in start
 order); the Spark stream job and the randomuser stand-in are started on demand (`EXTRAS`).
 """
 
@@ -16,6 +16,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 from pipeline import config
 from script.jars import spark_jars
@@ -33,7 +34,15 @@ from script.layout import (
     say,
     versions,
 )
-from script.procs import pid_alive, pid_file, port_open, read_pid, spawn, stop_tree
+from script.procs import (
+    pid_alive,
+    pid_file,
+    port_open,
+    read_pid,
+    spawn,
+    stop_tree,
+    write_secret,
+)
 
 # --------------------------------------------------------------------------- services
 
@@ -57,10 +66,11 @@ class Service:
     timeout: float
     stop: Callable[[], None] | None = None
     pid: Callable[[], int | None] | None = None
+    log_name: str = ""  # when the log is not NAME.log
 
     @property
     def log(self) -> Path:
-        return LOGS / f"{self.name}.log"
+        return LOGS / (self.log_name or f"{self.name}.log")
 
     def current_pid(self) -> int | None:
         return self.pid() if self.pid else read_pid(self.name)
@@ -229,9 +239,9 @@ def probe_cassandra() -> str | None:
                 )
             say(f"  cassandra: superuser {s.username!r} set up from CASSANDRA_USERNAME/PASSWORD")
             return "superuser just configured"
-        except NoHostAvailable:
-            pass
-    return f"authenticated query as {s.username!r} failed ({reason[:160]})"
+        except NoHostAvailable as exc:
+            reason += f"; setting up the role as cassandra/cassandra failed too: {exc}"
+    return f"authenticated query as {s.username!r} failed ({reason[:300]})"
 
 
 def _cql_quote(value: str) -> str:
@@ -255,6 +265,11 @@ def pg_bin(tool: str) -> str:
             return str(path)
     if os.geteuid() == 0 and shutil.which("apt-get"):
         say("installing PostgreSQL from Debian (apt-get) ...")
+        # Debian would create and start its own cluster on :5432; the stack runs its own.
+        conf = Path("/etc/postgresql-common/createcluster.conf")
+        conf.parent.mkdir(parents=True, exist_ok=True)
+        if not conf.exists():
+            conf.write_text("create_main_cluster = false\n")
         subprocess.run(["apt-get", "update", "-qq"], check=True)
         subprocess.run(
             ["apt-get", "install", "-y", "-qq", "postgresql"],
@@ -290,52 +305,56 @@ def _pg_dirs() -> None:
                 )
 
 
+def _run_pg(cmd: list[str], what: str) -> None:
+    """Run a PostgreSQL tool; on failure raise StackError with its own words and the log."""
+    result = subprocess.run(as_postgres(cmd), capture_output=True, text=True)
+    if result.returncode != 0:
+        tail = (result.stderr or result.stdout).strip().splitlines()[-5:]
+        raise StackError(
+            f"postgres: {what} failed: {' / '.join(tail)}. Log: {LOGS / 'postgres.log'}"
+        )
+
+
 def start_postgres() -> None:
     _pg_dirs()
     if not (PG_DATA / "PG_VERSION").exists():
         say("  postgres: initialising a new cluster in .stack/data/postgres")
-        subprocess.run(
-            as_postgres(
-                [
-                    pg_bin("initdb"),
-                    "-D",
-                    str(PG_DATA),
-                    "-U",
-                    "postgres",
-                    "--auth-local=trust",
-                    "--auth-host=scram-sha-256",
-                    "-E",
-                    "UTF8",
-                    "--locale=C.UTF-8",
-                ]
-            ),
-            check=True,
-            capture_output=True,
+        _run_pg(
+            [
+                pg_bin("initdb"),
+                "-D",
+                str(PG_DATA),
+                "-U",
+                "postgres",
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
+            ],
+            "initdb",
         )
     LOGS.mkdir(parents=True, exist_ok=True)
     log = LOGS / "postgres.log"
     log.touch()
     if os.geteuid() == 0:
         shutil.chown(log, "postgres", "postgres")
-    subprocess.run(
-        as_postgres(
-            [
-                pg_bin("pg_ctl"),
-                "-D",
-                str(PG_DATA),
-                "-l",
-                str(log),
-                "-w",
-                "-t",
-                "60",
-                "start",
-                "-o",
-                f"-p 5432 -c listen_addresses=127.0.0.1 -k {PG_SOCKET} "
-                "-c shared_buffers=64MB -c max_connections=100",
-            ]
-        ),
-        check=True,
-        capture_output=True,
+    _run_pg(
+        [
+            pg_bin("pg_ctl"),
+            "-D",
+            str(PG_DATA),
+            "-l",
+            str(log),
+            "-w",
+            "-t",
+            "60",
+            "start",
+            "-o",
+            f"-p 5432 -c listen_addresses=127.0.0.1 -k {PG_SOCKET} "
+            "-c shared_buffers=64MB -c max_connections=100",
+        ],
+        "pg_ctl start",
     )
     _ensure_airflow_db()
 
@@ -409,11 +428,7 @@ def postgres_pid() -> int | None:
 
 def stop_postgres() -> None:
     if postgres_pid():
-        subprocess.run(
-            as_postgres([pg_bin("pg_ctl"), "-D", str(PG_DATA), "-m", "fast", "-w", "stop"]),
-            check=True,
-            capture_output=True,
-        )
+        _run_pg([pg_bin("pg_ctl"), "-D", str(PG_DATA), "-m", "fast", "-w", "stop"], "pg_ctl stop")
 
 
 # Airflow -------------------------------------------------------------------------------
@@ -433,8 +448,7 @@ def airflow_admin() -> tuple[str, str]:
         else:
             AIRFLOW_HOME.mkdir(parents=True, exist_ok=True)
             password = secrets.token_urlsafe(12)
-            saved.write_text(password)
-            saved.chmod(0o600)
+            write_secret(saved, password)
             say(
                 f"  airflow: generated admin login {user} / {password} "
                 f"(printed once; kept in {saved.relative_to(REPO)})"
@@ -447,17 +461,18 @@ def airflow_env() -> dict[str, str]:
     AIRFLOW_HOME.mkdir(parents=True, exist_ok=True)
     secret_file = AIRFLOW_HOME / "jwt-secret"
     if not secret_file.exists():
-        secret_file.write_text(secrets.token_urlsafe(32))
-        secret_file.chmod(0o600)
+        write_secret(secret_file, secrets.token_urlsafe(32))
     user, password, db = pg_settings()
     admin, _ = airflow_admin()
+    login = f"{quote(user, safe='')}:{quote(password, safe='')}"
+    database_url = f"postgresql+psycopg2://{login}@127.0.0.1:5432/{db}"
     env = dict(os.environ)
     env.update(
         {
             "AIRFLOW_HOME": str(AIRFLOW_HOME),
             "PATH": f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}",
             "PYTHONPATH": str(REPO),
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"postgresql+psycopg2://{user}:{password}@127.0.0.1:5432/{db}",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": database_url,
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
             "AIRFLOW__CORE__PARALLELISM": os.environ.get("AIRFLOW__CORE__PARALLELISM", "4"),
             "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
@@ -482,8 +497,7 @@ def start_airflow() -> None:
     env = airflow_env()
     admin, password = airflow_admin()
     passwords = AIRFLOW_HOME / "passwords.json"
-    passwords.write_text(json.dumps({admin: password}))
-    passwords.chmod(0o600)
+    write_secret(passwords, json.dumps({admin: password}))
     say("  airflow: migrating the metadata database (airflow db migrate) ...")
     result = subprocess.run(
         [str(VENV_BIN / "airflow"), "db", "migrate"], env=env, capture_output=True, text=True
@@ -518,7 +532,16 @@ def probe_airflow() -> str | None:
 
 
 def airflow_pid() -> int | None:
-    return read_pid("airflow-api-server")
+    """A live Airflow component's pid (the API server's first), None when none runs."""
+    for component in AIRFLOW_COMPONENTS:
+        pid = read_pid(f"airflow-{component}")
+        if pid:
+            return pid
+    return None
+
+
+def airflow_complete() -> bool:
+    return all(read_pid(f"airflow-{c}") for c in AIRFLOW_COMPONENTS)
 
 
 def stop_airflow() -> None:
@@ -568,6 +591,9 @@ def spawn_stream_job(overrides: dict[str, str], log: Path) -> subprocess.Popen:
 
 def stream_env() -> dict[str, str]:
     env = dict(os.environ)
+    # The defaults in pipeline/config.py are under the repo's .stack; follow STACK_STATE_DIR.
+    env.setdefault("SPARK_CHECKPOINT_DIR", str(DATA / "spark" / "checkpoint"))
+    env.setdefault("SPARK_JARS_DIR", str(JARS / "spark"))
     env["PYTHONPATH"] = str(REPO)
     env["PYSPARK_PYTHON"] = sys.executable
     env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
@@ -575,7 +601,8 @@ def stream_env() -> dict[str, str]:
 
 
 def start_stream() -> None:
-    spawn("spark-stream", stream_command(), stream_env())
+    env = stream_env()
+    spawn("spark-stream", stream_command(env), env)
 
 
 def probe_stream() -> str | None:
@@ -632,8 +659,19 @@ SERVICES: list[Service] = [
     Service("zookeeper", 2181, start_zookeeper, probe_zookeeper, 60),
     Service("kafka", 9092, start_kafka, probe_kafka, 120),
     Service("cassandra", 9042, start_cassandra, probe_cassandra, 240),
-    Service("airflow", 8080, start_airflow, probe_airflow, 300, stop_airflow, airflow_pid),
+    Service(
+        "airflow",
+        8080,
+        start_airflow,
+        probe_airflow,
+        300,
+        stop_airflow,
+        airflow_pid,
+        log_name="airflow-scheduler.log",
+    ),
 ]
-STREAM = Service("spark-stream", None, start_stream, probe_stream, 180, stop_stream)
+STREAM = Service(
+    "spark-stream", config.load().stream.ui_port, start_stream, probe_stream, 180, stop_stream
+)
 STANDIN = Service("randomuser-standin", STANDIN_PORT, start_standin, probe_standin, 30)
 EXTRAS = [STREAM, STANDIN]  # started on demand (the runner, `stream`), stopped by `down`

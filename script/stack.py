@@ -24,6 +24,7 @@ from script.services import (
     STREAM,
     Service,
     airflow_admin,
+    airflow_complete,
     airflow_env,
     stream_env,
 )
@@ -69,6 +70,9 @@ def _port_taken(service: Service) -> str:
 def start_service(service: Service) -> bool:
     """Start ``service`` unless it already runs; return True when this call started it."""
     if service.current_pid():
+        if service.name == "airflow" and not airflow_complete():
+            say("airflow: starting the components that are not running")
+            service.start()  # skips the live ones
         if service.probe() is None:
             say(f"{service.name}: already running (pid {service.current_pid()})")
             return False
@@ -181,7 +185,10 @@ def status() -> None:
 
 def pipeline_lines(up_now: set[str]) -> list[str]:
     """The pipeline half of `status`: topic, stream progress and lag, rows, last DAG run."""
+    import requests
     from cassandra import OperationTimedOut, ReadTimeout
+    from cassandra.cluster import NoHostAvailable
+    from kafka.errors import KafkaError
 
     from script import pipeline_status as ps
     from script.airflow_api import AirflowClient, AirflowError
@@ -190,7 +197,10 @@ def pipeline_lines(up_now: set[str]) -> list[str]:
     k, c = settings.kafka, settings.cassandra
     lines = ["PIPELINE"]
     if "kafka" in up_now:
-        progress = ps.stream_progress(settings)
+        try:
+            progress = ps.stream_progress(settings)
+        except (KafkaError, OSError) as exc:
+            return [*lines, f"  kafka is not answering ({exc.__class__.__name__})"]
         offsets = ", ".join(f"p{p}={o}" for p, o in sorted(progress.end_offsets.items()))
         lines.append(
             f"  topic {k.topic:<26}{progress.messages:>10,} messages  ({offsets or 'no topic yet'})"
@@ -203,7 +213,10 @@ def pipeline_lines(up_now: set[str]) -> list[str]:
     else:
         lines.append("  kafka is down: no topic figures")
     if "cassandra" in up_now:
-        cluster, session = ps.cassandra_session(c)
+        try:
+            cluster, session = ps.cassandra_session(c)
+        except NoHostAvailable as exc:
+            return [*lines, f"  cassandra is not answering ({exc.__class__.__name__})"]
         try:
             for table in (c.table, c.dead_letter_table):
                 try:
@@ -222,7 +235,7 @@ def pipeline_lines(up_now: set[str]) -> list[str]:
             run = AirflowClient("http://127.0.0.1:8080", admin, password).last_run(
                 "user_automation"
             )
-        except AirflowError as exc:
+        except (AirflowError, requests.RequestException) as exc:
             run, lines = None, [*lines, f"  last DAG run: unknown ({exc})"]
         if run:
             lines.append(f"  last user_automation run     {run['state']:>10}  {run['dag_run_id']}")
@@ -235,7 +248,11 @@ def clean(everything: bool) -> None:
     down()
     targets = [DATA, LOGS, RUN, CONF] + ([STATE] if everything else [])
     for path in targets:
-        shutil.rmtree(path, ignore_errors=True)
+        if path.exists():
+            try:
+                shutil.rmtree(path)
+            except OSError as exc:
+                raise StackError(f"could not remove {path}: {exc}") from exc
     say(
         "removed service data and logs"
         + (
@@ -264,6 +281,7 @@ def cqlsh(extra: list[str]) -> int:
 
 def run_tests(pytest_args: list[str]) -> int:
     """Bring the stack up if needed, run pytest, stop what this run started."""
+    extras_before = {s.name for s in EXTRAS if s.current_pid()}
     started = up()
     try:
         code = subprocess.call(
@@ -274,9 +292,10 @@ def run_tests(pytest_args: list[str]) -> int:
         except Exception as exc:  # noqa: BLE001 - reported, and pytest's code stands
             say(f"status after the tests failed: {exc.__class__.__name__}: {exc}")
     finally:
+        extras = [s.name for s in EXTRAS if s.name not in extras_before]
         if started:
             say(f"stopping what the test run started: {', '.join(started)}")
-            down([*started, *(s.name for s in EXTRAS)])
+            down([*started, *extras])
     if code == 5:
         say("pytest collected no tests: that is a failure here")
         return 1

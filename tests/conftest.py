@@ -78,6 +78,23 @@ def airflow_client():
     return AirflowClient("http://127.0.0.1:8080", user, password)
 
 
+def count_when_ready(session, keyspace: str, table: str) -> int:
+    """Rows in ``keyspace.table``, 0 while a job that is creating it has not finished.
+
+    A new table can be listed in system_schema a moment before queries can use it: meanwhile
+    Cassandra answers "does not exist" or "Unknown CF"; both mean "not yet".
+    """
+    from cassandra import InvalidRequest
+    from cassandra.cluster import NoHostAvailable
+
+    try:
+        return session.execute(f"SELECT COUNT(*) FROM {keyspace}.{table}").one()[0]
+    except (InvalidRequest, NoHostAvailable) as exc:
+        if "does not exist" in str(exc) or "Unknown CF" in str(exc):
+            return 0
+        raise
+
+
 @pytest.fixture
 def unique() -> str:
     """A short random suffix so each test gets its own topic, keyspace or table."""

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from cassandra import InvalidRequest
+from conftest import count_when_ready
 from kafka import KafkaConsumer, TopicPartition
 
 from pipeline import config, contract
@@ -82,11 +82,7 @@ def wait_for_rows(
     count = 0
     while time.monotonic() < deadline:
         assert job.poll() is None, f"stream job exited: {log.read_text()[-3000:]}"
-        try:
-            count = session.execute(f"SELECT COUNT(*) FROM {keyspace}.{table}").one()[0]
-        except InvalidRequest as exc:  # the job has not created the table yet
-            if "does not exist" not in str(exc):
-                raise
+        count = count_when_ready(session, keyspace, table)
         if count >= expected:
             return
         time.sleep(2)

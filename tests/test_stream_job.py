@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cassandra import InvalidRequest
+from conftest import count_when_ready
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
 
@@ -174,17 +174,8 @@ def wait_until(
 
 
 def count(session: Any, keyspace: str, table: str) -> int:
-    """Rows in ``keyspace.table``; 0 while the job has not created it yet.
-
-    The table can show in system_schema a moment before queries can use it, so a query that
-    finds no table also means "not yet".
-    """
-    try:
-        return session.execute(f"SELECT count(*) FROM {keyspace}.{table}").one()[0]
-    except InvalidRequest as exc:
-        if "does not exist" in str(exc):
-            return 0
-        raise
+    """Rows in ``keyspace.table``; 0 while the job has not created it yet."""
+    return count_when_ready(session, keyspace, table)
 
 
 @pytest.fixture(scope="module")
