@@ -24,7 +24,7 @@ from pipeline import config, producer
 from pipeline.randomuser import RandomUserClient
 from script import services, stack
 from script.layout import DATA, LOGS
-from script.pipeline_status import cassandra_session, checkpoint_offsets
+from script.pipeline_status import cassandra_session, checkpoint_offsets, percentile
 
 WARM_UP = 2000  # users sent through a fresh stream job before its clock starts
 
@@ -151,7 +151,7 @@ def end_to_end(url: str, users: int) -> tuple[float, float, float]:
         cluster.shutdown()
         drop_topic(settings, topic)
         shutil.rmtree(checkpoint, ignore_errors=True)  # scratch data of this measurement
-    p95 = latencies[int(0.95 * (len(latencies) - 1))]
+    p95 = percentile(latencies, 0.95)
     return users / elapsed, statistics.median(latencies) / 1000, p95 / 1000
 
 

@@ -64,6 +64,12 @@ def stream_progress(settings: Settings) -> StreamProgress:
     return StreamProgress(topic_end_offsets(settings), committed, batch)
 
 
+def percentile(values: list[float], q: float) -> float:
+    """The ``q`` quantile (0..1) of ``values``, nearest rank."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
 def cassandra_session(c: CassandraSettings):
     from cassandra.auth import PlainTextAuthProvider
     from cassandra.cluster import Cluster

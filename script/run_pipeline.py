@@ -18,7 +18,7 @@ import requests
 from pipeline import config
 from script import services, stack
 from script.airflow_api import AirflowClient
-from script.pipeline_status import cassandra_session, count_rows, stream_progress
+from script.pipeline_status import cassandra_session, count_rows, percentile, stream_progress
 
 DAG_ID = "user_automation"
 TASK_ID = "stream_users"
@@ -99,11 +99,6 @@ def run_rows(session, c: config.CassandraSettings, since_ms: int) -> list[Any]:
             timeout=120,
         )
     )
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
 def main(argv: list[str]) -> int:

@@ -67,6 +67,7 @@ class Service:
     stop: Callable[[], None] | None = None
     pid: Callable[[], int | None] | None = None
     log_name: str = ""  # when the log is not NAME.log
+    complete: Callable[[], bool] | None = None  # False: some of its processes are missing
 
     @property
     def log(self) -> Path:
@@ -668,6 +669,7 @@ SERVICES: list[Service] = [
         stop_airflow,
         airflow_pid,
         log_name="airflow-scheduler.log",
+        complete=airflow_complete,
     ),
 ]
 STREAM = Service(

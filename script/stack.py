@@ -24,7 +24,6 @@ from script.services import (
     STREAM,
     Service,
     airflow_admin,
-    airflow_complete,
     airflow_env,
     stream_env,
 )
@@ -70,8 +69,8 @@ def _port_taken(service: Service) -> str:
 def start_service(service: Service) -> bool:
     """Start ``service`` unless it already runs; return True when this call started it."""
     if service.current_pid():
-        if service.name == "airflow" and not airflow_complete():
-            say("airflow: starting the components that are not running")
+        if service.complete and not service.complete():
+            say(f"{service.name}: starting the parts that are not running")
             service.start()  # skips the live ones
         if service.probe() is None:
             say(f"{service.name}: already running (pid {service.current_pid()})")
