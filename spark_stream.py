@@ -8,21 +8,36 @@ valid rows to ``CASSANDRA_TABLE``, rejected ones with their reason to
 ``CASSANDRA_DEAD_LETTER_TABLE``) -> run until SIGTERM. Every setting comes from the environment
 (``pipeline/config.py`` holds the defaults; ``--help`` lists them).
 
+Real time: the default trigger starts the next micro-batch as soon as the last one is
+committed, at most ``SPARK_MAX_OFFSETS_PER_TRIGGER`` messages each, and a batch is one Spark job
+(the strict parse runs in Python on Arrow batches, see ``pipeline/parsing.py``; rejected
+messages cost a second job only when there are any). The parse and a connector write run once
+before the query starts, so the first batch does not pay for the JVM's and Python's warm-up.
+
+Self-healing: a write that fails (Cassandra or Kafka gone) is retried with backoff while the
+batch is in flight; the connector notices a dead Cassandra in seconds and reconnects within two
+seconds of it answering. When the query makes no progress for ``SPARK_STALL_SECONDS`` it is
+failed and the job exits 1, for its supervisor (``./run.sh stream``, Compose's restart policy) to
+start it again. The job reads the topic by pattern, so a topic that does not exist yet is waited
+for, and one created under the running query is picked up from its first offset.
+
 Exactly-once effect: the Kafka offsets of each micro-batch are in the checkpoint
 (``SPARK_CHECKPOINT_DIR``), so a restarted job resumes after the last committed batch and at
 worst replays the one it was in. A replay changes nothing: users are keyed by their stable
 ``id`` and dead letters by (topic, partition, offset), and Cassandra writes are upserts.
 
 On start the job creates the keyspace and tables if missing (``pipeline/cassandra_schema.py``)
-and exits with status 1 and a one-line reason when Cassandra is down, refuses the login, or has
-a table whose columns drifted from the contract. SIGTERM or SIGINT lets the running batch finish
-and commit, then stops the query and exits 0.
+and exits with a one-line reason when Cassandra is down or refuses the login (status 1: worth
+another try) or a setting, the connector jars or a table's columns are wrong (status 2: a
+restart cannot help). SIGTERM or SIGINT lets the running batch finish (or abandons one that is
+retrying) and stops the job within 30 s, status 0.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import re
 import signal
 import sys
 import threading
@@ -31,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from py4j.protocol import Py4JJavaError
-from pyspark.errors import AnalysisException
+from pyspark.errors import AnalysisException, StreamingQueryException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
@@ -58,9 +73,43 @@ WRITE_OPTIONS: dict[str, str] = {
     "spark.cassandra.output.concurrent.writes": "32",
 }
 
+# The connector's session: notice a dead Cassandra in seconds rather than minutes (its defaults
+# are a 120 s request timeout, tried 60 times), and reconnect within two seconds of it answering
+# again (default: up to a minute). The session outlives short idle spells between batches.
+CONNECTOR_CONF: dict[str, str] = {
+    "spark.cassandra.connection.timeoutMS": "5000",
+    "spark.cassandra.read.timeoutMS": "10000",  # every request's timeout, writes included
+    "spark.cassandra.query.retry.count": "2",
+    "spark.cassandra.connection.reconnectionDelayMS.min": "500",
+    "spark.cassandra.connection.reconnectionDelayMS.max": "2000",
+    "spark.cassandra.connection.keepAliveMS": "60000",
+}
+
+# Spark itself: `query.stop()` gives up on a stuck batch after 10 s instead of waiting forever.
+SESSION_CONF: dict[str, str] = {
+    "spark.sql.streaming.stopTimeout": "10000",
+    "spark.ui.showConsoleProgress": "false",
+}
+
+# The Kafka source: a broker that is away is retried for a while (the stall watchdog bounds the
+# whole), and an executor's fetch gives up after 10 s (default 120 s) so the batch is retried.
+KAFKA_OPTIONS: dict[str, str] = {
+    "kafkaConsumer.pollTimeoutMs": "10000",
+    "fetchOffset.numRetries": "10",
+    "fetchOffset.retryIntervalMs": "1000",
+    "kafka.request.timeout.ms": "10000",
+    "kafka.default.api.timeout.ms": "10000",
+}
+
+# Exit statuses, for the supervisor: 0 stopped on request, 1 worth another try, 2 needs a fix.
+EXIT_STOPPED, EXIT_RETRY, EXIT_FIX = 0, 1, 2
+
+# A failed write is tried again after these many seconds, doubling up to the last.
+RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0)
+
 # How long SIGTERM waits for the running batch before interrupting it (it is then replayed on
-# restart). Below the 60 s after which `./run.sh stream stop` sends SIGKILL.
-STOP_GRACE_SECONDS = 45.0
+# restart); with `query.stop()`'s 10 s and Spark's own stop, the job is gone within 30 s.
+STOP_GRACE_SECONDS = 12.0
 
 # The variables this job reads; SPARK_MASTER, SPARK_UI_PORT and SPARK_JARS_DIR are for the
 # launcher (`--master`, `--conf spark.ui.port`, `--jars`).
@@ -79,6 +128,7 @@ JOB_VARIABLES = (
     "SPARK_TRIGGER_INTERVAL",
     "SPARK_MAX_OFFSETS_PER_TRIGGER",
     "SPARK_STARTING_OFFSETS",
+    "SPARK_STALL_SECONDS",
 )
 
 
@@ -86,28 +136,43 @@ class ConnectorMissing(RuntimeError):
     """A Spark data source (Kafka or Cassandra) is not on the classpath."""
 
 
-# Problems found before the query starts: logged as one line naming the fix, exit status 1.
-STARTUP_ERRORS = (
-    config.ConfigError,
-    cassandra_schema.CassandraUnavailable,
-    cassandra_schema.SchemaMismatch,
-    ConnectorMissing,
-)
+# Problems found before the query starts: logged as one line naming the fix. A restart may
+# cure the first kind (Cassandra not up yet), never the second.
+TRANSIENT_ERRORS = (cassandra_schema.CassandraUnavailable,)
+FATAL_ERRORS = (config.ConfigError, cassandra_schema.SchemaMismatch, ConnectorMissing)
 
 
 class CassandraSink:
-    """The foreachBatch function: write a classified micro-batch's two halves, log the counts."""
+    """The foreachBatch function: write a classified micro-batch's two halves, log the counts.
 
-    def __init__(self, cassandra: CassandraSettings) -> None:
+    ``classify`` is the stream's transform with this sink's counters attached: the Python
+    workers count each batch's messages and rejects, so writing the valid rows is the batch's
+    only Spark job unless something was rejected. A failed write is retried with backoff until
+    it succeeds or ``stop`` is set; the job's watchdog bounds how long that may take.
+    """
+
+    def __init__(self, spark: SparkSession, cassandra: CassandraSettings, stop: threading.Event):
         self._cassandra = cassandra
+        self._stop = stop
+        self._messages = spark.sparkContext.accumulator(0)
+        self._rejected = spark.sparkContext.accumulator(0)
         self._idle = threading.Event()
         self._idle.set()
         self.last_batch_id: int | None = None
 
+    def classify(self, kafka: DataFrame) -> DataFrame:
+        messages, rejected = self._messages, self._rejected
+
+        def count(batch_messages: int, batch_rejected: int) -> None:
+            messages.add(batch_messages)
+            rejected.add(batch_rejected)
+
+        return parsing.classify(kafka, count)
+
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
         self._idle.clear()
         try:
-            self._write(batch, batch_id)
+            self._write_retrying(batch, batch_id)
             self.last_batch_id = batch_id
         finally:
             self._idle.set()
@@ -116,32 +181,47 @@ class CassandraSink:
         """Wait until no batch is being written; False if one still is after ``timeout``."""
         return self._idle.wait(timeout)
 
-    def _write(self, classified: DataFrame, batch_id: int) -> None:
+    def _write_retrying(self, classified: DataFrame, batch_id: int) -> None:
         started = time.monotonic()
-        # Cached so the Kafka rows are fetched and parsed once for the counts and both writes.
-        classified.persist()
-        try:
-            counts = classified.agg(
-                F.count(F.lit(1)).alias("rows_in"),
-                F.count_if(F.col(parsing.REASON).isNull()).alias("valid"),
-            ).first()
-            rows_in, valid = (counts["rows_in"], counts["valid"]) if counts else (0, 0)
-            if valid:
-                self._append(parsing.valid_rows(classified), self._cassandra.table)
-            if rows_in - valid:
-                rejected = parsing.rejected_rows(classified)
-                rejected = rejected.withColumn("rejected_at", F.current_timestamp())
-                self._append(rejected, self._cassandra.dead_letter_table)
-        finally:
-            classified.unpersist()
+        for attempt in range(1, sys.maxsize):
+            try:
+                rows_in, rejected = self._write(classified)
+                break
+            except AnalysisException:  # a plan or schema problem: no retry will change it
+                raise
+            except Exception as exc:  # noqa: BLE001 - retried until stop, then re-raised
+                if self._stop.is_set():
+                    log.warning("batch %d: abandoned while stopping (it is replayed)", batch_id)
+                    raise
+                delay = RETRY_DELAYS[min(attempt, len(RETRY_DELAYS)) - 1]
+                log.warning(
+                    "batch %d: write failed (attempt %d: %s); retrying in %.1f s",
+                    batch_id,
+                    attempt,
+                    first_line(exc),
+                    delay,
+                )
+                self._stop.wait(delay)
         log.info(
             "batch %d: %d rows in, %d written, %d rejected, %.2f s",
             batch_id,
             rows_in,
-            valid,
-            rows_in - valid,
+            rows_in - rejected,
+            rejected,
             time.monotonic() - started,
         )
+
+    def _write(self, classified: DataFrame) -> tuple[int, int]:
+        """Write the batch; return (messages, rejected)."""
+        messages, rejected = self._messages.value, self._rejected.value
+        self._append(parsing.valid_rows(classified), self._cassandra.table)
+        messages, rejected = self._messages.value - messages, self._rejected.value - rejected
+        if rejected:
+            dead = parsing.rejected_rows(classified).withColumn(
+                "rejected_at", F.current_timestamp()
+            )
+            self._append(dead, self._cassandra.dead_letter_table)
+        return messages, rejected
 
     def _append(self, rows: DataFrame, table: str) -> None:
         (
@@ -150,6 +230,28 @@ class CassandraSink:
             .mode("append")
             .save()
         )
+
+    def warm_up(self, spark: SparkSession) -> None:
+        """Classify two messages and write the (zero) valid rows through the connector.
+
+        Starts the Python workers, loads the parser and opens the connector's session and
+        prepared statement in each task, so the first real batch costs what any batch does.
+        """
+        sample = spark.range(2, numPartitions=2).select(
+            F.lit("warm-up").alias("topic"),
+            F.lit(0).alias("partition"),
+            F.col("id").alias("offset"),
+            F.current_timestamp().alias("timestamp"),
+            F.lit(None).cast("binary").alias("key"),
+            F.lit(bytearray(b"{}")).alias("value"),
+        )
+        self._append(parsing.valid_rows(parsing.classify(sample)), self._cassandra.table)
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception's first line: a JVM error's message without its stack trace."""
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:300]
 
 
 def build_session(cassandra: CassandraSettings) -> SparkSession:
@@ -160,6 +262,7 @@ def build_session(cassandra: CassandraSettings) -> SparkSession:
         .config("spark.cassandra.connection.port", str(cassandra.port))
         .config("spark.cassandra.auth.username", cassandra.username)
         .config("spark.cassandra.auth.password", cassandra.password)
+        .config(map={**CONNECTOR_CONF, **SESSION_CONF})
         .getOrCreate()
     )
     spark.sparkContext.setLogLevel("WARN")
@@ -183,13 +286,19 @@ def require_data_sources(spark: SparkSession, *names: str) -> None:
 
 
 def read_kafka(spark: SparkSession, settings: Settings) -> DataFrame:
-    """The Kafka topic as a streaming DataFrame with the Kafka source's columns."""
+    """The Kafka topic as a streaming DataFrame with the Kafka source's columns.
+
+    Subscribed by a pattern that matches the topic's name only: a topic that does not exist
+    yet is an empty source until it does (``subscribe`` would fail the query), and its
+    partitions are then read from their first offset.
+    """
     return (
         spark.readStream.format(KAFKA_FORMAT)
         .option("kafka.bootstrap.servers", settings.kafka.bootstrap_servers)
-        .option("subscribe", settings.kafka.topic)
+        .option("subscribePattern", f"^{re.escape(settings.kafka.topic)}$")
         .option("startingOffsets", settings.stream.starting_offsets)
         .option("maxOffsetsPerTrigger", settings.stream.max_offsets_per_trigger)
+        .options(**KAFKA_OPTIONS)
         .load()
     )
 
@@ -238,23 +347,60 @@ def install_stop_handlers(spark: SparkSession, stop: threading.Event) -> Any:
 
 
 def run_until_stopped(
-    query: StreamingQuery, sink: CassandraSink, stop: threading.Event, checkpoint: str
-) -> None:
-    """Block until the query fails (re-raised) or ``stop`` is set (stopped after its batch)."""
-    while query.isActive and not stop.wait(0.5):
-        pass
-    if stop.is_set() and query.isActive:
-        if not sink.wait_idle(STOP_GRACE_SECONDS):
+    query: StreamingQuery,
+    sink: CassandraSink,
+    stop: threading.Event,
+    checkpoint: str,
+    stall_seconds: float,
+) -> int:
+    """Block until the query fails, stalls or ``stop`` is set; return the exit status.
+
+    A query that reports no progress (a finished batch, or Spark's idle report every 10 s) for
+    ``stall_seconds`` is stalled: it is stopped and the status says "try again".
+    """
+    seen, moved = None, time.monotonic()
+    stalled = False
+    while query.isActive and not stop.wait(1.0):
+        progress = query.lastProgress
+        stamp = progress["timestamp"] if progress else None
+        now = time.monotonic()
+        if stamp != seen:
+            seen, moved = stamp, now
+        elif now - moved > stall_seconds:
+            log.error(
+                "no progress for %.0f s (batch %s was the last written): failing the query so "
+                "that the job is started again (SPARK_STALL_SECONDS)",
+                now - moved,
+                sink.last_batch_id,
+            )
+            stalled = True
+            stop.set()
+    if query.isActive:
+        if stalled:
+            pass
+        elif not sink.wait_idle(STOP_GRACE_SECONDS):
             log.warning("batch still running after %.0f s: interrupting it", STOP_GRACE_SECONDS)
         elif sink.last_batch_id is not None:
             # foreachBatch has returned; Spark commits the batch right after.
             commit = Path(checkpoint, "commits", str(sink.last_batch_id))
-            deadline = time.monotonic() + 10
+            deadline = time.monotonic() + 5
             while not commit.exists() and time.monotonic() < deadline:
                 time.sleep(0.05)
-        query.stop()
+        try:
+            query.stop()  # at most spark.sql.streaming.stopTimeout
+        except Exception as exc:  # noqa: BLE001 - stopping anyway; the status says what happened
+            log.warning("the query did not stop cleanly: %s", first_line(exc))
         log.info("stopped after batch %s", sink.last_batch_id)
-    query.awaitTermination()  # raises StreamingQueryException if the query failed
+    if stalled:
+        return EXIT_RETRY
+    try:
+        query.awaitTermination()  # raises StreamingQueryException if the query failed
+    except StreamingQueryException as exc:
+        if stop.is_set():  # the batch abandoned on the way out
+            return EXIT_STOPPED
+        log.error("the query failed: %s", first_line(exc))
+        return EXIT_RETRY
+    return EXIT_STOPPED
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -288,24 +434,36 @@ def main(argv: list[str]) -> int:
         prepare_cassandra(settings.cassandra)
         spark = build_session(settings.cassandra)
         checkpoint = checkpoint_location(settings.stream)
-    except STARTUP_ERRORS as exc:
+    except TRANSIENT_ERRORS as exc:
         log.error("%s", exc)
-        return 1
+        return EXIT_RETRY
+    except FATAL_ERRORS as exc:
+        log.error("%s", exc)
+        return EXIT_FIX
 
     stop = threading.Event()
     _jvm_handler = install_stop_handlers(spark, stop)
-    sink = CassandraSink(settings.cassandra)
+    sink = CassandraSink(spark, settings.cassandra, stop)
+    started = time.monotonic()
+    sink.warm_up(spark)
     query = (
-        parsing.classify(read_kafka(spark, settings))
+        sink.classify(read_kafka(spark, settings))
         .writeStream.queryName(settings.cassandra.table)
         .foreachBatch(sink)
         .option("checkpointLocation", checkpoint)
         .trigger(processingTime=settings.stream.trigger_interval)
         .start()
     )
-    run_until_stopped(query, sink, stop, checkpoint)
+    log.info(
+        "stream job ready in %.1f s: reading topic %s into %s.%s",
+        time.monotonic() - started,
+        settings.kafka.topic,
+        settings.cassandra.keyspace,
+        settings.cassandra.table,
+    )
+    status = run_until_stopped(query, sink, stop, checkpoint, settings.stream.stall_seconds)
     spark.stop()
-    return 0
+    return status
 
 
 def describe(settings: Settings) -> str:

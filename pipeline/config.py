@@ -47,9 +47,14 @@ DEFAULTS: dict[str, str] = {
     # Spark stream job
     "SPARK_MASTER": "local[*]",
     "SPARK_CHECKPOINT_DIR": str(REPO_ROOT / ".stack" / "data" / "spark" / "checkpoint"),
-    "SPARK_TRIGGER_INTERVAL": "2 seconds",
-    "SPARK_MAX_OFFSETS_PER_TRIGGER": "200000",
+    # "0 seconds": the next micro-batch starts as soon as the last one is committed.
+    "SPARK_TRIGGER_INTERVAL": "0 seconds",
+    # Caps a batch (a backlog is read in several); small enough that no row waits long for it.
+    "SPARK_MAX_OFFSETS_PER_TRIGGER": "20000",
     "SPARK_STARTING_OFFSETS": "earliest",
+    # No progress for this long (Cassandra or Kafka away, a stuck batch): the job exits 1 and
+    # its supervisor starts it again.
+    "SPARK_STALL_SECONDS": "60",
     "SPARK_UI_PORT": "4040",
     "SPARK_JARS_DIR": str(REPO_ROOT / ".stack" / "jars" / "spark"),
 }
@@ -148,6 +153,7 @@ class StreamSettings:
     trigger_interval: str
     max_offsets_per_trigger: int
     starting_offsets: str
+    stall_seconds: float
     ui_port: int
     jars_dir: str
 
@@ -208,6 +214,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
             trigger_interval=_get(env, "SPARK_TRIGGER_INTERVAL"),
             max_offsets_per_trigger=_int(env, "SPARK_MAX_OFFSETS_PER_TRIGGER", minimum=1),
             starting_offsets=_get(env, "SPARK_STARTING_OFFSETS"),
+            stall_seconds=_float(env, "SPARK_STALL_SECONDS"),
             ui_port=_int(env, "SPARK_UI_PORT", minimum=1),
             jars_dir=_get(env, "SPARK_JARS_DIR"),
         ),

@@ -43,6 +43,9 @@ PRIMARY_KEY = "id"
 
 _PY_TYPES = {"string": str, "long": int}
 LONG_MIN, LONG_MAX = -(2**63), 2**63 - 1  # Spark LongType and CQL bigint
+# The most bytes (UTF-8) a string field may hold: Cassandra refuses a partition key (``id``)
+# over 65,535 bytes, and one cap for every field keeps a record well inside a Kafka message.
+MAX_STRING_BYTES = 65_535
 CQL_TYPES = {"string": "text", "long": "bigint"}
 
 
@@ -71,6 +74,11 @@ def validate(record: Mapping[str, Any]) -> None:
             )
         if field.kind == "long" and not LONG_MIN <= value <= LONG_MAX:
             raise InvalidRecord(f"field {field.name!r} is outside the 64-bit range")
+        if (
+            field.kind == "string"
+            and len(value.encode("utf-8", "surrogatepass")) > MAX_STRING_BYTES
+        ):
+            raise InvalidRecord(f"field {field.name!r} is over {MAX_STRING_BYTES} bytes")
 
 
 def cql_columns() -> str:

@@ -597,6 +597,7 @@ def stream_env() -> dict[str, str]:
     env.setdefault("SPARK_JARS_DIR", str(JARS / "spark"))
     env["PYTHONPATH"] = str(REPO)
     env["PYSPARK_PYTHON"] = sys.executable
+    env["SPARK_CONF_DIR"] = str(REPO / "stack" / "spark")  # log4j2.properties
     env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
     return env
 
