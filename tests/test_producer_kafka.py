@@ -99,7 +99,7 @@ def test_sent_records_arrive_exactly_once_keyed_by_id_as_utf8_json(
 
     kafka_producer = producer.create_producer(settings.kafka)
     try:
-        sender = producer.send_records(kafka_producer, settings.kafka.topic, records)
+        sender = producer.send_records(kafka_producer, settings.kafka, records)
     finally:
         kafka_producer.close()
     assert (sender.queued, sender.delivered, sender.failed) == (1500, 1500, 0)
@@ -124,7 +124,7 @@ def test_invalid_records_are_counted_and_not_sent(
     bad = {**good, "id": "other", "email": ""}
     kafka_producer = producer.create_producer(settings.kafka)
     try:
-        sender = producer.send_records(kafka_producer, settings.kafka.topic, [good, bad])
+        sender = producer.send_records(kafka_producer, settings.kafka, [good, bad])
     finally:
         kafka_producer.close()
     assert sender.delivered == 1
