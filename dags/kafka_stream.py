@@ -39,6 +39,11 @@ PARAMS = {
 PARAM_DEFAULTS = {name: param.value for name, param in PARAMS.items()}
 
 
+def run_overrides(params: dict[str, object]) -> dict[str, object]:
+    """The run's parameters that differ from their defaults (unknown names kept, to be refused)."""
+    return {k: v for k, v in params.items() if k not in PARAM_DEFAULTS or v != PARAM_DEFAULTS[k]}
+
+
 @dag(
     dag_id="user_automation",
     schedule="@daily",
@@ -61,11 +66,7 @@ def user_automation() -> None:
         """
         from pipeline import config, producer
 
-        params = {
-            k: v
-            for k, v in get_current_context()["params"].items()
-            if k not in PARAM_DEFAULTS or v != PARAM_DEFAULTS[k]
-        }
+        params = run_overrides(dict(get_current_context()["params"]))
         return producer.run(config.load_for_run(params)).as_dict()
 
     stream_users()
