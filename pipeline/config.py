@@ -21,8 +21,8 @@ DEFAULTS: dict[str, str] = {
     "KAFKA_TOPIC": "users_created",
     "KAFKA_TOPIC_PARTITIONS": "3",
     "KAFKA_REPLICATION_FACTOR": "1",
-    # lz4 (requirements.txt installs its library): kafka-python builds lz4 batches about 8x
-    # faster than gzip, whose level it fixes at 9. One of COMPRESSIONS.
+    # One of COMPRESSIONS. lz4 (requirements.txt installs its library) compresses our records
+    # for about 1/20 of the CPU of kafka-python's gzip, whose level it fixes at 9.
     "KAFKA_COMPRESSION": "lz4",
     "KAFKA_LINGER_MS": "20",
     "KAFKA_BATCH_SIZE": "262144",
