@@ -19,6 +19,31 @@ if _REPO not in sys.path:
     sys.path.append(_REPO)
 
 
+# A parameter left at its default means "use the environment" (pipeline/config.py); a trigger's
+# conf overrides the variable for that run.
+PARAMS = {
+    "api_url": Param("", type="string", description="USERS_API_URL for this run"),
+    "total": Param(0, type="integer", minimum=0, description="users to send (0: time budget)"),
+    "run_seconds": Param(0, type="number", minimum=0, description="time budget (0: env)"),
+    "seed": Param("", type="string", description="randomuser seed for a reproducible run"),
+    "start_page": Param(0, type="integer", minimum=0, description="first page (0: env)"),
+    "topic": Param("", type="string", description="Kafka topic (empty: KAFKA_TOPIC)"),
+    "users_per_second": Param(
+        None,
+        type=["null", "number"],
+        minimum=0,
+        description="send rate (empty: USERS_PER_SECOND; 0: unpaced)",
+    ),
+}
+# Taken now: Airflow's Param.resolve() overwrites a Param's value with the run's.
+PARAM_DEFAULTS = {name: param.value for name, param in PARAMS.items()}
+
+
+def run_overrides(params: dict[str, object]) -> dict[str, object]:
+    """The run's parameters that differ from their defaults (unknown names kept, to be refused)."""
+    return {k: v for k, v in params.items() if k not in PARAM_DEFAULTS or v != PARAM_DEFAULTS[k]}
+
+
 @dag(
     dag_id="user_automation",
     schedule="@daily",
@@ -26,15 +51,7 @@ if _REPO not in sys.path:
     catchup=False,
     tags=["randomuser", "kafka"],
     default_args={"owner": "airflow", "retries": 0},
-    # Empty means "use the environment" (pipeline/config.py); a trigger's conf overrides per run.
-    params={
-        "api_url": Param("", type="string", description="USERS_API_URL for this run"),
-        "total": Param(0, type="integer", minimum=0, description="users to send (0: time budget)"),
-        "run_seconds": Param(0, type="number", minimum=0, description="time budget (0: env)"),
-        "seed": Param("", type="string", description="randomuser seed for a reproducible run"),
-        "start_page": Param(0, type="integer", minimum=0, description="first page (0: env)"),
-        "topic": Param("", type="string", description="Kafka topic (empty: KAFKA_TOPIC)"),
-    },
+    params=PARAMS,
 )
 def user_automation() -> None:
     """Fetch users from the randomuser API and produce them to the ``users_created`` topic."""
@@ -43,12 +60,13 @@ def user_automation() -> None:
     def stream_users() -> dict[str, object]:
         """Run one producer pass and return its counts (sent, skipped, failed, rate, seed).
 
-        The run is bounded by USERS_TOTAL users, or else USERS_RUN_SECONDS; it fails when the
-        API gives up, when a send fails or when nothing was sent.
+        The run is bounded by USERS_TOTAL users, or else USERS_RUN_SECONDS, and paced at
+        USERS_PER_SECOND; it fails when the API gives up, when a send fails or when nothing
+        was sent.
         """
         from pipeline import config, producer
 
-        params = {k: v for k, v in get_current_context()["params"].items() if v not in (0, "")}
+        params = run_overrides(dict(get_current_context()["params"]))
         return producer.run(config.load_for_run(params)).as_dict()
 
     stream_users()

@@ -3,6 +3,8 @@
 ``run(settings)`` is what the Airflow task calls (and ``python -m pipeline.producer``, for the
 benchmark and offline runs): fetch a page, format each user, validate it against the contract,
 send it keyed by its id, until the run's budget is spent; then flush, log and return the counts.
+Sends are paced at ``USERS_PER_SECOND`` (``Pacer``) and never more than
+``KAFKA_MAX_IN_FLIGHT_RECORDS`` await the broker (``Sender``); the next page is fetched meanwhile.
 """
 
 from __future__ import annotations
@@ -13,11 +15,11 @@ import queue
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from kafka import KafkaAdminClient, KafkaProducer
+from kafka import KafkaAdminClient, KafkaProducer, codec
 from kafka.errors import KafkaTimeoutError, TopicAlreadyExistsError
 
 from pipeline import config, contract
@@ -29,6 +31,20 @@ log = logging.getLogger(__name__)
 
 CLIENT_ID = "user_automation"
 _LOGGED_PROBLEMS = 10  # log the first few skips/failures one by one, then only count them
+# kafka-python's default, set explicitly because Sender gives up after as long without progress.
+DELIVERY_TIMEOUT_MS = 120_000
+# A paced run that fell behind (the prefetch thread parsing a page holds the GIL for tens of ms)
+# sends the records it missed at once, but only this many seconds' worth: a longer stall is not
+# made up for, so it never ends in a flood.
+PACE_CATCH_UP_SECONDS = 0.1
+# KAFKA_COMPRESSION -> whether kafka-python finds the codec's library.
+_CODECS = {
+    "none": lambda: True,
+    "gzip": codec.has_gzip,
+    "lz4": codec.has_lz4,
+    "snappy": codec.has_snappy,
+    "zstd": codec.has_zstd,
+}
 
 
 class RunFailed(RuntimeError):
@@ -48,13 +64,13 @@ def _unreachable(kafka: KafkaSettings, exc: Exception) -> RunFailed:
 
 def producer_config(kafka: KafkaSettings) -> dict[str, Any]:
     """The kafka-python producer settings: durable (acks=all, idempotent), batched, compressed."""
-    compression = kafka.compression.lower()
     return {
         "bootstrap_servers": _servers(kafka),
         "client_id": CLIENT_ID,
         "acks": "all",
         "enable_idempotence": True,
-        "compression_type": None if compression in ("", "none") else compression,
+        "delivery_timeout_ms": DELIVERY_TIMEOUT_MS,
+        "compression_type": None if kafka.compression == "none" else kafka.compression,
         "linger_ms": kafka.linger_ms,
         "batch_size": kafka.batch_size,
         "max_request_size": max(1_048_576, kafka.batch_size),
@@ -65,7 +81,12 @@ def producer_config(kafka: KafkaSettings) -> dict[str, Any]:
 
 
 def create_producer(kafka: KafkaSettings) -> KafkaProducer:
-    """A connected producer, or ``RunFailed`` naming the bootstrap servers."""
+    """A connected producer, or ``RunFailed`` naming the bootstrap servers or missing codec."""
+    if not _CODECS[kafka.compression]():
+        raise RunFailed(
+            f"KAFKA_COMPRESSION={kafka.compression} needs a library kafka-python does not find; "
+            "install requirements.txt into this environment or choose another compression"
+        )
     try:
         return KafkaProducer(**producer_config(kafka))
     except KafkaTimeoutError as exc:  # "Unable to bootstrap from [...]"
@@ -125,20 +146,69 @@ def encode_value(record: Mapping[str, Any]) -> bytes:
 
 
 class Sender:
-    """Validates and sends records; counts every send's outcome through its future."""
+    """Validates and sends records; counts every send's outcome through its future.
 
-    def __init__(self, producer: KafkaProducer, topic: str) -> None:
+    At most ``kafka.max_in_flight_records`` sends are unresolved at once: kafka-python has no
+    ``buffer_memory`` bound, so without this a stalled broker would let a run queue every page
+    in memory. At the limit ``send`` waits until the broker resolves some (each acknowledgement
+    or failure makes room), and raises ``RunFailed`` when none resolves for ``stall_seconds``.
+    """
+
+    def __init__(
+        self,
+        producer: KafkaProducer,
+        kafka: KafkaSettings,
+        *,
+        stall_seconds: float = DELIVERY_TIMEOUT_MS / 1000,
+    ) -> None:
         self.producer = producer
-        self.topic = topic
+        self.kafka = kafka
+        self.topic = kafka.topic
+        self.stall_seconds = stall_seconds
         self.queued = 0
         self.delivered = 0
         self.failed = 0
         self.invalid: Counter[str] = Counter()
         self.errors: Counter[str] = Counter()
-        self._lock = threading.Lock()
+        self._resolved = threading.Condition()
+
+    @property
+    def in_flight(self) -> int:
+        """Sends queued but not yet acknowledged or failed."""
+        with self._resolved:
+            return self.queued - self.delivered - self.failed
+
+    def wait_for_room(self) -> None:
+        """Return once fewer than ``max_in_flight_records`` sends are unresolved.
+
+        ``RunFailed`` (naming the brokers and the counts) when nothing resolves for
+        ``stall_seconds``; nothing is dropped, the queued sends stay counted.
+        """
+        limit = self.kafka.max_in_flight_records
+        with self._resolved:
+            resolved = self.delivered + self.failed
+            give_up = time.monotonic() + self.stall_seconds
+            while self.queued - (self.delivered + self.failed) >= limit:
+                if self.delivered + self.failed != resolved:  # progress: wait afresh
+                    resolved = self.delivered + self.failed
+                    give_up = time.monotonic() + self.stall_seconds
+                left = give_up - time.monotonic()
+                if left <= 0:
+                    raise RunFailed(
+                        f"Kafka at KAFKA_BOOTSTRAP_SERVERS={self.kafka.bootstrap_servers} "
+                        f"resolved none of {self.queued - resolved} in-flight send(s) to "
+                        f"{self.topic} for {self.stall_seconds:g}s "
+                        f"(KAFKA_MAX_IN_FLIGHT_RECORDS={limit}; queued {self.queued}, "
+                        f"delivered {self.delivered}, failed {self.failed}); "
+                        "check the broker with `./run.sh status` and its log"
+                    )
+                self._resolved.wait(left)
 
     def send(self, record: Mapping[str, Any]) -> bool:
-        """Queue ``record`` unless it breaks the contract (then count it and return False)."""
+        """Queue ``record`` unless it breaks the contract (then count it and return False).
+
+        Waits first while ``max_in_flight_records`` sends are unresolved (see ``wait_for_room``).
+        """
         try:
             contract.validate(record)
         except contract.InvalidRecord as exc:
@@ -151,37 +221,40 @@ class Sender:
                     reason,
                 )
             return False
+        self.wait_for_room()
         future = self.producer.send(self.topic, key=encode_key(record), value=encode_value(record))
-        self.queued += 1
+        with self._resolved:
+            self.queued += 1
         future.add_callback(self._on_delivered)
         future.add_errback(self._on_failed)
         return True
 
     def _on_delivered(self, _metadata: Any) -> None:
-        with self._lock:
+        with self._resolved:
             self.delivered += 1
+            self._resolved.notify()
 
     def _on_failed(self, exc: BaseException) -> None:
-        with self._lock:
+        with self._resolved:
             self.failed += 1
             self.errors[f"{type(exc).__name__}: {exc}"] += 1
+            self._resolved.notify()
             if self.failed <= _LOGGED_PROBLEMS:
                 log.error("send to %s failed: %s", self.topic, exc)
 
     def flush(self, timeout: float | None = None) -> None:
         """Wait for every queued send; then every future has been counted as delivered or failed."""
         self.producer.flush(timeout=timeout)
-        with self._lock:
-            unresolved = self.queued - self.delivered - self.failed
+        unresolved = self.in_flight
         if unresolved:
             raise RunFailed(f"{unresolved} send(s) still unresolved after flush()")
 
 
 def send_records(
-    producer: KafkaProducer, topic: str, records: Iterable[Mapping[str, Any]]
+    producer: KafkaProducer, kafka: KafkaSettings, records: Iterable[Mapping[str, Any]]
 ) -> Sender:
     """Send ``records`` (validated, keyed by id), flush, return the ``Sender`` with its counts."""
-    sender = Sender(producer, topic)
+    sender = Sender(producer, kafka)
     for record in records:
         sender.send(record)
     sender.flush()
@@ -222,6 +295,40 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+class Pacer:
+    """Spaces calls to ``wait`` ``1/rate`` seconds apart, a token bucket; rate 0 never waits.
+
+    Each call returns when the next send is due, so a send happens at its due time, not in a
+    burst per page. A caller that falls behind gets the sends it missed at once, but at most
+    ``catch_up`` seconds' worth (``burst`` sends): over any ``w`` seconds at most
+    ``1 + burst + rate * w`` calls return.
+    """
+
+    def __init__(
+        self,
+        rate: float,
+        catch_up: float = PACE_CATCH_UP_SECONDS,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.rate = rate
+        self.burst = rate * catch_up
+        self._catch_up = catch_up
+        self._clock = clock
+        self._sleep = sleep
+        self._due: float | None = None  # when the next call may return
+
+    def wait(self) -> None:
+        if self.rate <= 0:
+            return
+        now = self._clock()
+        due = now if self._due is None else max(self._due, now - self._catch_up)
+        if due > now:
+            self._sleep(due - now)
+        self._due = due + 1 / self.rate
+
+
 @dataclass
 class RunStats:
     """What one producer run did; ``as_dict()`` is small enough for an Airflow XCom."""
@@ -229,6 +336,7 @@ class RunStats:
     topic: str
     seed: str
     first_page: int
+    paced_per_second: float = 0.0  # USERS_PER_SECOND of the run; 0: unpaced
     last_page: int = 0
     partitions: int = 0
     fetched: int = 0
@@ -257,14 +365,16 @@ class RunStats:
             "failed": self.failed,
             "seconds": round(self.seconds, 3),
             "rate_per_second": round(self.rate, 1),
+            "paced_per_second": self.paced_per_second,
             "skip_reasons": dict(self.skip_reasons),
             "errors": dict(self.errors.most_common(5)),
         }
 
     def summary(self) -> str:
+        pace = f", paced at {self.paced_per_second:g}/s" if self.paced_per_second else ""
         return (
             f"sent {self.sent}, skipped {self.skipped}, failed {self.failed} of {self.fetched} "
-            f"fetched in {self.seconds:.1f}s ({self.rate:.0f} users/s) to {self.topic}; "
+            f"fetched in {self.seconds:.1f}s ({self.rate:.0f} users/s{pace}) to {self.topic}; "
             f"replay with USERS_SEED={self.seed} USERS_START_PAGE={self.first_page}"
         )
 
@@ -272,18 +382,26 @@ class RunStats:
 def run(settings: Settings) -> RunStats:
     """One producer pass: fetch -> format -> validate -> send until the budget is spent.
 
-    Raises ``RunFailed`` (after flushing, with the counts) when the API gave up, when any send
-    failed or when nothing was sent; records already sent stay sent and are counted.
+    Sends are paced at ``USERS_PER_SECOND`` and each record's ``produced_at`` is taken when it
+    is sent, after any wait. Raises ``RunFailed`` (after flushing, with the counts) when the API
+    gave up, when any send failed, when the broker stalled or when nothing was sent; records
+    already sent stay sent and are counted.
     """
     api, kafka = settings.api, settings.kafka
     seed = run_seed(api)
-    stats = RunStats(topic=kafka.topic, seed=seed, first_page=api.start_page)
+    stats = RunStats(
+        topic=kafka.topic, seed=seed, first_page=api.start_page, paced_per_second=api.per_second
+    )
     budget = f"{api.total} users" if api.total else f"{api.run_seconds:g}s"
-    log.info("run: %s from %s, seed %s from page %d", budget, api.url, seed, api.start_page)
+    pace = f"{api.per_second:g} users/s" if api.per_second else "unpaced"
+    log.info(
+        "run: %s (%s) from %s, seed %s from page %d", budget, pace, api.url, seed, api.start_page
+    )
     stats.partitions = ensure_topic(kafka)
     client = RandomUserClient(api)
     producer = create_producer(kafka)
-    sender = Sender(producer, kafka.topic)
+    sender = Sender(producer, kafka)
+    pacer = Pacer(api.per_second)
     started = time.monotonic()
     fetch_error: FetchError | None = None
     try:
@@ -292,6 +410,8 @@ def run(settings: Settings) -> RunStats:
                 stats.fetched += len(batch.users)
                 stats.last_page = batch.page
                 for raw in batch.users:
+                    pacer.wait()
+                    sender.wait_for_room()  # so that produced_at is the time of the send
                     record = format_user(raw, now_ms())
                     if isinstance(record, Skip):
                         _count_skip(stats, record.reason, raw, batch.page)
@@ -301,7 +421,8 @@ def run(settings: Settings) -> RunStats:
             fetch_error = exc
         sender.flush()
     finally:
-        producer.close()
+        # Bounded: after a broker stall the queued sends may never resolve.
+        producer.close(timeout=DELIVERY_TIMEOUT_MS / 1000)
         stats.seconds = time.monotonic() - started
         stats.sent = sender.delivered
         stats.failed = sender.failed

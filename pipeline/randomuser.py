@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import email.utils
 import logging
+import math
 import random
 import secrets
 import time
@@ -184,16 +185,19 @@ def iter_batches(
 
     With ``USERS_TOTAL`` > 0 exactly that many users are yielded (the last page is asked for
     only what is missing) and ``USERS_RUN_SECONDS`` is ignored; with ``USERS_TOTAL`` = 0 pages
-    are fetched until ``USERS_RUN_SECONDS`` have passed since the first call.
+    are fetched until ``USERS_RUN_SECONDS`` have passed since the first call, and, when the run
+    is paced, at most the ``USERS_PER_SECOND * USERS_RUN_SECONDS`` users it can send in that time
+    (fetching runs ahead of paced sending, so the clock alone would overshoot the budget).
     """
     api = client.api
     if api.total == 0 and api.run_seconds <= 0:
         raise ConfigError("USERS_TOTAL=0 and USERS_RUN_SECONDS=0: set one of them to bound the run")
-    deadline = clock() + api.run_seconds
+    limit = api.total or (math.ceil(api.per_second * api.run_seconds) if api.per_second else 0)
+    deadline = None if api.total else clock() + api.run_seconds
     fetched = 0
     page = api.start_page
-    while (fetched < api.total) if api.total else (clock() < deadline):
-        wanted = min(api.per_request, api.total - fetched) if api.total else api.per_request
+    while (not limit or fetched < limit) and (deadline is None or clock() < deadline):
+        wanted = min(api.per_request, limit - fetched) if limit else api.per_request
         users = client.fetch(wanted, seed, page)[:wanted]
         fetched += len(users)
         yield Batch(seed=seed, page=page, users=users)

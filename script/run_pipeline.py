@@ -115,6 +115,12 @@ def main(argv: list[str]) -> int:
         help="send this many users (default: the DAG's USERS_RUN_SECONDS budget)",
     )
     parser.add_argument("--seed", default="", help="randomuser seed for a reproducible run")
+    parser.add_argument(
+        "--users-per-second",
+        type=float,
+        default=None,
+        help="send rate of this run (default: USERS_PER_SECOND; 0: unpaced)",
+    )
     args = parser.parse_args(argv)
 
     began = time.monotonic()
@@ -134,6 +140,8 @@ def main(argv: list[str]) -> int:
         conf["total"] = args.users
     if args.seed:
         conf["seed"] = args.seed
+    if args.users_per_second is not None:
+        conf["users_per_second"] = args.users_per_second
     since_ms = int(time.time() * 1000)
     run_id = airflow.trigger(DAG_ID, conf)
     say(f"triggered {DAG_ID} ({run_id}) with {conf}; the scheduler runs it")

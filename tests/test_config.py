@@ -34,6 +34,41 @@ def test_run_params_override_the_environment_for_one_run() -> None:
         config.load_for_run({"colour": "red"}, env)
 
 
+def test_runs_are_paced_by_default_and_0_means_unpaced() -> None:
+    assert config.load({}).api.per_second == float(config.DEFAULTS["USERS_PER_SECOND"]) > 0
+    assert config.load({"USERS_PER_SECOND": "0"}).api.per_second == 0
+    assert config.load({"USERS_PER_SECOND": "12.5"}).api.per_second == 12.5
+    for bad in ("-1", "nan", "inf", "fast"):
+        with pytest.raises(config.ConfigError, match="USERS_PER_SECOND"):
+            config.load({"USERS_PER_SECOND": bad})
+
+
+def test_the_users_per_second_run_param_overrides_the_environment_for_one_run() -> None:
+    env = {"USERS_PER_SECOND": "5000"}
+    assert config.load_for_run({"users_per_second": 300}, env).api.per_second == 300
+    assert config.load_for_run({"users_per_second": 0}, env).api.per_second == 0  # unpaced
+    assert config.load_for_run({"users_per_second": None}, env).api.per_second == 5000
+    assert config.load_for_run({}, env).api.per_second == 5000
+
+
+def test_compression_is_lz4_by_default_and_must_be_a_codec_kafka_knows() -> None:
+    assert config.load({}).kafka.compression == "lz4"
+    assert config.load({"KAFKA_COMPRESSION": "GZIP"}).kafka.compression == "gzip"
+    assert config.load({"KAFKA_COMPRESSION": "none"}).kafka.compression == "none"
+    with pytest.raises(
+        config.ConfigError, match="KAFKA_COMPRESSION='brotli': use one of none, gzip, lz4"
+    ):
+        config.load({"KAFKA_COMPRESSION": "brotli"})
+
+
+def test_the_in_flight_bound_is_at_least_one_record() -> None:
+    assert config.load({}).kafka.max_in_flight_records == 20000
+    with pytest.raises(
+        config.ConfigError, match="KAFKA_MAX_IN_FLIGHT_RECORDS=0 must be at least 1"
+    ):
+        config.load({"KAFKA_MAX_IN_FLIGHT_RECORDS": "0"})
+
+
 def test_the_password_never_shows_in_a_repr() -> None:
     s = config.load({"CASSANDRA_PASSWORD": "s3cret-value"})
     assert "s3cret-value" not in repr(s)

@@ -35,6 +35,33 @@ def test_user_automation_has_one_task_that_streams_users(dagbag) -> None:
     assert dag.get_task("stream_users").retries == 0
 
 
+def test_every_run_param_is_a_typed_dag_param_that_defaults_to_the_environment(dagbag) -> None:
+    from pipeline import config
+
+    params = dagbag.dags["user_automation"].params
+    assert set(params.keys()) == set(config.RUN_PARAMS)
+    rate = params.get_param("users_per_second")
+    assert rate.value is None  # empty: USERS_PER_SECOND; 0 is a rate of its own (unpaced)
+    assert (rate.resolve(0), rate.resolve(350.5)) == (0, 350.5)
+    with pytest.raises(ValueError):  # Airflow's ParamValidationError
+        rate.resolve(-1)
+    with pytest.raises(ValueError):  # Airflow's ParamValidationError
+        rate.resolve("fast")
+
+
+def test_a_param_left_at_its_default_takes_the_environment_and_0_users_per_second_does_not(
+    dagbag,
+) -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("kafka_stream_dag", DAGS / "kafka_stream.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    params = {**dagbag.dags["user_automation"].params.dump(), "seed": "s", "users_per_second": 0}
+    assert module.run_overrides(params) == {"seed": "s", "users_per_second": 0}
+    assert module.run_overrides({"users_per_second": None, "colour": "red"}) == {"colour": "red"}
+
+
 def test_dag_file_does_no_work_at_parse_time() -> None:
     """Kafka and the API are imported inside the task, so parsing the DAG stays cheap and safe."""
     tree = ast.parse((DAGS / "kafka_stream.py").read_text(encoding="utf-8"))

@@ -1,4 +1,4 @@
-"""The producer against the real local Kafka: topic creation, exact delivery, keys and counts."""
+"""The producer against the real local Kafka: topics, exact delivery, keys, counts, pacing, lz4."""
 
 from __future__ import annotations
 
@@ -6,10 +6,13 @@ import json
 import os
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer
+from kafka.record.default_records import DefaultRecordBatch
+from kafka.record.memory_records import MemoryRecords
 
 from pipeline import config, contract, producer
 from pipeline.formatting import Skip, format_user
@@ -99,7 +102,7 @@ def test_sent_records_arrive_exactly_once_keyed_by_id_as_utf8_json(
 
     kafka_producer = producer.create_producer(settings.kafka)
     try:
-        sender = producer.send_records(kafka_producer, settings.kafka.topic, records)
+        sender = producer.send_records(kafka_producer, settings.kafka, records)
     finally:
         kafka_producer.close()
     assert (sender.queued, sender.delivered, sender.failed) == (1500, 1500, 0)
@@ -124,7 +127,7 @@ def test_invalid_records_are_counted_and_not_sent(
     bad = {**good, "id": "other", "email": ""}
     kafka_producer = producer.create_producer(settings.kafka)
     try:
-        sender = producer.send_records(kafka_producer, settings.kafka.topic, [good, bad])
+        sender = producer.send_records(kafka_producer, settings.kafka, [good, bad])
     finally:
         kafka_producer.close()
     assert sender.delivered == 1
@@ -134,7 +137,7 @@ def test_invalid_records_are_counted_and_not_sent(
     ]
 
 
-def test_run_creates_the_topic_and_produces_the_configured_total(
+def test_an_unpaced_run_creates_the_topic_and_produces_the_configured_total(
     kafka_bootstrap: str, topic: str, standin: StandIn
 ) -> None:
     settings = settings_for(
@@ -144,6 +147,7 @@ def test_run_creates_the_topic_and_produces_the_configured_total(
         USERS_TOTAL="7000",
         USERS_PER_REQUEST="3000",
         USERS_SEED="run-seed",
+        USERS_PER_SECOND="0",
         KAFKA_TOPIC_PARTITIONS="3",
     )
     started_ms = producer.now_ms()
@@ -152,6 +156,7 @@ def test_run_creates_the_topic_and_produces_the_configured_total(
     assert (stats.fetched, stats.sent, stats.skipped, stats.failed) == (7000, 7000, 0, 0)
     assert (stats.first_page, stats.last_page, stats.partitions) == (1, 3, 3)
     assert stats.as_dict()["rate_per_second"] > 0
+    assert stats.as_dict()["paced_per_second"] == 0
     assert partition_count(kafka_bootstrap, settings.kafka.topic) == 3
 
     expected_raw = [
@@ -198,3 +203,97 @@ def test_a_run_whose_api_gives_up_fails_but_keeps_and_counts_what_was_sent(
     assert {m.key.decode() for m in messages} == {
         u["login"]["uuid"] for u in generate_users("partial", 1, 100)
     }
+
+
+def test_a_paced_run_sends_each_record_at_its_due_time_while_the_next_page_is_fetched(
+    kafka_bootstrap: str, topic: str, standin: StandIn
+) -> None:
+    """600 users at 300/s, 200 per page: the sends spread over 2 s like a token bucket's.
+
+    Load can only make sends later, so the bounds below hold on a busy machine; an unpaced
+    run (600 users in well under a second, in bursts) breaks both.
+    """
+    rate, users = 300, 600
+    settings = settings_for(
+        kafka_bootstrap,
+        topic,
+        standin,
+        USERS_TOTAL=str(users),
+        USERS_PER_REQUEST="200",
+        USERS_SEED="paced",
+        USERS_PER_SECOND=str(rate),
+    )
+    standin.clear()
+    stats = producer.run(settings)
+    requests = standin.requests
+    assert (stats.sent, stats.failed, stats.paced_per_second) == (users, 0, rate)
+
+    messages = consume_all(kafka_bootstrap, settings.kafka.topic, expected=users)
+    by_key = {m.key.decode(): json.loads(m.value) for m in messages}
+    assert len(messages) == len(by_key) == users
+    expected_raw = [u for page in (1, 2, 3) for u in generate_users("paced", page, 200)]
+    sent_at = [by_key[u["login"]["uuid"]]["produced_at"] for u in expected_raw]
+    assert sent_at == sorted(sent_at)  # sent in the order served, each stamped when sent
+
+    # Spread: the 600 sends take about 2 s, not a burst per page.
+    assert sent_at[-1] - sent_at[0] >= 1500
+    # Never ahead of the rate: sends i..j (stamped in whole ms) fit in their time at `rate`,
+    # give or take the pacer's one catch-up burst.
+    burst = producer.Pacer(rate).burst
+    for i in range(users):
+        for j in range(i + 1, users):
+            assert j - i <= 1 + burst + rate * (sent_at[j] - sent_at[i] + 1) / 1000, (i, j)
+
+    # Fetching ran ahead: each page was requested before the page before it was all sent.
+    wall_minus_monotonic_ms = time.time() * 1000 - time.monotonic() * 1000
+    requested_ms = [r.started * 1000 + wall_minus_monotonic_ms for r in requests]
+    assert [r.query.rsplit("page=", 1)[1] for r in requests] == ["1", "2", "3"]
+    for page in (2, 3):
+        last_of_previous = sent_at[(page - 1) * 200 - 1]
+        assert requested_ms[page - 1] < last_of_previous, page
+
+
+def log_segments(bootstrap: str, topic: str) -> list[bytes]:
+    """The bytes of each partition's log on the local broker, found through its log dirs."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        described = admin.describe_log_dirs([topic])
+    finally:
+        admin.close()
+    segments = []
+    for broker in described:
+        for log_dir in broker["log_dirs"]:
+            for described_topic in log_dir["topics"]:
+                for partition in described_topic["partitions"]:
+                    folder = Path(log_dir["log_dir"]) / f"{topic}-{partition['partition_index']}"
+                    segments += [p.read_bytes() for p in sorted(folder.glob("*.log"))]
+    return segments
+
+
+def test_lz4_batches_are_stored_compressed_and_read_back_by_a_consumer(
+    kafka_bootstrap: str, topic: str, standin: StandIn
+) -> None:
+    settings = settings_for(kafka_bootstrap, topic, standin, KAFKA_COMPRESSION="lz4")
+    producer.ensure_topic(settings.kafka)
+    records = [format_user(raw, producer.now_ms()) for raw in generate_users("lz4", 1, 1000)]
+    kafka_producer = producer.create_producer(settings.kafka)
+    try:
+        sender = producer.send_records(kafka_producer, settings.kafka, records)
+    finally:
+        kafka_producer.close()
+    assert sender.delivered == 1000
+
+    batches = []
+    for segment in log_segments(kafka_bootstrap, settings.kafka.topic):
+        stored = MemoryRecords(segment)
+        while (batch := stored.next_batch()) is not None:
+            batches.append(batch)
+    assert sum(len(list(batch)) for batch in batches) == 1000
+    assert {batch.compression_type for batch in batches} == {DefaultRecordBatch.CODEC_LZ4}
+    payload = sum(len(producer.encode_value(r)) for r in records)
+    assert sum(len(segment) for segment in log_segments(kafka_bootstrap, topic)) < 0.6 * payload
+
+    messages = consume_all(kafka_bootstrap, settings.kafka.topic, expected=1000)
+    received = {m.key.decode(): json.loads(m.value) for m in messages}
+    assert len(messages) == 1000
+    assert received == {r["id"]: r for r in records}

@@ -92,6 +92,17 @@ def test_iter_batches_stops_when_the_run_seconds_are_spent(standin: StandIn) -> 
     assert sum(len(b.users) for b in batches) == 15
 
 
+def test_a_paced_timed_run_fetches_no_more_than_it_can_send_in_its_seconds(
+    standin: StandIn,
+) -> None:
+    client, _ = make_client(
+        standin, USERS_RUN_SECONDS="10", USERS_PER_SECOND="1.2", USERS_PER_REQUEST="5"
+    )
+    batches = list(iter_batches(client, "paced", clock=lambda: 0.0))  # the clock never runs out
+    assert [len(b.users) for b in batches] == [5, 5, 2]  # 1.2/s * 10 s = 12 users
+    assert [r.query for r in standin.requests][-1] == "results=2&seed=paced&page=3"
+
+
 def test_a_run_without_any_bound_is_a_config_error(standin: StandIn) -> None:
     client, _ = make_client(standin, USERS_TOTAL="0", USERS_RUN_SECONDS="0")
     with pytest.raises(config.ConfigError, match="USERS_TOTAL=0 and USERS_RUN_SECONDS=0"):
