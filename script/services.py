@@ -19,6 +19,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from pipeline import config
+from script import supervise
 from script.jars import spark_jars
 from script.layout import (
     CONF,
@@ -601,20 +602,44 @@ def stream_env() -> dict[str, str]:
     return env
 
 
+STREAM_STATE = RUN / "spark-stream.supervisor.json"
+
+
 def start_stream() -> None:
+    """The stream job under its supervisor (`script/supervise.py`): restarted when it fails."""
     env = stream_env()
-    spawn("spark-stream", stream_command(env), env)
+    supervised = [
+        sys.executable,
+        "-m",
+        "script.supervise",
+        "--state",
+        str(STREAM_STATE),
+        "--",
+        *stream_command(env),
+    ]
+    spawn("spark-stream", supervised, env)
+
+
+def stream_restarts() -> str | None:
+    """The supervisor's line for `status`, e.g. "spark-stream restarts 2 (last exit 1 at ...)"."""
+    state = supervise.read_state(STREAM_STATE)
+    return supervise.describe("spark-stream", state) if state else None
 
 
 def probe_stream() -> str | None:
     port = config.load().stream.ui_port
-    return None if port_open(port) else f"Spark UI :{port} not up yet"
+    if port_open(port):
+        return None
+    state = supervise.read_state(STREAM_STATE)
+    restarts = f"; restarts {state.restarts}" if state and state.restarts else ""
+    return f"Spark UI :{port} not up yet{restarts}"
 
 
 def stop_stream() -> None:
     pid = read_pid("spark-stream")
     if pid:
-        stop_tree("spark-stream", pid, timeout=60)
+        # Only the supervisor is signalled: it stops the job and kills it after its own grace.
+        stop_tree("spark-stream", pid, timeout=supervise.STOP_TIMEOUT + 10, leader_only=True)
     pid_file("spark-stream").unlink(missing_ok=True)
 
 

@@ -26,6 +26,7 @@ from script.services import (
     airflow_admin,
     airflow_env,
     stream_env,
+    stream_restarts,
 )
 
 
@@ -176,6 +177,9 @@ def status() -> None:
     total_pss = sum(int(r["pss_mb"]) for r in rows)
     total_rss = sum(int(r["rss_mb"]) for r in rows)
     print(f"{'total':<46}{total_pss:>9}{total_rss:>9}  (PSS counts shared pages once)")
+    restarts = stream_restarts()
+    if restarts:
+        print(restarts)
     up_now = {r["service"] for r in rows if r["state"] == "up"}
     print()
     for line in pipeline_lines(up_now):
@@ -307,7 +311,7 @@ USAGE = """usage: ./run.sh [--offline] [--users N] [--seed TEXT]   run the whole
   down [SERVICE...] stop it (data kept)
   status            services: up/down, pid, port, memory (PSS/RSS), log
   clean [--all]     stop and remove data and logs (--all: also jars and the venv)
-  stream [stop]     start (or stop) the Spark stream job
+  stream [stop]     start (or stop) the Spark stream job, supervised: restarted when it fails
   cqlsh [ARGS]      cqlsh as the configured Cassandra superuser
   airflow [ARGS]    the airflow CLI against the local stack (e.g. airflow dags list)
   test [PYTEST ARGS] run the test suite against the stack (starts and stops what it needs)
