@@ -69,6 +69,7 @@ class Service:
     pid: Callable[[], int | None] | None = None
     log_name: str = ""  # when the log is not NAME.log
     complete: Callable[[], bool] | None = None  # False: some of its processes are missing
+    set_up: Callable[[], None] | None = None  # once it is ready, on every `up`: idempotent
 
     @property
     def log(self) -> Path:
@@ -158,6 +159,24 @@ def probe_kafka() -> str | None:
     finally:
         admin.close()
     return None if brokers else "no broker registered yet"
+
+
+def create_topic() -> None:
+    """The pipeline's topic (KAFKA_TOPIC), with KAFKA_TOPIC_PARTITIONS partitions if it is new."""
+    from kafka.errors import KafkaError
+
+    from pipeline.producer import RunFailed, ensure_topic
+
+    kafka = config.load().kafka
+    try:
+        partitions = ensure_topic(kafka)  # leaves an existing topic as it is
+    except (RunFailed, KafkaError) as exc:
+        raise StackError(
+            f"kafka: could not create topic {kafka.topic} (KAFKA_TOPIC, "
+            f"KAFKA_TOPIC_PARTITIONS={kafka.partitions}, KAFKA_REPLICATION_FACTOR="
+            f"{kafka.replication_factor}) at {kafka.bootstrap_servers}: {exc}"
+        ) from exc
+    say(f"  kafka: topic {kafka.topic} is there ({partitions} partition(s))")
 
 
 # Cassandra -----------------------------------------------------------------------------
@@ -683,7 +702,7 @@ def probe_standin() -> str | None:
 SERVICES: list[Service] = [
     Service("postgres", 5432, start_postgres, probe_postgres, 90, stop_postgres, postgres_pid),
     Service("zookeeper", 2181, start_zookeeper, probe_zookeeper, 60),
-    Service("kafka", 9092, start_kafka, probe_kafka, 120),
+    Service("kafka", 9092, start_kafka, probe_kafka, 120, set_up=create_topic),
     Service("cassandra", 9042, start_cassandra, probe_cassandra, 240),
     Service(
         "airflow",

@@ -68,7 +68,14 @@ def _port_taken(service: Service) -> str:
 
 
 def start_service(service: Service) -> bool:
-    """Start ``service`` unless it already runs; return True when this call started it."""
+    """Start ``service`` unless it already runs, then set it up; True when this call started it."""
+    started = _start_unless_running(service)
+    if service.set_up:
+        service.set_up()
+    return started
+
+
+def _start_unless_running(service: Service) -> bool:
     if service.current_pid():
         if service.complete and not service.complete():
             say(f"{service.name}: starting the parts that are not running")
