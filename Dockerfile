@@ -25,25 +25,36 @@ FROM eclipse-temurin:17-jdk-jammy
 ARG SPARK_VERSION
 ARG SCALA_BINARY_VERSION_DOCKER
 ARG SPARK_CASSANDRA_CONNECTOR_VERSION
-# Same pin as requirements.txt (a test keeps them equal).
+# The local stack's Python (stack/versions.env): pyarrow 26 has no wheels for jammy's own 3.10.
+ARG PYTHON_VERSION=3.11
+# The job's Python packages, pinned as in requirements.txt (a test keeps them equal): the
+# Cassandra driver for its schema set-up, pyarrow and msgspec for its parser (mapInArrow).
 ARG CASSANDRA_DRIVER_VERSION=3.30.1
+ARG PYARROW_VERSION=26.0.1
+ARG MSGSPEC_VERSION=0.22.0
 # The archive keeps every release; the mirrors drop one as soon as it is superseded.
 ARG SPARK_ARCHIVE=https://archive.apache.org/dist/spark
 
+# The driver and the executors' Python workers both run the venv's Python.
 ENV SPARK_HOME=/opt/spark \
-    PYSPARK_PYTHON=python3 \
+    PYSPARK_PYTHON=/opt/venv/bin/python \
     PYTHONPATH=/opt/app \
     PYTHONUNBUFFERED=1
-ENV PATH="${SPARK_HOME}/bin:${PATH}"
+ENV PATH="/opt/venv/bin:${SPARK_HOME}/bin:${PATH}"
 
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 
 # Ubuntu's point releases move under a pinned apt version, so apt packages stay unpinned.
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends python3 python3-pip procps curl ca-certificates \
+    && apt-get install -y --no-install-recommends \
+        "python${PYTHON_VERSION}" "python${PYTHON_VERSION}-venv" procps curl ca-certificates \
     && rm -rf /var/lib/apt/lists/* \
-    && pip3 install --no-cache-dir "cassandra-driver==${CASSANDRA_DRIVER_VERSION}"
+    && "python${PYTHON_VERSION}" -m venv /opt/venv \
+    && /opt/venv/bin/pip install --no-cache-dir \
+        "cassandra-driver==${CASSANDRA_DRIVER_VERSION}" \
+        "pyarrow==${PYARROW_VERSION}" \
+        "msgspec==${MSGSPEC_VERSION}"
 
 # Spark for Scala ${SCALA_BINARY_VERSION_DOCKER}, checked against the release's published SHA-512
 # (either `sha512sum` output or gpg's "file: AAAA BBBB ..." spread over several lines).

@@ -16,7 +16,7 @@ readonly ENV_FILE="${ROOT}/.env"
 readonly ENV_EXAMPLE="${ROOT}/.env.example"
 readonly VERSIONS="${ROOT}/stack/versions.env"
 # stack/versions.env keys that the Dockerfile takes as build args.
-readonly BUILD_ARGS=(SPARK_VERSION SCALA_BINARY_VERSION_DOCKER SPARK_CASSANDRA_CONNECTOR_VERSION)
+readonly BUILD_ARGS=(SPARK_VERSION SCALA_BINARY_VERSION_DOCKER SPARK_CASSANDRA_CONNECTOR_VERSION PYTHON_VERSION)
 
 log() { printf 'run-docker: %s\n' "$*" >&2; }
 die() { printf 'run-docker: ERROR: %s\n' "$*" >&2; exit 1; }

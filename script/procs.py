@@ -103,10 +103,13 @@ def process_tree(root: int) -> list[int]:
     return tree
 
 
-def stop_tree(name: str, pid: int, timeout: float = 30) -> None:
-    """SIGTERM the process tree of ``pid``, then SIGKILL whatever is left after ``timeout``."""
+def stop_tree(name: str, pid: int, timeout: float = 30, leader_only: bool = False) -> None:
+    """SIGTERM the process tree of ``pid``, then SIGKILL whatever is left after ``timeout``.
+
+    ``leader_only``: SIGTERM ``pid`` alone, a supervisor that stops its children itself.
+    """
     tree = process_tree(pid)
-    for p in tree:
+    for p in tree[:1] if leader_only else tree:
         try:
             os.kill(p, signal.SIGTERM)
         except ProcessLookupError:

@@ -19,6 +19,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from pipeline import config
+from script import supervise
 from script.jars import spark_jars
 from script.layout import (
     CONF,
@@ -68,6 +69,7 @@ class Service:
     pid: Callable[[], int | None] | None = None
     log_name: str = ""  # when the log is not NAME.log
     complete: Callable[[], bool] | None = None  # False: some of its processes are missing
+    set_up: Callable[[], None] | None = None  # once it is ready, on every `up`: idempotent
 
     @property
     def log(self) -> Path:
@@ -157,6 +159,24 @@ def probe_kafka() -> str | None:
     finally:
         admin.close()
     return None if brokers else "no broker registered yet"
+
+
+def create_topic() -> None:
+    """The pipeline's topic (KAFKA_TOPIC), with KAFKA_TOPIC_PARTITIONS partitions if it is new."""
+    from kafka.errors import KafkaError
+
+    from pipeline.producer import RunFailed, ensure_topic
+
+    kafka = config.load().kafka
+    try:
+        partitions = ensure_topic(kafka)  # leaves an existing topic as it is
+    except (RunFailed, KafkaError) as exc:
+        raise StackError(
+            f"kafka: could not create topic {kafka.topic} (KAFKA_TOPIC, "
+            f"KAFKA_TOPIC_PARTITIONS={kafka.partitions}, KAFKA_REPLICATION_FACTOR="
+            f"{kafka.replication_factor}) at {kafka.bootstrap_servers}: {exc}"
+        ) from exc
+    say(f"  kafka: topic {kafka.topic} is there ({partitions} partition(s))")
 
 
 # Cassandra -----------------------------------------------------------------------------
@@ -602,20 +622,44 @@ def stream_env() -> dict[str, str]:
     return env
 
 
+STREAM_STATE = RUN / "spark-stream.supervisor.json"
+
+
 def start_stream() -> None:
+    """The stream job under its supervisor (`script/supervise.py`): restarted when it fails."""
     env = stream_env()
-    spawn("spark-stream", stream_command(env), env)
+    supervised = [
+        sys.executable,
+        "-m",
+        "script.supervise",
+        "--state",
+        str(STREAM_STATE),
+        "--",
+        *stream_command(env),
+    ]
+    spawn("spark-stream", supervised, env)
+
+
+def stream_restarts() -> str | None:
+    """The supervisor's line for `status`, e.g. "spark-stream restarts 2 (last exit 1 at ...)"."""
+    state = supervise.read_state(STREAM_STATE)
+    return supervise.describe("spark-stream", state) if state else None
 
 
 def probe_stream() -> str | None:
     port = config.load().stream.ui_port
-    return None if port_open(port) else f"Spark UI :{port} not up yet"
+    if port_open(port):
+        return None
+    state = supervise.read_state(STREAM_STATE)
+    restarts = f"; restarts {state.restarts}" if state and state.restarts else ""
+    return f"Spark UI :{port} not up yet{restarts}"
 
 
 def stop_stream() -> None:
     pid = read_pid("spark-stream")
     if pid:
-        stop_tree("spark-stream", pid, timeout=60)
+        # Only the supervisor is signalled: it stops the job and kills it after its own grace.
+        stop_tree("spark-stream", pid, timeout=supervise.STOP_TIMEOUT + 10, leader_only=True)
     pid_file("spark-stream").unlink(missing_ok=True)
 
 
@@ -659,7 +703,7 @@ def probe_standin() -> str | None:
 SERVICES: list[Service] = [
     Service("postgres", 5432, start_postgres, probe_postgres, 90, stop_postgres, postgres_pid),
     Service("zookeeper", 2181, start_zookeeper, probe_zookeeper, 60),
-    Service("kafka", 9092, start_kafka, probe_kafka, 120),
+    Service("kafka", 9092, start_kafka, probe_kafka, 120, set_up=create_topic),
     Service("cassandra", 9042, start_cassandra, probe_cassandra, 240),
     Service(
         "airflow",

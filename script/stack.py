@@ -26,6 +26,7 @@ from script.services import (
     airflow_admin,
     airflow_env,
     stream_env,
+    stream_restarts,
 )
 
 
@@ -67,7 +68,14 @@ def _port_taken(service: Service) -> str:
 
 
 def start_service(service: Service) -> bool:
-    """Start ``service`` unless it already runs; return True when this call started it."""
+    """Start ``service`` unless it already runs, then set it up; True when this call started it."""
+    started = _start_unless_running(service)
+    if service.set_up:
+        service.set_up()
+    return started
+
+
+def _start_unless_running(service: Service) -> bool:
     if service.current_pid():
         if service.complete and not service.complete():
             say(f"{service.name}: starting the parts that are not running")
@@ -176,6 +184,9 @@ def status() -> None:
     total_pss = sum(int(r["pss_mb"]) for r in rows)
     total_rss = sum(int(r["rss_mb"]) for r in rows)
     print(f"{'total':<46}{total_pss:>9}{total_rss:>9}  (PSS counts shared pages once)")
+    restarts = stream_restarts()
+    if restarts:
+        print(restarts)
     up_now = {r["service"] for r in rows if r["state"] == "up"}
     print()
     for line in pipeline_lines(up_now):
@@ -307,7 +318,7 @@ USAGE = """usage: ./run.sh [--offline] [--users N] [--seed TEXT]   run the whole
   down [SERVICE...] stop it (data kept)
   status            services: up/down, pid, port, memory (PSS/RSS), log
   clean [--all]     stop and remove data and logs (--all: also jars and the venv)
-  stream [stop]     start (or stop) the Spark stream job
+  stream [stop]     start (or stop) the Spark stream job, supervised: restarted when it fails
   cqlsh [ARGS]      cqlsh as the configured Cassandra superuser
   airflow [ARGS]    the airflow CLI against the local stack (e.g. airflow dags list)
   test [PYTEST ARGS] run the test suite against the stack (starts and stops what it needs)

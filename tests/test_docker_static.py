@@ -43,6 +43,7 @@ ENTRYPOINT = REPO / "script" / "entrypoint.sh"
 EXPECTED_SERVICES = {
     "zookeeper",
     "broker",
+    "kafka-init",
     "schema-registry",
     "control-center",
     "postgres",
@@ -433,14 +434,81 @@ def test_one_compose_up_has_an_order_that_starts_everything(compose: dict[str, A
         "schema-registry": {"broker"},
         "control-center": {"broker", "schema-registry"},
         "spark-worker": {"spark-master"},
-        "spark-stream": {"spark-master", "spark-worker", "broker", "cassandra"},
+        "kafka-init": {"broker"},
+        "spark-stream": {"spark-master", "spark-worker", "broker", "kafka-init", "cassandra"},
         "airflow-init": {"postgres"},
-        "airflow-scheduler": {"postgres", "airflow-init", "broker"},
+        "airflow-scheduler": {"postgres", "airflow-init", "broker", "kafka-init"},
     }
     for name, needed in expectations.items():
         assert needed <= set(services(compose)[name].get("depends_on") or {}), (
             f"{name} must wait for {needed}"
         )
+
+
+# ---------------------------------------------------------------- the topic, the job's restarts
+
+
+def seconds(duration: str) -> float:
+    """A Compose duration (``40s``, ``1m30s``, ``500ms``) in seconds."""
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|us|h|m|s)", str(duration))
+    assert parts and "".join(n + u for n, u in parts) == str(duration), duration
+    unit = {"h": 3600, "m": 60, "s": 1, "ms": 0.001, "us": 0.000001}
+    return sum(float(n) * unit[u] for n, u in parts)
+
+
+def test_kafka_init_creates_the_topic_before_anyone_produces_or_consumes(
+    compose: dict[str, Any],
+) -> None:
+    all_services = services(compose)
+    init = all_services["kafka-init"]
+    assert is_one_shot(init), 'kafka-init runs once: restart must be "no"'
+    assert init["depends_on"] == {"broker": {"condition": "service_healthy"}}
+    for name in ("airflow-scheduler", "spark-stream"):  # the DAG's producer runs in the scheduler
+        assert all_services[name]["depends_on"]["kafka-init"] == {
+            "condition": "service_completed_successfully"
+        }, name
+        for key in ("KAFKA_BOOTSTRAP_SERVERS", "KAFKA_TOPIC", "KAFKA_TOPIC_PARTITIONS"):
+            assert environment(all_services[name])[key] == environment(init)[key], (name, key)
+
+
+FAKE_KAFKA_TOPICS = """#!/usr/bin/env bash
+printf '%s\\n' "$*" >> "$FAKE_LOG"
+"""
+
+
+@pytest.mark.parametrize("partitions", [None, "6"])
+def test_kafka_init_runs_kafka_topics_create_if_not_exists_with_the_partitions(
+    tmp_path: Path, partitions: str | None
+) -> None:
+    overrides = {"KAFKA_TOPIC_PARTITIONS": partitions} if partitions else {}
+    init = services(resolve(raw_compose(), compose_env(**overrides)))["kafka-init"]
+    assert init["entrypoint"][:2] == ["bash", "-c"], init["entrypoint"]
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    (fake_bin / "kafka-topics").write_text(FAKE_KAFKA_TOPICS)
+    (fake_bin / "kafka-topics").chmod(0o755)
+    log = tmp_path / "calls.log"
+    env = {**environment(init), "PATH": f"{fake_bin}:{os.environ['PATH']}", "FAKE_LOG": str(log)}
+    result = run(["bash", "-c", init["entrypoint"][2]], env=env)
+    assert result.returncode == 0, result.stderr
+    create = log.read_text().splitlines()[0].split()
+    flags = dict(zip(create, create[1:], strict=False))  # each word -> the word after it
+    assert "--create" in create and "--if-not-exists" in create, create
+    assert flags["--bootstrap-server"] == "broker:29092"
+    assert flags["--topic"] == config.DEFAULTS["KAFKA_TOPIC"]
+    assert flags["--partitions"] == (partitions or config.DEFAULTS["KAFKA_TOPIC_PARTITIONS"])
+    assert flags["--replication-factor"] == "1"
+
+
+def test_the_stream_job_is_restarted_and_given_time_to_stop(compose: dict[str, Any]) -> None:
+    stream = services(compose)["spark-stream"]
+    assert stream.get("restart") in ("on-failure", "unless-stopped"), stream.get("restart")
+    assert seconds(stream["stop_grace_period"]) >= 35, "the job may take 30 s to stop"
+    assert "command" not in stream and "entrypoint" not in stream, "the image's CMD runs the job"
+
+
+def test_compose_duration_reader() -> None:
+    assert [seconds(d) for d in ("40s", "1m30s", "500ms", "2h")] == [40, 90, 0.5, 7200]
 
 
 # ---------------------------------------------------------------- Airflow
@@ -934,8 +1002,29 @@ def test_dockerfile_versions_equal_versions_env() -> None:
             )
 
 
-def test_dockerfile_cassandra_driver_equals_requirements() -> None:
-    assert dockerfile_args()["CASSANDRA_DRIVER_VERSION"] == requirement_pin("cassandra-driver")
+# The stream job's Python packages in the image, each pinned by an ARG equal to requirements.txt.
+IMAGE_PACKAGES = {
+    "cassandra-driver": "CASSANDRA_DRIVER_VERSION",
+    "pyarrow": "PYARROW_VERSION",
+    "msgspec": "MSGSPEC_VERSION",
+}
+
+
+@pytest.mark.parametrize("package", sorted(IMAGE_PACKAGES))
+def test_dockerfile_python_packages_equal_requirements(package: str) -> None:
+    arg = IMAGE_PACKAGES[package]
+    assert dockerfile_args()[arg] == requirement_pin(package)
+    text = " ".join(rest for _, rest in dockerfile_instructions())
+    assert f'"{package}==${{{arg}}}"' in text, f"the image does not install {package}==${{{arg}}}"
+
+
+def test_the_image_installs_the_jobs_packages_and_nothing_the_job_does_not_use() -> None:
+    installs = [
+        rest for word, rest in dockerfile_instructions() if word == "RUN" and "pip install" in rest
+    ]
+    assert len(installs) == 1, installs
+    installed = set(re.findall(r'"([A-Za-z0-9_.-]+)==', installs[0]))
+    assert installed == set(IMAGE_PACKAGES), installed  # kafka-python is the producer's only
 
 
 def test_connector_coordinates_match_the_spark_build_in_the_image() -> None:
@@ -977,7 +1066,8 @@ def test_dockerfile_builds_the_documented_spark_image() -> None:
     assert re.fullmatch(r"eclipse-temurin:17-jdk(-\w+)?", base), base
     assert "https://archive.apache.org/dist/spark" in text
     assert "sha512sum --check" in text, "the Spark download must be checked against its SHA-512"
-    assert "cassandra-driver==" in text and "python3" in text
+    assert "cassandra-driver==" in text and '"python${PYTHON_VERSION}" -m venv' in text
+    assert dockerfile_args()["PYTHON_VERSION"] == versions()["PYTHON_VERSION"]
     user = [rest for word, rest in instructions if word == "USER"][-1]
     assert user.split(":")[0] not in ("0", "root"), "the image must not run as root"
     assert ("COPY", "spark_stream.py /opt/app/spark_stream.py") in instructions

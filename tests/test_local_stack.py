@@ -143,6 +143,26 @@ def test_up_twice_is_harmless(kafka_bootstrap: str) -> None:
     assert all(before[s] != "-" for s in ("postgres", "zookeeper", "kafka", "cassandra"))
 
 
+def test_up_creates_the_topic_once_with_the_configured_partitions(
+    kafka_bootstrap: str, unique: str
+) -> None:
+    topic = f"stack-up-topic-{unique}"
+    outputs = []
+    for partitions in ("5", "5", "2"):  # the last `up` asks for fewer: the topic stays as it is
+        env = {**os.environ, "KAFKA_TOPIC": topic, "KAFKA_TOPIC_PARTITIONS": partitions}
+        result = stack("up", "kafka", env=env, timeout=180)
+        assert result.returncode == 0, result.stdout + result.stderr
+        outputs.append(result.stdout)
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    try:
+        (described,) = admin.describe_topics([topic])
+        admin.delete_topics([topic])
+    finally:
+        admin.close()
+    assert len(described["partitions"]) == 5
+    assert all(f"kafka: topic {topic} is there (5 partition(s))" in out for out in outputs)
+
+
 def test_up_fails_naming_service_port_and_log_when_a_port_is_taken(
     tmp_path: Path, kafka_bootstrap: str
 ) -> None:

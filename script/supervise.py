@@ -1,0 +1,244 @@
+"""Keep a long-running job up: restart it when it fails, stop it cleanly when asked.
+
+    python -m script.supervise --state RUN/spark-stream.supervisor.json -- spark-submit ...
+
+The job's exit status says what to do (the stream job's contract, see spark_stream.py):
+
+- 0: it stopped because it was asked to (SIGTERM/SIGINT): the supervisor exits 0.
+- 2: a configuration problem a restart cannot fix (a bad setting, missing connector jars,
+  schema drift): the supervisor exits 2 without restarting, so the failure is seen.
+- anything else (1, a JVM crash, killed by a signal): transient, restarted after a backoff of
+  1 s doubling to 30 s, back to 1 s once a run has stayed up for 60 s.
+
+The job runs in its own process group; SIGTERM or SIGINT to the supervisor is passed on as
+SIGTERM to that group, the supervisor waits up to 40 s (the job promises to stop within 30 s),
+then SIGKILLs the group, and exits without restarting. Each start, exit and restart is logged
+to the supervisor's stderr (the job's log under the local stack); the restart count, the last
+exit status and its time are kept in the ``--state`` JSON file for `./run.sh status`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+log = logging.getLogger("supervisor")
+
+EXIT_STOPPED = 0  # the job stopped on request
+EXIT_CONFIG = 2  # the job cannot run as configured: restarting will not help
+FIRST_BACKOFF = 1.0
+MAX_BACKOFF = 30.0
+STABLE_AFTER = 60.0  # a run this long resets the backoff
+STOP_TIMEOUT = 40.0  # SIGTERM, then SIGKILL after this long
+
+
+@dataclass
+class State:
+    """What `./run.sh status` shows about a supervised job; written as JSON after each change."""
+
+    supervisor_pid: int
+    started_at: float
+    job_pid: int | None = None
+    restarts: int = 0
+    restart_exit: int | None = None  # the exit status that caused the last restart
+    restart_at: float | None = None  # when that restart happened (epoch seconds)
+    last_exit: int | None = None  # the job's latest exit status; -N: killed by signal N
+    last_exit_at: float | None = None
+    finished: bool = False  # the supervisor has exited
+
+    def save(self, path: Path) -> None:
+        """Replace ``path`` at once, so a reader never sees half a file."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(path.name + ".partial")
+        partial.write_text(json.dumps(asdict(self)))
+        partial.replace(path)
+
+
+def read_state(path: Path) -> State | None:
+    """The state a supervisor wrote to ``path``; None when there is none (or it is unreadable)."""
+    try:
+        return State(**json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit {code}"
+
+
+def describe(name: str, state: State) -> str:
+    """One status line, e.g. ``spark-stream restarts 2 (last exit 1 at 12:03:04)``."""
+    line = f"{name} restarts {state.restarts}"
+    if state.restart_exit is not None and state.restart_at is not None:
+        line += f" (last {describe_exit(state.restart_exit)} at {_clock(state.restart_at)})"
+    if state.finished:
+        line += "; supervisor ended"
+        if state.last_exit is not None and state.last_exit_at is not None:
+            line += f" after job {describe_exit(state.last_exit)} at {_clock(state.last_exit_at)}"
+        if state.last_exit == EXIT_CONFIG:
+            line += ": a configuration problem, not restarted (see the log)"
+    return line
+
+
+def _clock(epoch: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(epoch))
+
+
+def is_transient(code: int) -> bool:
+    """True when a restart may help: any exit but a requested stop or a configuration problem."""
+    return code not in (EXIT_STOPPED, EXIT_CONFIG)
+
+
+def next_backoff(previous: float | None, uptime: float) -> float:
+    """Seconds to wait before the next start, given the last wait and how long the run lasted."""
+    if previous is None or uptime >= STABLE_AFTER:
+        return FIRST_BACKOFF
+    return min(previous * 2, MAX_BACKOFF)
+
+
+def _signal_group(pgid: int, signum: int) -> None:
+    try:
+        os.killpg(pgid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass  # the group is gone already
+
+
+class Supervisor:
+    """Runs ``command`` until it stops on request, fails for good, or the supervisor is stopped."""
+
+    def __init__(
+        self, command: list[str], state_path: Path, stop_timeout: float = STOP_TIMEOUT
+    ) -> None:
+        self.command = command
+        self.state_path = state_path
+        self.stop_timeout = stop_timeout
+        self.stopping = False  # set by the signal handler, so nothing it touches can deadlock
+        self.state = State(supervisor_pid=os.getpid(), started_at=time.time())
+
+    def request_stop(self, signum: int, _frame: object = None) -> None:
+        if not self.stopping:
+            log.info("%s: stopping the job, no restart", signal.Signals(signum).name)
+        self.stopping = True
+
+    def run(self) -> int:
+        """Supervise until done; return the supervisor's exit status."""
+        self.state.save(self.state_path)
+        backoff: float | None = None
+        try:
+            while True:
+                started = time.monotonic()
+                code = self._run_once()
+                uptime = time.monotonic() - started
+                self.state.job_pid = None
+                self.state.last_exit, self.state.last_exit_at = code, time.time()
+                self.state.save(self.state_path)
+                if self.stopping:
+                    log.info("job stopped (%s)", describe_exit(code))
+                    return EXIT_STOPPED if code in (EXIT_STOPPED, -signal.SIGTERM) else 1
+                if code == EXIT_STOPPED:
+                    log.info("job exited 0 after %.0f s: done, not restarting", uptime)
+                    return EXIT_STOPPED
+                if code == EXIT_CONFIG:
+                    log.error(
+                        "job exited 2 after %.0f s: a configuration problem that a restart "
+                        "cannot fix; not restarting (the job's reason is above)",
+                        uptime,
+                    )
+                    return EXIT_CONFIG
+                backoff = next_backoff(backoff, uptime)
+                log.warning(
+                    "job %s after %.0f s: restarting in %.0f s",
+                    describe_exit(code),
+                    uptime,
+                    backoff,
+                )
+                if self._sleep(backoff):
+                    log.info("stopped while waiting to restart")
+                    return EXIT_STOPPED
+                self.state.restarts += 1
+                self.state.restart_exit, self.state.restart_at = code, time.time()
+                self.state.save(self.state_path)
+                log.warning("restart %d (last %s)", self.state.restarts, describe_exit(code))
+        finally:
+            self.state.finished = True
+            self.state.save(self.state_path)
+
+    def _run_once(self) -> int:
+        """Start the job in its own process group, wait for it; stop it when asked to."""
+        job = subprocess.Popen(self.command, stdin=subprocess.DEVNULL, start_new_session=True)
+        self.state.job_pid = job.pid
+        self.state.save(self.state_path)
+        log.info("started %s (pid %d)", Path(self.command[0]).name, job.pid)
+        try:
+            while True:
+                try:
+                    return job.wait(timeout=0.5)
+                except subprocess.TimeoutExpired:
+                    pass
+                if self.stopping:
+                    return self._stop(job)
+        finally:
+            # Whatever the job left behind in its group (e.g. the PySpark driver after a JVM
+            # crash) must not outlive it: the next start would find the port or files held.
+            _signal_group(job.pid, signal.SIGKILL)
+
+    def _sleep(self, seconds: float) -> bool:
+        """Sleep ``seconds`` unless a stop is requested first; True when one was."""
+        deadline = time.monotonic() + seconds
+        while not self.stopping and time.monotonic() < deadline:
+            time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+        return self.stopping
+
+    def _stop(self, job: subprocess.Popen) -> int:
+        _signal_group(job.pid, signal.SIGTERM)
+        try:
+            return job.wait(timeout=self.stop_timeout)
+        except subprocess.TimeoutExpired:
+            log.warning("job still running %.0f s after SIGTERM: SIGKILL", self.stop_timeout)
+            _signal_group(job.pid, signal.SIGKILL)
+            return job.wait()
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m script.supervise",
+        description=__doc__.split("\n\n")[0] if __doc__ else None,
+    )
+    parser.add_argument("--state", type=Path, required=True, help="JSON file for the status")
+    parser.add_argument(
+        "--stop-timeout",
+        type=float,
+        default=STOP_TIMEOUT,
+        help=f"seconds from SIGTERM to SIGKILL when stopping the job (default {STOP_TIMEOUT:.0f})",
+    )
+    parser.add_argument("command", nargs=argparse.REMAINDER, help="-- the job's command line")
+    args = parser.parse_args(argv)
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        parser.error("no command to supervise (put it after --)")
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s supervisor: %(message)s",
+        stream=sys.stderr,
+    )
+    supervisor = Supervisor(command, args.state, args.stop_timeout)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, supervisor.request_stop)
+    return supervisor.run()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
