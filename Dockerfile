@@ -28,10 +28,12 @@ ARG SPARK_CASSANDRA_CONNECTOR_VERSION
 # The local stack's Python (stack/versions.env): pyarrow 26 has no wheels for jammy's own 3.10.
 ARG PYTHON_VERSION=3.11
 # The job's Python packages, pinned as in requirements.txt (a test keeps them equal): the
-# Cassandra driver for its schema set-up, pyarrow and msgspec for its parser (mapInArrow).
+# Cassandra driver for its schema set-up, pyarrow and msgspec for its parser (mapInArrow), pandas
+# because pyspark 3.5 requires it before it allows mapInArrow.
 ARG CASSANDRA_DRIVER_VERSION=3.30.1
 ARG PYARROW_VERSION=26.0.1
 ARG MSGSPEC_VERSION=0.22.0
+ARG PANDAS_VERSION=2.3.3
 # The archive keeps every release; the mirrors drop one as soon as it is superseded.
 ARG SPARK_ARCHIVE=https://archive.apache.org/dist/spark
 
@@ -54,7 +56,8 @@ RUN apt-get update \
     && /opt/venv/bin/pip install --no-cache-dir \
         "cassandra-driver==${CASSANDRA_DRIVER_VERSION}" \
         "pyarrow==${PYARROW_VERSION}" \
-        "msgspec==${MSGSPEC_VERSION}"
+        "msgspec==${MSGSPEC_VERSION}" \
+        "pandas==${PANDAS_VERSION}"
 
 # Spark for Scala ${SCALA_BINARY_VERSION_DOCKER}, checked against the release's published SHA-512
 # (either `sha512sum` output or gpg's "file: AAAA BBBB ..." spread over several lines).
@@ -94,6 +97,7 @@ RUN groupadd --system --gid 185 spark \
 
 COPY pipeline /opt/app/pipeline
 COPY spark_stream.py /opt/app/spark_stream.py
+COPY stack/spark/log4j2.properties ${SPARK_HOME}/conf/log4j2.properties
 
 # The spark user created above, by number so Kubernetes-style runAsNonRoot checks can see it.
 USER 185:185

@@ -7,6 +7,7 @@ fails the test with the service, its port and its log file; nothing is skipped.
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import sys
 import uuid
@@ -20,6 +21,9 @@ sys.path.insert(0, str(REPO))
 from pipeline import config  # noqa: E402
 
 LOGS = REPO / ".stack" / "logs"
+
+# Spark's Python workers run this interpreter, which has the parser's packages (msgspec, pyarrow).
+os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 
 
 def require_port(service: str, host: str, port: int, log: str) -> None:

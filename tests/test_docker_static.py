@@ -1007,6 +1007,7 @@ IMAGE_PACKAGES = {
     "cassandra-driver": "CASSANDRA_DRIVER_VERSION",
     "pyarrow": "PYARROW_VERSION",
     "msgspec": "MSGSPEC_VERSION",
+    "pandas": "PANDAS_VERSION",
 }
 
 

@@ -6,8 +6,6 @@ No Kafka, no Cassandra, no connector jars: ``pipeline.parsing`` is pure Spark SQ
 from __future__ import annotations
 
 import json
-import os
-import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -42,7 +40,6 @@ SENT_AT = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
 @pytest.fixture(scope="module")
 def spark() -> Iterator[SparkSession]:
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # workers import msgspec, pyarrow
     session = (
         SparkSession.builder.master("local[1]")
         .appName("test_parsing")
