@@ -42,6 +42,10 @@ class CassandraUnavailable(RuntimeError):
     """Cassandra refused the connection or the login; the message names host, port and user."""
 
 
+class LoginRefused(CassandraUnavailable):
+    """Cassandra answered and refused the credentials: trying again will not help."""
+
+
 class SchemaMismatch(RuntimeError):
     """An existing table's columns differ from what the pipeline writes."""
 
@@ -136,8 +140,8 @@ def connect(settings: CassandraSettings, connect_timeout: float = 10) -> Session
         detail = "; ".join(str(error) for error in errors.values()) or str(exc)
         if "authentic" in detail.lower() or "password" in detail.lower():
             fix = "check CASSANDRA_USERNAME and CASSANDRA_PASSWORD"
-        else:
-            fix = "is Cassandra up? check CASSANDRA_HOST and CASSANDRA_PORT (`./run.sh status`)"
+            raise LoginRefused(f"cannot connect to {where}: {detail} ({fix})") from exc
+        fix = "is Cassandra up? check CASSANDRA_HOST and CASSANDRA_PORT (`./run.sh status`)"
         raise CassandraUnavailable(f"cannot connect to {where}: {detail} ({fix})") from exc
 
 

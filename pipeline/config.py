@@ -61,6 +61,10 @@ DEFAULTS: dict[str, str] = {
     # Caps a batch (a backlog is read in several); small enough that no row waits long for it.
     "SPARK_MAX_OFFSETS_PER_TRIGGER": "20000",
     "SPARK_STARTING_OFFSETS": "earliest",
+    # Spark tasks per micro-batch. One keeps a batch's fixed cost lowest (one Python worker
+    # round trip, one connector writer): measured on 2 cores it halves latency at 1,000 users/s
+    # and sustains 8,000/s. Raise it with more cores or executors.
+    "SPARK_BATCH_PARTITIONS": "1",
     # No progress for this long (Cassandra or Kafka away, a stuck batch): the job exits 1 and
     # its supervisor starts it again.
     "SPARK_STALL_SECONDS": "60",
@@ -178,6 +182,7 @@ class StreamSettings:
     max_offsets_per_trigger: int
     starting_offsets: str
     stall_seconds: float
+    batch_partitions: int
     ui_port: int
     jars_dir: str
 
@@ -241,6 +246,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
             max_offsets_per_trigger=_int(env, "SPARK_MAX_OFFSETS_PER_TRIGGER", minimum=1),
             starting_offsets=_get(env, "SPARK_STARTING_OFFSETS"),
             stall_seconds=_float(env, "SPARK_STALL_SECONDS"),
+            batch_partitions=_int(env, "SPARK_BATCH_PARTITIONS", minimum=1),
             ui_port=_int(env, "SPARK_UI_PORT", minimum=1),
             jars_dir=_get(env, "SPARK_JARS_DIR"),
         ),

@@ -646,13 +646,26 @@ def stream_restarts() -> str | None:
     return supervise.describe("spark-stream", state) if state else None
 
 
+# What spark_stream.py logs once it has warmed up and started its query.
+STREAM_READY = "stream job ready"
+
+
 def probe_stream() -> str | None:
+    """Ready once the job has logged STREAM_READY since the supervisor last started it."""
     port = config.load().stream.ui_port
-    if port_open(port):
+    log = LOGS / "spark-stream.log"
+    try:
+        with log.open("rb") as text:
+            text.seek(max(0, log.stat().st_size - 256_000))
+            tail = text.read().decode(errors="replace")
+    except OSError:
+        tail = ""
+    if STREAM_READY in tail[tail.rfind("supervisor: started") :]:
         return None
     state = supervise.read_state(STREAM_STATE)
     restarts = f"; restarts {state.restarts}" if state and state.restarts else ""
-    return f"Spark UI :{port} not up yet{restarts}"
+    warming = "warming up" if port_open(port) else f"Spark UI :{port} not up yet"
+    return f"{warming}{restarts}"
 
 
 def stop_stream() -> None:
