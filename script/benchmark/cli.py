@@ -193,10 +193,14 @@ def run_parts(
         details["restart"] = restarts = []
         for run in runs:
             restarts.append(parts.restart(args.rate, args.warm_seconds))
-            parts.say(f"  run {run + 1}: {restarts[-1]}")
+            shown = ", ".join(f"{k} {v:,.1f}" for k, v in restarts[-1].items())
+            parts.say(f"  run {run + 1}: {shown}")
         for key, label in (
             ("sigterm_stop_seconds", "SIGTERM: stop, running batch committed (s)"),
+            ("sigterm_start_to_ready", "SIGTERM restart: start to ready (Spark UI) (s)"),
+            ("sigterm_ready_to_first_row", "SIGTERM restart: ready to first new row (s)"),
             ("sigterm_ready_to_first_batch", "SIGTERM restart: ready to first batch (s)"),
+            ("sigkill_ready_to_first_row", "SIGKILL restart: ready to first new row (s)"),
             ("sigkill_ready_to_first_batch", "SIGKILL restart: ready to first batch (s)"),
             ("sigkill_backlog_gone_after_kill", "SIGKILL restart: kill to backlog gone (s)"),
             ("sigkill_backlog_gone_after_ready", "SIGKILL restart: ready to backlog gone (s)"),

@@ -208,14 +208,21 @@ def fetch_rates(url: str, users: int, run: int) -> tuple[float, float]:
 
 
 def restart(rate: float, warm_seconds: float, settle_seconds: float = 5.0) -> dict[str, float]:
-    """Stop (SIGTERM) and kill (SIGKILL) a job while users flow; how soon it is back."""
+    """Stop (SIGTERM) and kill (SIGKILL) a job while users flow; how soon it is back.
+
+    "First batch" is the first commit after the restart (its commit file's time); "first new
+    row" is the earliest Cassandra write time after the old job was gone (every later write is
+    the new job's); the backlog is gone once the lag is back to its steady level for
+    ``settle_seconds``.
+    """
     with SideJob("restart") as job:
         gen = LoadGen(job.topic, rate, tag="flow")
         try:
             job.start()
             job.wait_ready()
             job.wait_commit_after(None)
-            # Steady state: how far behind the job normally is, between its triggers.
+            # Caught up with the start's backlog, then: how far behind it normally is.
+            wait_backlog_gone(job, int(rate * 3), settle_seconds)
             steady: list[int] = []
             until = time.monotonic() + warm_seconds
             while time.monotonic() < until:
@@ -228,30 +235,39 @@ def restart(rate: float, warm_seconds: float, settle_seconds: float = 5.0) -> di
             stopped = time.time()
             last, _ = job.committed()
             spawned = job.start()
-            ready = job.wait_ready()
-            _, first = job.wait_commit_after(last)
-            term = {
-                "sigterm_stop_seconds": stopped - stopping,
-                "sigterm_start_to_ready": ready - spawned,
-                "sigterm_ready_to_first_batch": first - ready,
-            }
+            term_ready = job.wait_ready()
+            _, term_first = job.wait_commit_after(last)
             wait_backlog_gone(job, threshold, settle_seconds)
 
             killed = time.time()
             job.kill()
             last, _ = job.committed()
             job.start()
-            ready = job.wait_ready()
-            _, first = job.wait_commit_after(last)
+            kill_ready = job.wait_ready()
+            _, kill_first = job.wait_commit_after(last)
             gone = wait_backlog_gone(job, threshold, settle_seconds)
-            kill = {
-                "sigkill_ready_to_first_batch": first - ready,
-                "sigkill_backlog_gone_after_kill": gone - killed,
-                "sigkill_backlog_gone_after_ready": gone - ready,
-            }
         finally:
             gen.stop()
-    return {**term, **kill, "lag_threshold": threshold}
+        writes = sorted(w / 1e6 for _, w in job.rows())
+    return {
+        "sigterm_stop_seconds": stopped - stopping,
+        "sigterm_start_to_ready": term_ready - spawned,
+        "sigterm_ready_to_first_row": first_after(writes, stopped) - term_ready,
+        "sigterm_ready_to_first_batch": term_first - term_ready,
+        "sigkill_ready_to_first_row": first_after(writes, killed) - kill_ready,
+        "sigkill_ready_to_first_batch": kill_first - kill_ready,
+        "sigkill_backlog_gone_after_kill": gone - killed,
+        "sigkill_backlog_gone_after_ready": gone - kill_ready,
+        "lag_threshold": threshold,
+    }
+
+
+def first_after(times: list[float], moment: float) -> float:
+    """The first of the sorted ``times`` after ``moment``."""
+    later = [t for t in times if t > moment]
+    if not later:
+        raise StackError("no row was written after the restart")
+    return later[0]
 
 
 def wait_backlog_gone(job: SideJob, threshold: int, settle: float, timeout: float = 600) -> float:
