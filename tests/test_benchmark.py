@@ -44,8 +44,8 @@ def test_per_second_leaves_seconds_without_rows_empty() -> None:
 
 
 def test_a_lag_that_breathes_is_not_falling_behind_but_a_growing_one_is() -> None:
-    breathing = [0, 2000, 0, 2000, 100, 1900, 0, 2000, 50]
-    growing = [0, 1000, 2000, 3000, 4000, 5000, 6000, 7000, 8000]
+    breathing = [0, 2000, 2500, 100, 1900, 2600, 50, 2000, 2400]
+    growing = [0, 2000, 2500, 1500, 3000, 4500, 3500, 5000, 6500]
     assert not stats.falling_behind(breathing, rate=1000)
     assert stats.falling_behind(growing, rate=1000)
 

@@ -58,7 +58,7 @@ def offered_window(
         lags.append(job.lag())
         if sample_memory and not memory and time.time() * 1000 - gen.start_ms > seconds * 500:
             memory = {**service_pss_mb(), "side stream job": job.pss_mb()}
-        time.sleep(1.0)
+        time.sleep(0.5)
     report = gen.wait()
     drained = job.wait_drained(timeout=max(120.0, 4 * seconds))
     rows = job.rows(report["start_ms"], report["end_ms"] + 1)
@@ -124,7 +124,7 @@ def rate_search(
                     "rate": rate,
                     "passed": ok,
                     "why": why,
-                    **{k: window.get(k) for k in ("achieved_rate", "p50", "p95", "p99")},
+                    **{k: window.get(k) for k in ("achieved_rate", "p50", "p95", "p99", "lag")},
                 }
             )
             if not window["drained"]:

@@ -85,18 +85,17 @@ def per_second(
     }
 
 
-def falling_behind(lags: Sequence[int], rate: float, slack_seconds: float = 1.0) -> bool:
+def falling_behind(lags: Sequence[int], rate: float, slack_seconds: float = 2.0) -> bool:
     """Whether the lag samples of a window grow: the job does not keep up with ``rate``.
 
-    The lag breathes with every trigger, so this compares the median of the last third of the
-    samples with that of the first third: more than ``slack_seconds`` of offered records more
-    is falling behind.
+    The lag breathes with every trigger (it rises until a batch commits), so this compares the
+    lowest lag of the last third of the samples with the lowest of the first third: more than
+    ``slack_seconds`` of offered records more is falling behind.
     """
     if len(lags) < 3:
         return False
     third = len(lags) // 3
-    first, last = statistics.median(lags[:third]), statistics.median(lags[-third:])
-    return last - first > rate * slack_seconds
+    return min(lags[-third:]) - min(lags[:third]) > rate * slack_seconds
 
 
 def backlog_gone_at(samples: Sequence[tuple[float, int]], threshold: int) -> float | None:
