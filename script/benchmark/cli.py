@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 from typing import Any
 
@@ -223,4 +222,3 @@ def run_parts(
             figures.add(f"pss_mb_{name}", f"{name} (PSS MB)", values)
         totals = [sum(s.values()) for s in samples]
         figures.add("pss_mb_total", "total (PSS MB)", totals)
-        figures.note(f"median total {statistics.median(totals):,.0f} MB")
