@@ -1,0 +1,224 @@
+"""`./run.sh bench`: the command line, which parts to run, and the order of the output."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+from script import services, stack
+from script.benchmark import parts, report
+from script.benchmark.memory import service_pss_mb
+from script.benchmark.stats import RateSearch
+from script.layout import STATE
+
+PARTS = ("latency", "rate", "classify", "sink", "producer", "restart", "memory", "fetch")
+NEEDED = ["zookeeper", "kafka", "cassandra"]
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="./run.sh bench",
+        description="Throughput, latency, restart and memory figures of the pipeline, "
+        "each the median (min..max) of --runs runs.",
+    )
+    p.add_argument("--runs", type=int, default=3, help="runs per figure (default 3)")
+    p.add_argument("--parts", default=",".join(PARTS), help="comma-separated, of: %(default)s")
+    p.add_argument(
+        "--rate",
+        type=float,
+        default=1000,
+        help="users/s of the latency and restart runs (default 1000)",
+    )
+    p.add_argument("--seconds", type=float, default=60, help="latency window (default 60)")
+    p.add_argument(
+        "--search-seconds",
+        type=float,
+        default=None,
+        help="window of each rate-search step (default: --seconds, at most 30)",
+    )
+    p.add_argument(
+        "--warm-seconds",
+        type=float,
+        default=10,
+        help="load a fresh job gets before its clock starts (default 10)",
+    )
+    p.add_argument("--p99-limit", type=float, default=3.0, help="rate search: p99 limit in s")
+    p.add_argument("--rate-step", type=float, default=2000, help="rate search: step up by")
+    p.add_argument("--rate-ceiling", type=float, default=16000, help="rate search: highest rate")
+    p.add_argument("--rate-resolution", type=float, default=500, help="rate search: bisect to")
+    p.add_argument("--classify-messages", type=int, default=100_000)
+    p.add_argument("--sink-messages", type=int, default=200_000)
+    p.add_argument("--users", type=int, default=50_000, help="users per producer run")
+    args = p.parse_args(argv)
+    unknown = set(args.parts.split(",")) - set(PARTS)
+    if unknown:
+        p.error(f"unknown part(s) {', '.join(sorted(unknown))}; known: {', '.join(PARTS)}")
+    if args.runs < 1:
+        p.error("--runs must be at least 1")
+    if args.search_seconds is None:
+        args.search_seconds = min(args.seconds, 30.0)
+    return args
+
+
+def ensure_services() -> None:
+    """Reuse Kafka, ZooKeeper and Cassandra when they answer (whoever started them), else start."""
+    for service in services.SERVICES:
+        if service.name in NEEDED:
+            if service.probe() is None:
+                stack.say(f"{service.name}: answering on :{service.port}, reused")
+            else:
+                stack.up([service.name])
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    wanted = [p for p in PARTS if p in args.parts.split(",")]
+    ensure_services()
+    out = STATE / "bench" / time.strftime("%Y%m%d-%H%M%S")
+    out.mkdir(parents=True, exist_ok=True)
+    figures = report.Figures()
+    details: dict[str, Any] = {}
+    print(f"Benchmark: {', '.join(wanted)}; {args.runs} run(s) each")
+    try:
+        run_parts(args, wanted, figures, details)
+    finally:
+        doc = report.document(vars(args), figures.entries, details)
+        report.write_json(out / "results.json", doc)
+        print(f"\nJSON:  {out / 'results.json'}")
+        if report.write_chart(out / "chart.png", details, args.rate):
+            print(f"Chart: {out / 'chart.png'}")
+    return 0
+
+
+def run_parts(
+    args: argparse.Namespace, wanted: list[str], figures: report.Figures, details: dict[str, Any]
+) -> None:
+    runs = range(args.runs)
+    if "latency" in wanted:
+        print(
+            f"\na. End-to-end latency at a steady {args.rate:,.0f} users/s for "
+            f"{args.seconds:g} s, produce time to Cassandra write time (warm side job)"
+        )
+        details["latency"] = results = []
+        for run in runs:
+            results.append(parts.latency(args.rate, args.seconds, args.warm_seconds))
+            parts.say(
+                f"  run {run + 1}: p50 {results[-1]['p50']:.2f} s, p99 {results[-1]['p99']:.2f} s"
+            )
+        for q in ("p50", "p95", "p99"):
+            figures.add(f"latency_{q}_s", f"latency {q} (s)", [r[q] for r in results], 2)
+        figures.add(
+            "latency_achieved_rate",
+            "offered rate held (users/s)",
+            [r["achieved_rate"] for r in results],
+        )
+    if "rate" in wanted:
+        print(
+            f"\nb. Sustainable rate: highest steady users/s with p99 <= {args.p99_limit:g} s "
+            f"and no growing lag over {args.search_seconds:g} s windows"
+        )
+        details["rate_search"] = searches = []
+        for run in runs:
+            parts.say(f"run {run + 1}")
+            search = RateSearch(args.rate_step, args.rate_ceiling, args.rate_resolution)
+            searches.append(
+                parts.rate_search(search, args.search_seconds, args.warm_seconds, args.p99_limit)
+            )
+        figures.add(
+            "sustainable_rate", "sustainable rate (users/s)", [s["sustainable"] for s in searches]
+        )
+        if any(s["at_ceiling"] for s in searches):
+            figures.note(f"(a run passed at the ceiling, --rate-ceiling {args.rate_ceiling:,.0f})")
+    if "classify" in wanted:
+        print(
+            f"\nc. parsing.classify on {args.classify_messages:,} valid messages, warm, "
+            "local Spark session, noop sink"
+        )
+        rates = parts.classify_rates(args.classify_messages, args.runs)
+        details["classify"] = rates
+        figures.add("classify_msgs_per_s", "classify (msgs/s)", rates)
+    if "sink" in wanted:
+        print(
+            f"\nd. Sink: a fresh job draining {args.sink_messages:,} pre-filled messages "
+            "into Cassandra, from job ready to last row written"
+        )
+        details["sink"] = sinks = [parts.sink(args.sink_messages) for _ in runs]
+        figures.add("sink_rows_per_s", "sink (rows/s)", [s["rows_per_second"] for s in sinks])
+        figures.add(
+            "sink_start_to_ready_s",
+            "job start to ready (s)",
+            [s["start_to_ready"] for s in sinks],
+            1,
+        )
+    if "producer" in wanted or "fetch" in wanted:
+        started = stack.start_service(services.STANDIN)  # a process of its own: the API is remote
+        try:
+            url = services.standin_url()
+            if "producer" in wanted:
+                print(
+                    f"\ne. Producer run (fetch, format, validate, send, flush) of "
+                    f"{args.users:,} users from the bundled stand-in"
+                )
+                rates = [parts.producer_rate(url, args.users, run) for run in runs]
+                details["producer"] = rates
+                figures.add("producer_users_per_s", "producer (users/s)", rates)
+            if "fetch" in wanted:
+                print(
+                    "\nFetching from the stand-in: one request per user (the reference's "
+                    "way) against 5,000 per request"
+                )
+                pairs = [parts.fetch_rates(url, 200, run) for run in runs]
+                details["fetch"] = [{"single": s, "batched": b} for s, b in pairs]
+                figures.add(
+                    "fetch_single_users_per_s",
+                    "one request per user (users/s)",
+                    [s for s, _ in pairs],
+                )
+                figures.add(
+                    "fetch_batched_users_per_s",
+                    "5,000 per request (users/s)",
+                    [b for _, b in pairs],
+                )
+                figures.add("fetch_ratio", "ratio (x)", [b / s for s, b in pairs], 1)
+        finally:
+            if started:
+                stack.stop_service(services.STANDIN)
+    if "restart" in wanted:
+        print(
+            f"\nf. Restart while {args.rate:,.0f} users/s flow: SIGTERM then SIGKILL of a "
+            "warm side job, each followed by a restart"
+        )
+        details["restart"] = restarts = []
+        for run in runs:
+            restarts.append(parts.restart(args.rate, args.warm_seconds))
+            shown = ", ".join(f"{k} {v:,.1f}" for k, v in restarts[-1].items())
+            parts.say(f"  run {run + 1}: {shown}")
+        for key, label in (
+            ("sigterm_stop_seconds", "SIGTERM: stop, running batch committed (s)"),
+            ("sigterm_start_to_ready", "SIGTERM restart: start to ready (Spark UI) (s)"),
+            ("sigterm_ready_to_first_row", "SIGTERM restart: ready to first new row (s)"),
+            ("sigterm_ready_to_first_batch", "SIGTERM restart: ready to first batch (s)"),
+            ("sigkill_ready_to_first_row", "SIGKILL restart: ready to first new row (s)"),
+            ("sigkill_ready_to_first_batch", "SIGKILL restart: ready to first batch (s)"),
+            ("sigkill_backlog_gone_after_kill", "SIGKILL restart: kill to backlog gone (s)"),
+            ("sigkill_backlog_gone_after_ready", "SIGKILL restart: ready to backlog gone (s)"),
+        ):
+            figures.add(f"restart_{key}", label, [r[key] for r in restarts], 1)
+    if "memory" in wanted:
+        print("\ng. Memory (PSS MB) of each running service and of the side stream job")
+        samples = [r["memory_mb"] for r in details.get("latency", []) if r.get("memory_mb")]
+        if samples:
+            figures.note(f"(sampled mid-window in each latency run, at {args.rate:,.0f} users/s)")
+        else:
+            figures.note("(no latency run: services only, sampled now)")
+            for _ in runs:
+                samples.append(service_pss_mb())
+                time.sleep(1)
+        details["memory_mb"] = samples
+        names = sorted({n for s in samples for n in s}, key=lambda n: (n == "side stream job", n))
+        for name in names:
+            values = [s[name] for s in samples if name in s]
+            figures.add(f"pss_mb_{name}", f"{name} (PSS MB)", values)
+        totals = [sum(s.values()) for s in samples]
+        figures.add("pss_mb_total", "total (PSS MB)", totals)

@@ -1,0 +1,78 @@
+"""Memory (PSS) of each running service of the stack, whoever started it.
+
+``stack.status_rows`` knows the services this checkout started (its pid files). A benchmark
+that reuses services started from another checkout or state directory finds them by what they
+serve instead: the process listening on the service's port, and for Airflow's components
+without a port, the process running ``airflow <component>``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from script import stack
+from script.procs import memory_kb
+from script.services import AIRFLOW_COMPONENTS, SERVICES
+
+_LISTEN = "0A"  # TCP state LISTEN in /proc/net/tcp
+
+
+def listener_pid(port: int) -> int | None:
+    """The pid of the process listening on TCP ``port``, from /proc (None if none is seen)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[3] == _LISTEN and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(f"socket:[{fields[9]}]")
+    if not inodes:
+        return None
+    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+        try:
+            for fd in fd_dir.iterdir():
+                if os.readlink(fd) in inodes:
+                    return int(fd_dir.parent.name)
+        except OSError:
+            continue
+    return None
+
+
+def airflow_component_pid(component: str) -> int | None:
+    """The pid of the topmost process running ``.../airflow <component>``."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            argv = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if len(argv) >= 3 and argv[1].endswith(b"/airflow") and argv[2] == component.encode():
+            found.append(int(cmdline.parent.name))
+    return min(found) if found else None
+
+
+def service_pss_mb() -> dict[str, float]:
+    """PSS in MB of each service process (tree) that runs now; missing ones are left out."""
+    out: dict[str, float] = {}
+    known = {r["service"]: r for r in stack.status_rows() if r["state"] == "up"}
+    for service in SERVICES:
+        names = (
+            [f"airflow-{c}" for c in AIRFLOW_COMPONENTS]
+            if service.name == "airflow"
+            else [service.name]
+        )
+        for name in names:
+            if name in known:
+                out[name] = float(known[name]["pss_mb"])
+                continue
+            if name == "airflow-api-server" or service.name != "airflow":
+                pid = listener_pid(service.port) if service.port else None
+            else:
+                pid = airflow_component_pid(name.removeprefix("airflow-"))
+            if pid:
+                out[name] = memory_kb(pid)[0] / 1024
+    return out

@@ -1,0 +1,283 @@
+"""One run of each measurement; each returns plain data, which ``cli`` summarises over runs."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from typing import Any
+
+from pipeline import config, producer
+from pipeline.randomuser import RandomUserClient
+from script import services
+from script.benchmark import stats
+from script.benchmark.memory import service_pss_mb
+from script.benchmark.side import LoadGen, SideJob, drop_topic
+from script.layout import REPO, StackError
+
+
+def say(message: str) -> None:
+    print(f"[bench] {message}", flush=True)
+
+
+WARM_BATCHES = 4
+WARM_ROUNDS = 5
+
+# --- shared: a warm side job and one window of steady offered load ---------------------
+
+
+def warm_up(job: SideJob, rate: float, seconds: float) -> None:
+    """Start ``job`` and send it ``seconds`` of load at ``rate``, until it has read all of it.
+
+    The first batches pay for JIT compilation and the connectors' sessions; the figures are
+    for a running job, as in the pipeline. The load goes on (in rounds of ``seconds``) until
+    the job has committed ``WARM_BATCHES`` batches.
+    """
+    job.start()
+    job.wait_ready()
+    for attempt in range(WARM_ROUNDS):
+        LoadGen(job.topic, rate, seconds=seconds, tag=f"warm{attempt}").wait()
+        if not job.wait_drained(timeout=300):
+            raise StackError(f"{job.name}: warm-up not read after 300 s: see {job.log}")
+        batch, _ = job.committed()
+        if batch is not None and batch + 1 >= WARM_BATCHES:
+            return
+
+
+def offered_window(
+    job: SideJob, rate: float, seconds: float, tag: str, sample_memory: bool = False
+) -> dict[str, Any]:
+    """Offer ``rate`` users/s for ``seconds`` to a warm ``job``; latency and lag of the window."""
+    lags: list[int] = []
+    memory: dict[str, float] = {}
+    gen = LoadGen(job.topic, rate, seconds=seconds, tag=tag)
+    while gen.running:
+        lags.append(job.lag())
+        if sample_memory and not memory and time.time() * 1000 - gen.start_ms > seconds * 500:
+            memory = {**service_pss_mb(), "side stream job": job.pss_mb()}
+        time.sleep(0.5)
+    report = gen.wait()
+    drained = job.wait_drained(timeout=max(120.0, 4 * seconds))
+    rows = job.rows(report["start_ms"], report["end_ms"] + 1)
+    latencies = [w / 1000 - p for p, w in rows]
+    result: dict[str, Any] = {
+        "rate": rate,
+        "sent": report["sent"],
+        "achieved_rate": report["achieved_rate"],
+        "rows": len(rows),
+        "drained": drained,
+        "falling_behind": stats.falling_behind(lags, rate),
+        "lag": lags,
+        "offered_per_second": report["per_second"],
+        "memory_mb": memory,
+    }
+    if latencies:
+        result.update(stats.latency_figures(latencies))
+        result["per_second"] = stats.per_second(rows, report["start_ms"], math.ceil(seconds))
+    return result
+
+
+# --- a. latency at a steady rate --------------------------------------------------------
+
+
+def latency(rate: float, seconds: float, warm_seconds: float) -> dict[str, Any]:
+    with SideJob("latency") as job:
+        warm_up(job, rate, warm_seconds)
+        window = offered_window(job, rate, seconds, "window", sample_memory=True)
+    if window["rows"] != window["sent"]:
+        raise StackError(f"latency run: {window['rows']} rows for {window['sent']} users sent")
+    return window
+
+
+# --- b. sustainable rate ----------------------------------------------------------------
+
+
+def passes(window: dict[str, Any], p99_limit: float) -> tuple[bool, str]:
+    """Whether a window of the rate search passes, and why not."""
+    if window["achieved_rate"] < 0.95 * window["rate"]:
+        return False, f"load generator reached {window['achieved_rate']:,.0f}/s only"
+    if not window["drained"] or window["rows"] < window["sent"]:
+        return False, f"{window['rows']:,} of {window['sent']:,} rows written"
+    if window["falling_behind"]:
+        return False, "lag grew"
+    if window["p99"] > p99_limit:
+        return False, f"p99 {window['p99']:.2f} s"
+    return True, f"p99 {window['p99']:.2f} s"
+
+
+def rate_search(
+    search: stats.RateSearch, seconds: float, warm_seconds: float, p99_limit: float
+) -> dict[str, Any]:
+    steps: list[dict[str, Any]] = []
+    with SideJob("rate") as job:
+        warm_up(job, 1000, warm_seconds)
+        while (rate := search.next_rate()) is not None:
+            window = offered_window(job, rate, seconds, f"r{len(steps)}")
+            ok, why = passes(window, p99_limit)
+            search.record(rate, ok)
+            say(f"  rate {rate:,.0f}/s: {'pass' if ok else 'fail'} ({why})")
+            steps.append(
+                {
+                    "rate": rate,
+                    "passed": ok,
+                    "why": why,
+                    **{k: window.get(k) for k in ("achieved_rate", "p50", "p95", "p99", "lag")},
+                }
+            )
+            if not window["drained"]:
+                say("  the job did not catch up: the search ends here")
+                break
+    return {"sustainable": search.passed, "at_ceiling": search.at_ceiling, "steps": steps}
+
+
+# --- c. classify ------------------------------------------------------------------------
+
+
+def classify_rates(messages: int, runs: int) -> list[float]:
+    """``runs`` timings of ``parsing.classify`` in a local Spark session of its own."""
+    out = subprocess.run(
+        [sys.executable, "-m", "script.benchmark.classify_rate", str(messages), str(runs)],
+        env={**services.stream_env(), "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+    )
+    if out.returncode != 0:
+        raise StackError(f"classify benchmark failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])["rates"]
+
+
+# --- d. sink ----------------------------------------------------------------------------
+
+
+def sink(messages: int) -> dict[str, float]:
+    """A fresh job draining ``messages`` pre-filled valid messages into Cassandra."""
+    with SideJob("sink") as job:
+        LoadGen(job.topic, 0, count=messages, tag="fill").wait()
+        spawned = job.start()
+        ready = job.wait_ready()
+        if not job.wait_drained(timeout=900):
+            raise StackError(f"{job.name}: {messages:,} messages not drained in 900 s")
+        rows = job.rows()
+    if len(rows) != messages:
+        raise StackError(f"sink run: {len(rows):,} rows for {messages:,} messages")
+    last = max(w for _, w in rows) / 1e6
+    return {
+        "rows_per_second": messages / (last - ready),
+        "start_to_ready": ready - spawned,
+        "ready_to_last_row": last - ready,
+    }
+
+
+# --- e. producer ------------------------------------------------------------------------
+
+
+def producer_rate(url: str, users: int, run: int) -> float:
+    topic = f"bench-producer-{os.urandom(3).hex()}"
+    settings = config.load(
+        {
+            **os.environ,
+            "USERS_API_URL": url,
+            "USERS_TOTAL": str(users),
+            "USERS_SEED": f"bench-{run}",
+            "KAFKA_TOPIC": topic,
+        }
+    )
+    try:
+        return producer.run(settings).rate
+    finally:
+        drop_topic(settings, topic)
+
+
+def fetch_rates(url: str, users: int, run: int) -> tuple[float, float]:
+    """(users/s one request per user, users/s in one batched request) from the stand-in."""
+    client = RandomUserClient(config.load({**os.environ, "USERS_API_URL": url}).api)
+    started = time.perf_counter()
+    for page in range(1, users + 1):
+        client.fetch(1, f"bench-single-{run}", page)
+    single = users / (time.perf_counter() - started)
+    batch = min(users * 10, 5000)
+    started = time.perf_counter()
+    client.fetch(batch, f"bench-batch-{run}", 1)
+    return single, batch / (time.perf_counter() - started)
+
+
+# --- f. restart -------------------------------------------------------------------------
+
+
+def restart(rate: float, warm_seconds: float, settle_seconds: float = 5.0) -> dict[str, float]:
+    """Stop (SIGTERM) and kill (SIGKILL) a job while users flow; how soon it is back.
+
+    "First batch" is the first commit after the restart (its commit file's time); "first new
+    row" is the earliest Cassandra write time after the old job was gone (every later write is
+    the new job's); the backlog is gone once the lag is back to its steady level for
+    ``settle_seconds``.
+    """
+    with SideJob("restart") as job:
+        gen = LoadGen(job.topic, rate, tag="flow")
+        try:
+            job.start()
+            job.wait_ready()
+            job.wait_commit_after(None)
+            # Caught up with the start's backlog, then: how far behind it normally is.
+            wait_backlog_gone(job, int(rate * 3), settle_seconds)
+            steady: list[int] = []
+            until = time.monotonic() + warm_seconds
+            while time.monotonic() < until:
+                steady.append(job.lag())
+                time.sleep(0.25)
+            threshold = max(max(steady), int(rate * 2))
+
+            stopping = time.time()
+            job.stop()
+            stopped = time.time()
+            last, _ = job.committed()
+            spawned = job.start()
+            term_ready = job.wait_ready()
+            _, term_first = job.wait_commit_after(last)
+            wait_backlog_gone(job, threshold, settle_seconds)
+
+            killed = time.time()
+            job.kill()
+            last, _ = job.committed()
+            job.start()
+            kill_ready = job.wait_ready()
+            _, kill_first = job.wait_commit_after(last)
+            gone = wait_backlog_gone(job, threshold, settle_seconds)
+        finally:
+            gen.stop()
+        writes = sorted(w / 1e6 for _, w in job.rows())
+    return {
+        "sigterm_stop_seconds": stopped - stopping,
+        "sigterm_start_to_ready": term_ready - spawned,
+        "sigterm_ready_to_first_row": first_after(writes, stopped) - term_ready,
+        "sigterm_ready_to_first_batch": term_first - term_ready,
+        "sigkill_ready_to_first_row": first_after(writes, killed) - kill_ready,
+        "sigkill_ready_to_first_batch": kill_first - kill_ready,
+        "sigkill_backlog_gone_after_kill": gone - killed,
+        "sigkill_backlog_gone_after_ready": gone - kill_ready,
+        "lag_threshold": threshold,
+    }
+
+
+def first_after(times: list[float], moment: float) -> float:
+    """The first of the sorted ``times`` after ``moment``."""
+    later = [t for t in times if t > moment]
+    if not later:
+        raise StackError("no row was written after the restart")
+    return later[0]
+
+
+def wait_backlog_gone(job: SideJob, threshold: int, settle: float, timeout: float = 600) -> float:
+    """Wall time from which the lag stayed at or below ``threshold`` for ``settle`` seconds."""
+    samples: list[tuple[float, int]] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        samples.append((time.time(), job.lag()))
+        gone = stats.backlog_gone_at(samples, threshold)
+        if gone is not None and samples[-1][0] - gone >= settle:
+            return gone
+        time.sleep(0.25)
+    raise StackError(f"{job.name}: backlog above {threshold:,} after {timeout:.0f} s")

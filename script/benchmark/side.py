@@ -1,0 +1,260 @@
+"""What the benchmark runs beside the shared stack: its own stream jobs and load generators.
+
+A ``SideJob`` is a stream job with a topic, keyspace, checkpoint, Spark UI port and log of its
+own; leaving its ``with`` block stops it and drops all four, so a benchmark leaves nothing
+behind. A ``LoadGen`` is one ``script.benchmark.loadgen`` process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from typing import Any
+
+from pipeline import config, producer
+from script import services
+from script.layout import DATA, LOGS, REPO, StackError
+from script.pipeline_status import cassandra_session, checkpoint_offsets
+from script.procs import memory_kb, pid_alive, port_open, process_tree, stop_tree
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now (the Spark UI of a side job)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class SideJob:
+    """A stream job of the benchmark's own, from a fresh topic into a fresh keyspace."""
+
+    def __init__(self, name: str) -> None:
+        suffix = os.urandom(3).hex()
+        self.name = f"bench-{name}-{suffix}"
+        self.topic = self.name
+        self.keyspace = f"bench_{name}_{suffix}"
+        self.checkpoint = DATA / "bench" / self.name
+        self.ui_port = free_port()
+        self.log = LOGS / f"{self.name}.log"
+        self.env = {
+            "KAFKA_TOPIC": self.topic,
+            "CASSANDRA_KEYSPACE": self.keyspace,
+            "SPARK_CHECKPOINT_DIR": str(self.checkpoint),
+            "SPARK_UI_PORT": str(self.ui_port),
+        }
+        self.settings = config.load({**os.environ, **self.env})
+        self.proc: subprocess.Popen | None = None
+        self.starts = 0
+        self._consumer: Any = None
+        self._cluster: Any = None
+        self._session: Any = None
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    def __enter__(self) -> SideJob:
+        producer.ensure_topic(self.settings.kafka)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.drop()
+
+    def start(self) -> float:
+        """Spawn the job (resuming from the checkpoint if there is one); return the wall time."""
+        if self.proc is not None and self.proc.poll() is None:
+            raise StackError(f"{self.name} is already running (pid {self.proc.pid})")
+        # spawn_stream_job truncates its log: each restart writes a log of its own.
+        log = self.log if not self.starts else self.log.with_suffix(f".{self.starts}.log")
+        self.starts += 1
+        self.proc = services.spawn_stream_job(self.env, log)
+        return time.time()
+
+    def wait_ready(self, timeout: float = 300) -> float:
+        """Wait until the job's Spark UI answers; return the wall time it first did."""
+        deadline = time.monotonic() + timeout
+        while not port_open(self.ui_port):
+            self._check_alive()
+            if time.monotonic() > deadline:
+                raise StackError(f"{self.name}: Spark UI :{self.ui_port} not up after {timeout}s")
+            time.sleep(0.1)
+        return time.time()
+
+    def _check_alive(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            raise StackError(f"{self.name} exited: see {self.log} (and its .N.log restarts)")
+
+    def stop(self) -> None:
+        """SIGTERM: the job finishes its running batch, commits it and exits."""
+        if self.proc is not None:
+            stop_tree(self.name, self.proc.pid, timeout=60)
+            self.proc.wait()
+
+    def kill(self) -> None:
+        """SIGKILL the job's whole process tree: no batch is finished or committed."""
+        if self.proc is None:
+            return
+        for pid in process_tree(self.proc.pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.proc.wait()
+        deadline = time.monotonic() + 30
+        while port_open(self.ui_port) and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+    def pss_mb(self) -> float:
+        return memory_kb(self.proc.pid)[0] / 1024 if self.proc and pid_alive(self.proc.pid) else 0
+
+    def drop(self) -> None:
+        """Stop the job, drop its keyspace and topic, remove its checkpoint."""
+        try:
+            self.stop()
+        finally:
+            if self._consumer is not None:
+                self._consumer.close()
+            session = self.session()
+            try:
+                session.execute(f"DROP KEYSPACE IF EXISTS {self.keyspace}", timeout=120)
+            finally:
+                self._cluster.shutdown()
+            drop_topic(self.settings, self.topic)
+            shutil.rmtree(self.checkpoint, ignore_errors=True)
+
+    # --- progress ----------------------------------------------------------------------
+
+    def committed(self) -> tuple[int | None, int]:
+        """(last committed batch, messages read by it) from the checkpoint."""
+        batch, offsets = checkpoint_offsets(str(self.checkpoint), self.topic)
+        return batch, sum(offsets.values())
+
+    def end_offset(self) -> int:
+        """Messages in the topic so far."""
+        from kafka import KafkaConsumer, TopicPartition
+
+        if self._consumer is None:
+            self._consumer = KafkaConsumer(
+                bootstrap_servers=self.settings.kafka.bootstrap_servers, request_timeout_ms=10000
+            )
+        parts = self._consumer.partitions_for_topic(self.topic) or set()
+        tps = [TopicPartition(self.topic, p) for p in parts]
+        return sum(self._consumer.end_offsets(tps).values()) if tps else 0
+
+    def lag(self) -> int:
+        return max(0, self.end_offset() - self.committed()[1])
+
+    def commit_time(self, batch: int) -> float:
+        """Wall time the job committed ``batch`` (its commit file's modification time)."""
+        return (self.checkpoint / "commits" / str(batch)).stat().st_mtime
+
+    def wait_commit_after(self, batch: int | None, timeout: float = 300) -> tuple[int, float]:
+        """Wait for a committed batch after ``batch``; return (its id, its commit wall time)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            now, _ = self.committed()
+            if now is not None and (batch is None or now > batch):
+                first = now if batch is None else batch + 1
+                return first, self.commit_time(first)
+            self._check_alive()
+            if time.monotonic() > deadline:
+                raise StackError(f"{self.name}: no batch committed after {batch} in {timeout}s")
+            time.sleep(0.05)
+
+    def wait_drained(self, timeout: float) -> bool:
+        """Wait until every message in the topic is committed; False after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while self.lag() > 0:
+            self._check_alive()
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.25)
+        return True
+
+    # --- rows --------------------------------------------------------------------------
+
+    def session(self) -> Any:
+        if self._session is None:
+            self._cluster, self._session = cassandra_session(self.settings.cassandra)
+        return self._session
+
+    def rows(self, since_ms: int | None = None, until_ms: int | None = None) -> list[tuple]:
+        """(produced_at ms, write time µs) of the rows, optionally produced in [since, until)."""
+        from cassandra.query import SimpleStatement
+
+        where, params = "", ()
+        if since_ms is not None and until_ms is not None:
+            where, params = (
+                " WHERE produced_at >= %s AND produced_at < %s ALLOW FILTERING",
+                (
+                    since_ms,
+                    until_ms,
+                ),
+            )
+        table = f"{self.keyspace}.{self.settings.cassandra.table}"
+        query = SimpleStatement(
+            f"SELECT produced_at, writetime(email) AS w FROM {table}{where}", fetch_size=5000
+        )
+        return [(r.produced_at, r.w) for r in self.session().execute(query, params, timeout=120)]
+
+
+def drop_topic(settings: config.Settings, topic: str) -> None:
+    """Delete a topic the benchmark made."""
+    from kafka import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
+    try:
+        admin.delete_topics([topic])
+    finally:
+        admin.close()
+
+
+class LoadGen:
+    """One load generator process (``script.benchmark.loadgen``), started when constructed."""
+
+    def __init__(
+        self, topic: str, rate: float, *, seconds: float = 0, count: int = 0, tag: str = "bench"
+    ) -> None:
+        self.log = LOGS / f"{topic}.loadgen-{tag}.log"
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, "-m", "script.benchmark.loadgen", "--topic", topic]
+        cmd += ["--rate", str(rate), "--seconds", str(seconds), "--count", str(count)]
+        cmd += ["--tag", tag]
+        with self.log.open("wb") as err:
+            self.proc = subprocess.Popen(
+                cmd,
+                stdout=subprocess.PIPE,
+                stderr=err,
+                env={**services.stream_env(), "PYTHONPATH": str(REPO)},
+                text=True,
+            )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()  # after the records are prepared
+        if not line.startswith("started "):
+            self.proc.wait()
+            raise StackError(f"load generator did not start: see {self.log}")
+        self.start_ms = int(line.split()[1])
+
+    @property
+    def running(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self) -> dict[str, Any]:
+        if self.running:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.wait()
+
+    def wait(self, timeout: float | None = None) -> dict[str, Any]:
+        """The generator's report (see ``loadgen.run``), once it has flushed and exited."""
+        out, _ = self.proc.communicate(timeout=timeout)
+        lines = out.strip().splitlines()
+        if self.proc.returncode != 0 or not lines:
+            raise StackError(f"load generator failed (status {self.proc.returncode}): {self.log}")
+        report = json.loads(lines[-1])
+        if report["failed"]:
+            raise StackError(f"load generator: {report['failed']} sends failed: {report['errors']}")
+        return report

@@ -1,0 +1,120 @@
+"""The benchmark's pure helpers: summaries, latency figures, lag verdicts, the rate search, the
+load generator's records and the JSON document. The figures themselves are printed by
+`./run.sh bench`, never asserted here."""
+
+from __future__ import annotations
+
+import json
+
+from pipeline import contract
+from script.benchmark import loadgen, report, stats
+
+
+def test_summary_prints_median_min_and_max_over_runs() -> None:
+    summary = stats.Summary.of([3.0, 1.0, 2.0])
+    assert (summary.median, summary.low, summary.high, summary.runs) == (2.0, 1.0, 3.0, 3)
+    assert summary.text() == "2 (1..3) over 3 runs"
+    assert stats.Summary.of([1234.5]).text(1) == "1,234.5 (1,234.5..1,234.5) over 1 run"
+
+
+def test_latency_figures_are_nearest_rank_percentiles_in_seconds() -> None:
+    figures = stats.latency_figures([float(ms) for ms in range(1001)])  # 0..1000 ms
+    assert figures == {"p50": 0.5, "p95": 0.95, "p99": 0.99, "max": 1.0}
+
+
+def test_per_second_buckets_latency_by_produce_second_and_writes_by_write_second() -> None:
+    start = 10_000
+    rows = [
+        (10_000, 10_200_000),  # sent second 0, written second 0, 200 ms
+        (10_500, 11_900_000),  # sent second 0, written second 1, 1400 ms
+        (11_000, 13_000_000),  # sent second 1, written second 3 (after the window)
+    ]
+    series = stats.per_second(rows, start, 2)
+    assert series["p50"] == [0.2, 2.0]
+    assert series["p99"] == [1.4, 2.0]
+    assert series["written"] == [1, 1, 0, 1]
+
+
+def test_per_second_leaves_seconds_without_rows_empty() -> None:
+    assert stats.per_second([], 0, 2) == {
+        "p50": [None, None],
+        "p99": [None, None],
+        "written": [0, 0],
+    }
+
+
+def test_a_lag_that_breathes_is_not_falling_behind_but_a_growing_one_is() -> None:
+    breathing = [0, 2000, 2500, 100, 1900, 2600, 50, 2000, 2400]
+    growing = [0, 2000, 2500, 1500, 3000, 4500, 3500, 5000, 6500]
+    assert not stats.falling_behind(breathing, rate=1000)
+    assert stats.falling_behind(growing, rate=1000)
+
+
+def test_backlog_is_gone_from_the_first_sample_after_which_lag_stays_low() -> None:
+    samples = [(0.0, 9000), (1.0, 500), (2.0, 4000), (3.0, 800), (4.0, 100)]
+    assert stats.backlog_gone_at(samples, threshold=1000) == 3.0
+    assert stats.backlog_gone_at([*samples, (5.0, 2000)], threshold=1000) is None
+
+
+def run_search(search: stats.RateSearch, capacity: float) -> list[float]:
+    tried = []
+    while (rate := search.next_rate()) is not None:
+        tried.append(rate)
+        search.record(rate, rate <= capacity)
+    return tried
+
+
+def test_rate_search_steps_up_then_bisects_to_the_resolution() -> None:
+    search = stats.RateSearch(step=2000, ceiling=16000, resolution=500)
+    tried = run_search(search, capacity=5200)
+    assert tried == [2000, 4000, 6000, 5000, 5500]
+    assert search.passed == 5000 and search.failed == 5500 and not search.at_ceiling
+
+
+def test_rate_search_below_the_first_step_bisects_down_from_it() -> None:
+    search = stats.RateSearch(step=2000, ceiling=16000, resolution=500)
+    assert run_search(search, capacity=700) == [2000, 1000, 500]
+    assert search.passed == 500
+
+
+def test_rate_search_stops_at_the_ceiling_when_everything_passes() -> None:
+    search = stats.RateSearch(step=2000, ceiling=5000, resolution=500)
+    assert run_search(search, capacity=1e9) == [2000, 4000, 5000]
+    assert search.at_ceiling and search.passed == 5000
+
+
+def test_load_generator_messages_are_valid_records_with_their_id_and_send_time() -> None:
+    record = {f.name: f"{f.name} ü" for f in contract.FIELDS if f.kind == "string"}
+    record["produced_at"] = 1
+    template = loadgen.make_template(record)
+    rid = loadgen.record_id("t1", 42)
+    value = loadgen.message(template, rid, 1_700_000_000_123)
+    decoded = json.loads(value)
+    contract.validate(decoded)
+    assert decoded["id"] == "t1-000000000042"
+    assert decoded["produced_at"] == 1_700_000_000_123
+    assert decoded["first_name"] == "first_name ü"
+
+
+def test_load_generator_is_due_what_a_steady_rate_gives() -> None:
+    assert [loadgen.due(1000, t) for t in (0, 0.0049, 0.5, 2)] == [0, 4, 500, 2000]
+
+
+def test_results_document_carries_each_figure_with_its_runs() -> None:
+    values = [10.0, 30.0, 20.0]
+    figure = report.entry("sink_rows_per_s", "sink (rows/s)", values, stats.Summary.of(values))
+    doc = report.document({"runs": 3}, [figure], {"sink": [{"rows_per_second": 10.0}]})
+    again = json.loads(json.dumps(doc))
+    assert again["settings"] == {"runs": 3}
+    assert again["figures"] == [
+        {
+            "key": "sink_rows_per_s",
+            "label": "sink (rows/s)",
+            "values": [10.0, 30.0, 20.0],
+            "median": 20.0,
+            "min": 10.0,
+            "max": 30.0,
+            "runs": 3,
+        }
+    ]
+    assert again["details"]["sink"][0]["rows_per_second"] == 10.0
