@@ -196,7 +196,7 @@ def run_parts(
             parts.say(f"  run {run + 1}: {shown}")
         for key, label in (
             ("sigterm_stop_seconds", "SIGTERM: stop, running batch committed (s)"),
-            ("sigterm_start_to_ready", "SIGTERM restart: start to ready (Spark UI) (s)"),
+            ("sigterm_start_to_ready", "SIGTERM restart: start to ready (s)"),
             ("sigterm_ready_to_first_row", "SIGTERM restart: ready to first new row (s)"),
             ("sigterm_ready_to_first_batch", "SIGTERM restart: ready to first batch (s)"),
             ("sigkill_ready_to_first_row", "SIGKILL restart: ready to first new row (s)"),

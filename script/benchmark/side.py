@@ -51,6 +51,7 @@ class SideJob:
         self.settings = config.load({**os.environ, **self.env})
         self.proc: subprocess.Popen | None = None
         self.starts = 0
+        self.current_log = self.log
         self._consumer: Any = None
         self._cluster: Any = None
         self._session: Any = None
@@ -71,16 +72,17 @@ class SideJob:
         # spawn_stream_job truncates its log: each restart writes a log of its own.
         log = self.log if not self.starts else self.log.with_suffix(f".{self.starts}.log")
         self.starts += 1
+        self.current_log = log
         self.proc = services.spawn_stream_job(self.env, log)
         return time.time()
 
     def wait_ready(self, timeout: float = 300) -> float:
-        """Wait until the job's Spark UI answers; return the wall time it first did."""
+        """Wait until the job says it is ready (warmed up, query started); return that time."""
         deadline = time.monotonic() + timeout
-        while not port_open(self.ui_port):
+        while services.STREAM_READY not in self.current_log.read_text(errors="replace"):
             self._check_alive()
             if time.monotonic() > deadline:
-                raise StackError(f"{self.name}: Spark UI :{self.ui_port} not up after {timeout}s")
+                raise StackError(f"{self.name}: not ready after {timeout}s: see {self.current_log}")
             time.sleep(0.1)
         return time.time()
 
