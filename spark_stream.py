@@ -16,10 +16,10 @@ before the query starts, so the first batch does not pay for the JVM's and Pytho
 
 Self-healing: a write that fails (Cassandra or Kafka gone) is retried with backoff while the
 batch is in flight; the connector notices a dead Cassandra in seconds and reconnects within two
-seconds of it answering. When the query makes no progress for ``SPARK_STALL_SECONDS`` it is
-failed and the job exits 1, for its supervisor (``./run.sh stream``, Compose's restart policy) to
-start it again. The job reads the topic by pattern, so a topic that does not exist yet is waited
-for, and one created under the running query is picked up from its first offset.
+seconds of it answering. When the query makes no progress for ``SPARK_STALL_SECONDS`` the job
+exits 1, for its supervisor (``./run.sh stream``, Compose's restart policy) to start it again.
+The job reads the topic by pattern, so a topic that does not exist yet is waited for, and one
+created under the running query is picked up from its first offset.
 
 Exactly-once effect: the Kafka offsets of each micro-batch are in the checkpoint
 (``SPARK_CHECKPOINT_DIR``), so a restarted job resumes after the last committed batch and at
@@ -170,9 +170,6 @@ class CassandraSink:
         self._idle = threading.Event()
         self._idle.set()
         self.last_batch_id: int | None = None
-        # When a failed write last gave control back: a sink that keeps retrying is waiting
-        # for Cassandra, not hung, and restarting the job would not bring Cassandra back.
-        self.retried_at = 0.0
 
     def classify(self, kafka: DataFrame) -> DataFrame:
         messages, rejected = self._messages, self._rejected
@@ -215,7 +212,6 @@ class CassandraSink:
                     first_line(exc),
                     delay,
                 )
-                self.retried_at = time.monotonic()
                 self._stop.wait(delay)
         log.info(
             "batch %d: %d rows in, %d written, %d rejected, %.2f s",
@@ -373,39 +369,35 @@ def run_until_stopped(
 ) -> int:
     """Block until the query fails, stalls or ``stop`` is set; return the exit status.
 
-    A query that shows no sign of life (a finished batch, Spark's idle report every 10 s, or a
-    failed write given up to be retried) for ``stall_seconds`` is stalled: it is stopped and
-    the status says "try again".
+    A query that shows no progress (a finished batch, or Spark's idle report every 10 s) for
+    ``stall_seconds`` is stalled: the status says "try again" at once, without stopping the
+    query, which may be stuck where it cannot be interrupted. (The connector refreshes its
+    schema metadata before every write and waits for that uninterruptibly: when Cassandra went
+    away at the wrong moment, it may wait forever. A new process has a new session.)
     """
     seen, moved = None, time.monotonic()
-    stalled = False
     while query.isActive and not stop.wait(1.0):
         progress = query.lastProgress
         stamp = progress["timestamp"] if progress else None
         now = time.monotonic()
         if stamp != seen:
             seen, moved = stamp, now
-        moved = max(moved, sink.retried_at)
-        if now - moved > stall_seconds:
+        elif now - moved > stall_seconds:
             log.error(
-                "no progress for %.0f s (batch %s was the last written): failing the query so "
-                "that the job is started again (SPARK_STALL_SECONDS)",
+                "no progress for %.0f s (batch %s was the last written): exiting so that the "
+                "job is started again (SPARK_STALL_SECONDS)",
                 now - moved,
                 sink.last_batch_id,
             )
-            stalled = True
             stop.set()
-            break
+            return EXIT_RETRY
     if query.isActive:
-        if not stalled:
-            let_batch_finish(sink, checkpoint)
+        let_batch_finish(sink, checkpoint)
         try:
             query.stop()  # at most spark.sql.streaming.stopTimeout
         except Exception as exc:  # noqa: BLE001 - stopping anyway; the status says what happened
             log.warning("the query did not stop cleanly: %s", first_line(exc))
         log.info("stopped after batch %s", sink.last_batch_id)
-    if stalled:
-        return EXIT_RETRY
     try:
         query.awaitTermination()  # raises StreamingQueryException if the query failed
     except StreamingQueryException as exc:
@@ -489,7 +481,8 @@ def main(argv: list[str]) -> int:
     status = run_until_stopped(query, sink, stop, checkpoint, settings.stream.stall_seconds)
     if status == EXIT_RETRY:
         # A stalled or failed query may leave a thread stuck in the JVM that spark.stop() and
-        # the interpreter's exit would wait for: leave at once, the supervisor starts anew.
+        # the interpreter's exit would wait for: leave at once, the supervisor starts anew
+        # (nothing is lost: the batch in flight was not committed and is read again).
         logging.shutdown()
         os._exit(status)
     spark.stop()

@@ -66,8 +66,9 @@ DEFAULTS: dict[str, str] = {
     # and sustains 8,000/s. Raise it with more cores or executors.
     "SPARK_BATCH_PARTITIONS": "1",
     # No progress for this long (Cassandra or Kafka away, a stuck batch): the job exits 1 and
-    # its supervisor starts it again.
-    "SPARK_STALL_SECONDS": "60",
+    # its supervisor starts it again. A batch takes seconds at most; Spark reports an idle
+    # query every 10 s.
+    "SPARK_STALL_SECONDS": "20",
     "SPARK_UI_PORT": "4040",
     "SPARK_JARS_DIR": str(REPO_ROOT / ".stack" / "jars" / "spark"),
 }

@@ -8,7 +8,7 @@ The job's exit status says what to do (the stream job's contract, see spark_stre
 - 2: a configuration problem a restart cannot fix (a bad setting, missing connector jars,
   schema drift): the supervisor exits 2 without restarting, so the failure is seen.
 - anything else (1, a JVM crash, killed by a signal): transient, restarted after a backoff of
-  1 s doubling to 30 s, back to 1 s once a run has stayed up for 60 s.
+  1 s doubling to 10 s, back to 1 s once a run has stayed up for 60 s.
 
 The job runs in its own process group; SIGTERM or SIGINT to the supervisor is passed on as
 SIGTERM to that group, the supervisor waits up to 40 s (the job promises to stop within 30 s),
@@ -35,7 +35,7 @@ log = logging.getLogger("supervisor")
 EXIT_STOPPED = 0  # the job stopped on request
 EXIT_CONFIG = 2  # the job cannot run as configured: restarting will not help
 FIRST_BACKOFF = 1.0
-MAX_BACKOFF = 30.0
+MAX_BACKOFF = 10.0
 STABLE_AFTER = 60.0  # a run this long resets the backoff
 STOP_TIMEOUT = 40.0  # SIGTERM, then SIGKILL after this long
 

@@ -155,13 +155,13 @@ def test_a_job_that_ignores_sigterm_is_killed_after_the_stop_timeout(tmp_path: P
     assert (state.restarts, state.last_exit) == (0, -signal.SIGKILL)
 
 
-def test_backoff_doubles_to_30_seconds_and_resets_after_a_stable_run() -> None:
+def test_backoff_doubles_to_10_seconds_and_resets_after_a_stable_run() -> None:
     delays, previous = [], None
     for _ in range(7):
         previous = supervise.next_backoff(previous, uptime=5)
         delays.append(previous)
-    assert delays == [1, 2, 4, 8, 16, 30, 30]
-    assert supervise.next_backoff(30, uptime=supervise.STABLE_AFTER) == 1
+    assert delays == [1, 2, 4, 8, 10, 10, 10]
+    assert supervise.next_backoff(10, uptime=supervise.STABLE_AFTER) == 1
 
 
 def test_only_exits_other_than_0_and_2_are_transient() -> None:
