@@ -322,7 +322,8 @@ USAGE = """usage: ./run.sh [--offline] [--users N] [--seed TEXT]   run the whole
   cqlsh [ARGS]      cqlsh as the configured Cassandra superuser
   airflow [ARGS]    the airflow CLI against the local stack (e.g. airflow dags list)
   test [PYTEST ARGS] run the test suite against the stack (starts and stops what it needs)
-  bench [--runs N]  print throughput, latency and memory figures (medians of N runs)
+  bench [--runs N] [--parts P,...]  latency, sustainable rate, parse, sink, producer, restart
+                    and memory figures (medians of N runs); JSON and a chart in .stack/bench/
   jars              resolve the jars only"""
 
 
