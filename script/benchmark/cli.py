@@ -157,7 +157,7 @@ def run_parts(
             url = services.standin_url()
             if "producer" in wanted:
                 print(
-                    f"\ne. Producer run (fetch, format, validate, send, flush) of "
+                    f"\ne. Unpaced producer run (fetch, format, validate, send, flush) of "
                     f"{args.users:,} users from the bundled stand-in"
                 )
                 rates = [parts.producer_rate(url, args.users, run) for run in runs]

@@ -183,6 +183,7 @@ def producer_rate(url: str, users: int, run: int) -> float:
             "USERS_TOTAL": str(users),
             "USERS_SEED": f"bench-{run}",
             "KAFKA_TOPIC": topic,
+            "USERS_PER_SECOND": "0",  # the producer's own speed, not the DAG's default pace
         }
     )
     try:
