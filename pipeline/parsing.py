@@ -63,6 +63,18 @@ DEAD_LETTER_SCHEMA = StructType(
 )
 DEAD_LETTER_COLUMNS: tuple[str, ...] = tuple(DEAD_LETTER_SCHEMA.fieldNames())
 
+# The Kafka source's schema (Spark's), for static DataFrames shaped like a micro-batch.
+KAFKA_SOURCE_SCHEMA = StructType(
+    [
+        StructField("key", BinaryType()),
+        StructField("value", BinaryType()),
+        StructField("topic", StringType()),
+        StructField("partition", IntegerType()),
+        StructField("offset", LongType()),
+        StructField("timestamp", TimestampType()),
+        StructField("timestampType", IntegerType()),
+    ]
+)
 # The Kafka source's columns that classify reads, in the order the Arrow batches carry them.
 KAFKA_COLUMNS = ("topic", "partition", "offset", "timestamp", "key", "value")
 

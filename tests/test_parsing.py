@@ -12,29 +12,9 @@ from typing import Any
 
 import pytest
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql.types import (
-    BinaryType,
-    IntegerType,
-    LongType,
-    StringType,
-    StructField,
-    StructType,
-    TimestampType,
-)
 
 from pipeline import contract, parsing
 
-KAFKA_SCHEMA = StructType(
-    [
-        StructField("key", BinaryType()),
-        StructField("value", BinaryType()),
-        StructField("topic", StringType()),
-        StructField("partition", IntegerType()),
-        StructField("offset", LongType()),
-        StructField("timestamp", TimestampType()),
-        StructField("timestampType", IntegerType()),
-    ]
-)
 SENT_AT = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
 
@@ -89,7 +69,7 @@ def kafka_frame(spark: SparkSession, values: list[bytes | None]) -> DataFrame:
         (f"k{offset}".encode(), value, "users_created", offset % 3, offset, SENT_AT, 0)
         for offset, value in enumerate(values)
     ]
-    return spark.createDataFrame(rows, KAFKA_SCHEMA)
+    return spark.createDataFrame(rows, parsing.KAFKA_SOURCE_SCHEMA)
 
 
 def reasons_by_offset(spark: SparkSession, values: list[bytes | None]) -> dict[int, str | None]:
@@ -272,6 +252,6 @@ def test_valid_rows_have_the_contract_schema(spark: SparkSession) -> None:
 def test_transform_accepts_a_streaming_dataframe(spark: SparkSession, tmp_path) -> None:
     source = tmp_path / "in"
     source.mkdir()
-    stream = spark.readStream.schema(KAFKA_SCHEMA).parquet(str(source))
+    stream = spark.readStream.schema(parsing.KAFKA_SOURCE_SCHEMA).parquet(str(source))
     valid, rejected = parsing.split_records(stream)
     assert valid.isStreaming and rejected.isStreaming

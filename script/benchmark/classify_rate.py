@@ -15,30 +15,9 @@ import time
 
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.types import (
-    BinaryType,
-    IntegerType,
-    LongType,
-    StringType,
-    StructField,
-    StructType,
-    TimestampType,
-)
 
 from pipeline import parsing
 from script.benchmark.loadgen import message, record_id, templates
-
-KAFKA_SCHEMA = StructType(
-    [
-        StructField("key", BinaryType()),
-        StructField("value", BinaryType()),
-        StructField("topic", StringType()),
-        StructField("partition", IntegerType()),
-        StructField("offset", LongType()),
-        StructField("timestamp", TimestampType()),
-        StructField("timestampType", IntegerType()),
-    ]
-)
 
 
 def main(argv: list[str]) -> int:
@@ -59,7 +38,7 @@ def main(argv: list[str]) -> int:
     for offset in range(messages):
         rid = record_id("classify", offset)
         rows.append((rid, message(pool[offset % len(pool)], rid, sent_ms), "t", 0, offset, now, 0))
-    frame = spark.createDataFrame(rows, KAFKA_SCHEMA).repartition(2).cache()
+    frame = spark.createDataFrame(rows, parsing.KAFKA_SOURCE_SCHEMA).repartition(2).cache()
     frame.count()
     valid = parsing.classify(frame).where(F.col(parsing.REASON).isNull()).count()
     if valid != messages:
