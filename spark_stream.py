@@ -36,6 +36,7 @@ retrying) and stops the job within 30 s, status 0.
 from __future__ import annotations
 
 import argparse
+import itertools
 import logging
 import os
 import re
@@ -194,7 +195,7 @@ class CassandraSink:
 
     def _write_retrying(self, classified: DataFrame, batch_id: int) -> None:
         started = time.monotonic()
-        for attempt in range(1, sys.maxsize):
+        for attempt in itertools.count(1):
             try:
                 rows_in, rejected = self._write(classified)
                 break
@@ -245,8 +246,9 @@ class CassandraSink:
     def warm_up(self, spark: SparkSession) -> None:
         """Classify two messages and write the (zero) valid rows through the connector.
 
-        Starts the Python workers, loads the parser and opens the connector's session and
-        prepared statement in each task, so the first real batch costs what any batch does.
+        Starts the Python workers, loads the parser and the connector's classes and opens its
+        session, so the first real batch does not pay for them (measured: a restarted job
+        writes its first batch about 1.4 s after it says it is ready).
         """
         sample = spark.range(2, numPartitions=2).select(
             F.lit("warm-up").alias("topic"),
