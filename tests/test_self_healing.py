@@ -20,6 +20,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -302,6 +303,33 @@ def first_new_row(session: Any, job: SideJob, timeout: float) -> float:
     return time.monotonic() - started
 
 
+def restart_under_load(db: Any, job: SideJob, name: str, down_seconds: float) -> float:
+    """Stop service ``name`` once the job writes, start it after ``down_seconds``; return the
+    seconds from the service answering again to the job's next new row."""
+    node = service(name)
+    first_new_row(db, job, 60)
+    stack.stop_service(node)
+    time.sleep(down_seconds)
+    stack.start_service(node)  # returns once the service answers its readiness probe
+    resumed = first_new_row(db, job, 120)
+    print(f"\nwriting again {resumed:.1f} s after {name} answered")
+    time.sleep(5)  # more users while the job runs again
+    return resumed
+
+
+@contextmanager
+def cassandra_frozen() -> Iterator[None]:
+    """Cassandra stopped with SIGSTOP (it accepts connections and never answers: a wedged node
+    or a partition) for the block, and woken afterwards whatever happened."""
+    pid = service("cassandra").current_pid()
+    assert pid
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
 def test_cassandra_stopped_for_30_s_the_job_resumes_by_itself_and_loses_nothing(
     side_job: Callable[..., SideJob],
     kafka_bootstrap: str,
@@ -310,15 +338,8 @@ def test_cassandra_stopped_for_30_s_the_job_resumes_by_itself_and_loses_nothing(
 ) -> None:
     job = side_job("cassandra")
     job.start()
-    node = service("cassandra")
     with Feeder(kafka_bootstrap, job.topic, RATE) as feeder:
-        first_new_row(db, job, 60)
-        stack.stop_service(node)
-        time.sleep(30)
-        stack.start_service(node)  # returns once Cassandra answers a login and a query
-        resumed = first_new_row(db, job, 120)
-        print(f"\nwriting again {resumed:.1f} s after Cassandra answered")
-        time.sleep(5)
+        restart_under_load(db, job, "cassandra", down_seconds=30)
     assert feeder.failed == 0
     assert_every_acked_user_is_one_equal_row(db, job, feeder)
     assert "write failed" in job.text()  # it did see Cassandra go
@@ -330,19 +351,12 @@ def test_a_stalled_query_fails_and_its_supervisor_restarts_it(
     db: Any,
     user_pipeline_stays_healthy: None,
 ) -> None:
-    # A frozen Cassandra (SIGSTOP) accepts connections and never answers: the job's writes
-    # hang until their timeouts, the way a wedged node or a network partition behaves.
     job = side_job("stall", {"SPARK_STALL_SECONDS": "8"})
     job.start()
-    pid = service("cassandra").current_pid()
-    assert pid
     with Feeder(kafka_bootstrap, job.topic, RATE) as feeder:
         first_new_row(db, job, 60)
-        os.kill(pid, signal.SIGSTOP)
-        try:
+        with cassandra_frozen():  # the job's writes hang until their timeouts
             job.wait_for(lambda: job.restarts() >= 1, "restart by the supervisor", 120)
-        finally:
-            os.kill(pid, signal.SIGCONT)
         first_new_row(db, job, 180)
     assert_every_acked_user_is_one_equal_row(db, job, feeder)
     assert "no progress for" in job.text()
@@ -357,14 +371,8 @@ def test_the_broker_restarted_the_job_resumes_by_itself_and_loses_nothing(
 ) -> None:
     job = side_job("kafka")
     job.start()
-    kafka = service("kafka")
     with Feeder(kafka_bootstrap, job.topic, RATE) as feeder:
-        first_new_row(db, job, 60)
-        stack.stop_service(kafka)
-        stack.start_service(kafka)
-        resumed = first_new_row(db, job, 120)
-        print(f"\nwriting again {resumed:.1f} s after the broker answered")
-        time.sleep(5)
+        restart_under_load(db, job, "kafka", down_seconds=0)
     assert_every_acked_user_is_one_equal_row(db, job, feeder)
 
 
@@ -376,12 +384,9 @@ def test_sigterm_stops_the_job_within_30_s_while_a_write_is_retrying(
 ) -> None:
     job = side_job("sigterm")
     job.start()
-    pid = service("cassandra").current_pid()
-    assert pid
     with Feeder(kafka_bootstrap, job.topic, RATE) as feeder:
         first_new_row(db, job, 60)
-        os.kill(pid, signal.SIGSTOP)
-        try:
+        with cassandra_frozen():
             job.wait_for(lambda: "write failed" in job.text(), "a failed write", 60)
             assert job.process is not None
             job.process.send_signal(signal.SIGTERM)
@@ -389,8 +394,6 @@ def test_sigterm_stops_the_job_within_30_s_while_a_write_is_retrying(
                 status = job.process.wait(timeout=35)
             except subprocess.TimeoutExpired:
                 pytest.fail(f"the job was still running 35 s after SIGTERM; see {job.log}")
-        finally:
-            os.kill(pid, signal.SIGCONT)
     assert status == 0
     assert "job stopped (exit 0)" in job.text()  # the job's own status, not a SIGKILL
     # What it abandoned is replayed by the next run: nothing is lost.
