@@ -1,16 +1,113 @@
-"""`./run.sh [ARGS]`: with a command, manage the local stack; without one, run the pipeline."""
+"""`./run.sh [COMMAND]` (`python -m script`): the one entry of the local stack's tooling.
 
+Without a command it runs the whole pipeline once (`script/run_pipeline.py`); each command is a
+sub-command below. Commands that hand their arguments on (test, cqlsh, airflow, bench,
+supervise) take them as they are.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
 import sys
 
 from pipeline.config import ConfigError
-from script import run_pipeline, stack
+from script import run_pipeline, stack, status, suite, supervise
 from script.airflow_api import AirflowError
+from script.jars import ensure_downloads
+from script.layout import VENV_BIN, StackError, say
+from script.services import STACK, STREAM
+from script.services.airflow import airflow_env
 
-args = sys.argv[1:]
-if not args or args[0].startswith("--") and args[0] not in ("--help", "-h"):
+
+def cqlsh(extra: list[str]) -> int:
+    from pipeline import config
+
+    s = config.load().cassandra
+    login = ["-u", s.username, "-p", s.password]
+    return subprocess.call(
+        [str(VENV_BIN / "cqlsh"), "--request-timeout=120", *login, s.host, str(s.port), *extra]
+    )
+
+
+def airflow(extra: list[str]) -> int:
+    return subprocess.call([str(VENV_BIN / "airflow"), *extra], env=airflow_env())
+
+
+def bench(extra: list[str]) -> int:
+    from script import benchmark
+
+    return benchmark.main(extra)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="./run.sh",
+        description="Without a command: set up the local stack, run the pipeline once, report.",
+    )
+    run_pipeline.add_arguments(p)
+    commands = p.add_subparsers(dest="command", metavar="COMMAND")
+    names = " ".join(s.name for s in STACK)
+    for name, help_text in (
+        ("up", f"start the local stack or some of it ({names})"),
+        ("down", "stop it, the stream job included (data kept)"),
+    ):
+        sub = commands.add_parser(name, help=help_text)
+        sub.add_argument("services", nargs="*", metavar="SERVICE")
+    commands.add_parser("status", help="services (state, pid, port, PSS/RSS, log) and pipeline")
+    clean = commands.add_parser("clean", help="stop and remove data and logs")
+    clean.add_argument("--all", action="store_true", help="also the jars and the venv")
+    stream = commands.add_parser("stream", help="start (or stop) the Spark stream job, supervised")
+    stream.add_argument("action", nargs="?", choices=["start", "stop"], default="start")
+    commands.add_parser("jars", help="resolve the jars only")
+    for name, help_text in (
+        ("test", "the test suite against the stack (starts and stops what it needs)"),
+        ("cqlsh", "cqlsh as the configured Cassandra superuser"),
+        ("airflow", "the airflow CLI against the local stack (e.g. airflow dags list)"),
+        ("bench", "the benchmark (`./run.sh bench --help`)"),
+        ("supervise", "run a command under the supervisor (used by `stream`)"),
+    ):
+        commands.add_parser(name, help=f"{help_text}; arguments passed on", add_help=False)
+    return p
+
+
+PASS_ON = {
+    "test": suite.run_tests,
+    "cqlsh": cqlsh,
+    "airflow": airflow,
+    "bench": bench,
+    "supervise": supervise.main,
+}
+
+
+def main(argv: list[str]) -> int:
+    p = parser()
+    args, extra = p.parse_known_args(argv)
+    if extra and args.command not in PASS_ON:
+        p.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
-        sys.exit(run_pipeline.main(args))
-    except (stack.StackError, AirflowError, ConfigError) as exc:
-        stack.say(f"ERROR: {exc}")
-        sys.exit(1)
-sys.exit(stack.main(args))
+        if args.command is None:
+            return run_pipeline.run(args)
+        if args.command in PASS_ON:
+            return PASS_ON[args.command](extra)
+        if args.command == "up":
+            stack.up(args.services or None)
+        elif args.command == "down":
+            stack.down(args.services or None)
+        elif args.command == "status":
+            status.show()
+        elif args.command == "clean":
+            stack.clean(args.all)
+        elif args.command == "stream":
+            (stack.stop_service if args.action == "stop" else stack.start_service)(STREAM)
+        elif args.command == "jars":
+            for name, path in ensure_downloads().items():
+                print(f"{name}: {path}")
+    except (StackError, AirflowError, ConfigError) as exc:
+        say(f"ERROR: {exc}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

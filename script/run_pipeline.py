@@ -16,9 +16,14 @@ from typing import Any
 import requests
 
 from pipeline import config
-from script import services, stack
+from script import stack
 from script.airflow_api import AirflowClient
+from script.layout import StackError
 from script.pipeline_status import cassandra_session, count_rows, percentile, stream_progress
+from script.services import STANDIN, STREAM
+from script.services.airflow import URL as AIRFLOW_URL
+from script.services.airflow import airflow_admin
+from script.services.standin import standin_url
 
 DAG_ID = "user_automation"
 TASK_ID = "stream_users"
@@ -42,13 +47,12 @@ def choose_api(offline: bool, env_url: str | None) -> tuple[str, bool]:
                 f"randomuser.me is unreachable ({exc.__class__.__name__}): using the bundled "
                 "randomuser-compatible server instead (--offline skips this check)"
             )
-    stack.start_service(services.STANDIN)
-    return services.standin_url(), True
+    stack.start_service(STANDIN)
+    return standin_url(), True
 
 
 def client() -> AirflowClient:
-    user, password = stack.airflow_admin()
-    return AirflowClient("http://127.0.0.1:8080", user, password)
+    return AirflowClient(AIRFLOW_URL, *airflow_admin())
 
 
 STALL_SECONDS = 300  # no committed batch for this long while messages wait: the job is stuck
@@ -72,7 +76,7 @@ def wait_caught_up(settings: config.Settings, timeout: float) -> None:
             batch, moved = progress.batch, now
         elapsed = now - started
         if elapsed > timeout or now - moved > STALL_SECONDS:
-            raise stack.StackError(
+            raise StackError(
                 f"the stream job is {progress.lag:,} messages behind and committed no batch for "
                 f"{now - moved:.0f}s: see .stack/logs/spark-stream.log; restart it with "
                 "`./run.sh stream stop && ./run.sh stream` (it resumes from its checkpoint)"
@@ -83,8 +87,8 @@ def wait_caught_up(settings: config.Settings, timeout: float) -> None:
                 f"messages read, lag {progress.lag:,} ({elapsed:.0f}s)"
             )
             last = elapsed
-        if stack.read_pid("spark-stream") is None:
-            raise stack.StackError("the stream job exited: see .stack/logs/spark-stream.log")
+        if STREAM.pid() is None:
+            raise StackError("the stream job exited: see .stack/logs/spark-stream.log")
         time.sleep(2)
 
 
@@ -101,8 +105,8 @@ def run_rows(session, c: config.CassandraSettings, since_ms: int) -> list[Any]:
     )
 
 
-def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="./run.sh", description=__doc__.splitlines()[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of a run (`./run.sh [OPTIONS]`)."""
     parser.add_argument(
         "--offline",
         action="store_true",
@@ -121,14 +125,17 @@ def main(argv: list[str]) -> int:
         default=None,
         help="send rate of this run (default: USERS_PER_SECOND; 0: unpaced)",
     )
-    args = parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the pipeline once with the options of ``add_arguments``; 0 when every user landed."""
 
     began = time.monotonic()
     settings = config.load()
     c = settings.cassandra
     stack.up()
     api_url, standin = choose_api(args.offline, os.environ.get("USERS_API_URL"))
-    stack.start_service(stack.STREAM)
+    stack.start_service(STREAM)
 
     airflow = client()
     airflow.wait_for_dag(DAG_ID)
@@ -147,7 +154,7 @@ def main(argv: list[str]) -> int:
     say(f"triggered {DAG_ID} ({run_id}) with {conf}; the scheduler runs it")
     state = airflow.wait_for_run(DAG_ID, run_id)
     if state != "success":
-        raise stack.StackError(
+        raise StackError(
             f"DAG run {run_id} ended {state}: see the task log in the Airflow "
             "UI or .stack/logs/airflow-tasks/"
         )
@@ -161,7 +168,7 @@ def main(argv: list[str]) -> int:
     latencies = [r.written_us / 1000 - r.produced_at for r in rows]
     elapsed = time.monotonic() - began
 
-    user, _ = stack.airflow_admin()
+    user, _ = airflow_admin()
     print()
     print("Pipeline run report")
     print(f"  users API          {api_url}{' (bundled stand-in)' if standin else ''}")
@@ -192,5 +199,5 @@ def main(argv: list[str]) -> int:
     print("  stop         ./run.sh down")
     sent = stats.get("sent")
     if isinstance(sent, int) and len(rows) < sent:
-        raise stack.StackError(f"only {len(rows)} of {sent} sent users are in Cassandra")
+        raise StackError(f"only {len(rows)} of {sent} sent users are in Cassandra")
     return 0

@@ -1,6 +1,6 @@
 """Keep a long-running job up: restart it when it fails, stop it cleanly when asked.
 
-    python -m script.supervise --state RUN/spark-stream.supervisor.json -- spark-submit ...
+    ./run.sh supervise --state RUN/spark-stream.supervisor.json -- spark-submit ...
 
 The job's exit status says what to do (the stream job's contract, see spark_stream.py):
 
@@ -214,7 +214,7 @@ class Supervisor:
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m script.supervise",
+        prog="./run.sh supervise",
         description=__doc__.split("\n\n")[0] if __doc__ else None,
     )
     parser.add_argument("--state", type=Path, required=True, help="JSON file for the status")
@@ -238,7 +238,3 @@ def main(argv: list[str]) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, supervisor.request_stop)
     return supervisor.run()
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

@@ -74,11 +74,11 @@ def cassandra_session(settings: config.Settings):
 @pytest.fixture(scope="session")
 def airflow_client():
     """A logged-in client of the local Airflow's REST API (the stack's admin login)."""
-    from script import stack
     from script.airflow_api import AirflowClient
+    from script.services.airflow import airflow_admin
 
     require_port("Airflow API server", "127.0.0.1", 8080, "airflow-api-server.log")
-    user, password = stack.airflow_admin()
+    user, password = airflow_admin()
     return AirflowClient("http://127.0.0.1:8080", user, password)
 
 

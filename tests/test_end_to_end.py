@@ -21,8 +21,9 @@ from pipeline import config, contract
 from pipeline.formatting import Skip, format_user
 from pipeline.randomuser import RandomUserClient, iter_batches
 from pipeline.randomuser_standin import StandIn
-from script import services, stack
 from script.pipeline_status import checkpoint_offsets
+from script.procs import stop_tree
+from script.services.stream import spawn_stream_job
 
 REPO = Path(__file__).resolve().parents[1]
 USERS = 2500
@@ -50,7 +51,7 @@ def e2e(settings, kafka_bootstrap, cassandra_session, standin, airflow_client):
         "SPARK_TRIGGER_INTERVAL": "1 second",
         "SPARK_UI_PORT": "4061",
     }
-    job = services.spawn_stream_job(overrides, log_path)
+    job = spawn_stream_job(overrides, log_path)
     try:
         airflow_client.wait_for_dag(DAG_ID)
         airflow_client.unpause(DAG_ID)
@@ -71,7 +72,7 @@ def e2e(settings, kafka_bootstrap, cassandra_session, standin, airflow_client):
             "log": log_path,
         }
     finally:
-        stack.stop_tree("e2e stream job", job.pid, timeout=60)
+        stop_tree("e2e stream job", job.pid, timeout=60)
         cassandra_session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=60)
 
 

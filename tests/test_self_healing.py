@@ -1,6 +1,6 @@
 """The stream job heals itself, shown on the real local services with users flowing.
 
-Each test runs its own supervised job (``python -m script.supervise -- spark-submit ...``, as
+Each test runs its own supervised job (``./run.sh supervise -- spark-submit ...``, as
 ``./run.sh stream`` does) on its own topic, keyspace, checkpoint and UI port, offers users at a
 steady rate, breaks something (Cassandra stopped or frozen, the broker restarted, SIGTERM while
 a write is retrying, a topic that does not exist yet, a message Cassandra would refuse), and
@@ -33,13 +33,10 @@ from script import services, stack, supervise
 from script.layout import DATA, LOGS
 from script.pipeline_status import stream_progress
 from script.procs import read_pid
+from script.services.stream import READY, stream_command, stream_env
 
 REPO = Path(__file__).resolve().parents[1]
 RATE = 1000  # users per second offered, as the issue asks
-
-
-def service(name: str) -> services.Service:
-    return next(s for s in services.SERVICES if s.name == name)
 
 
 def user() -> dict[str, Any]:
@@ -141,7 +138,7 @@ class SideJob:
         self.log = LOGS / f"test-heal-{name}-{suffix}.log"
         self.state = self.folder / "supervisor.json"
         self.env = {
-            **services.stream_env(),
+            **stream_env(),
             "KAFKA_TOPIC": self.topic,
             "CASSANDRA_KEYSPACE": self.keyspace,
             "SPARK_CHECKPOINT_DIR": str(self.folder / "checkpoint"),
@@ -157,11 +154,12 @@ class SideJob:
         command = [
             sys.executable,
             "-m",
-            "script.supervise",
+            "script",
+            "supervise",
             "--state",
             str(self.state),
             "--",
-            *services.stream_command(self.env),
+            *stream_command(self.env),
         ]
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
@@ -176,7 +174,7 @@ class SideJob:
             return log.read().decode(errors="replace")
 
     def wait_ready(self, timeout: float = 240) -> None:
-        self.wait_for(lambda: services.STREAM_READY in self.text(), "the job to be ready", timeout)
+        self.wait_for(lambda: READY in self.text(), "the job to be ready", timeout)
 
     def wait_for(self, condition: Callable[[], bool], what: str, timeout: float) -> float:
         """Seconds until ``condition`` held; fails the test naming the log when it does not."""
@@ -258,7 +256,7 @@ def user_pipeline_stays_healthy(settings: config.Settings) -> Iterator[None]:
     """Afterwards every service is up again, and a stream job that was running has caught up."""
     main_job_was_running = read_pid("spark-stream") is not None
     yield
-    for s in services.SERVICES:
+    for s in services.STACK:
         stack.start_service(s)
     if main_job_was_running:
         assert read_pid("spark-stream"), "the user's stream job did not survive"
@@ -306,7 +304,7 @@ def first_new_row(session: Any, job: SideJob, timeout: float) -> float:
 def restart_under_load(db: Any, job: SideJob, name: str, down_seconds: float) -> float:
     """Stop service ``name`` once the job writes, start it after ``down_seconds``; return the
     seconds from the service answering again to the job's next new row."""
-    node = service(name)
+    node = services.named(name)
     first_new_row(db, job, 60)
     stack.stop_service(node)
     time.sleep(down_seconds)
@@ -321,7 +319,7 @@ def restart_under_load(db: Any, job: SideJob, name: str, down_seconds: float) ->
 def cassandra_frozen() -> Iterator[None]:
     """Cassandra stopped with SIGSTOP (it accepts connections and never answers: a wedged node
     or a partition) for the block, and woken afterwards whatever happened."""
-    pid = service("cassandra").current_pid()
+    pid = services.named("cassandra").pid()
     assert pid
     os.kill(pid, signal.SIGSTOP)
     try:

@@ -1,6 +1,6 @@
 """The stream job's supervisor restarts what failed, leaves what is done, and stops on request.
 
-Real processes throughout: ``python -m script.supervise`` runs a small Python stand-in for the
+Real processes throughout: ``python -m script supervise`` runs a small Python stand-in for the
 job that writes what happened to files, since what is under test is the supervisor, not Spark.
 """
 
@@ -60,7 +60,7 @@ class Run:
         job = [sys.executable, "-c", JOB, str(self.runs), str(self.pid_file), actions]
         with self.log.open("wb") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "script.supervise", "--state", str(self.state), *options]
+                [sys.executable, "-m", "script", "supervise", "--state", str(self.state), *options]
                 + ["--", *job],
                 cwd=REPO,
                 env={**os.environ, "PYTHONPATH": str(REPO)},

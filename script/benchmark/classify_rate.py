@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import sys
 import time
 
 from pyspark.sql import SparkSession
@@ -53,7 +52,3 @@ def main(argv: list[str]) -> int:
     spark.stop()
     print(json.dumps({"rates": rates, "messages": messages, "valid": valid}), flush=True)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

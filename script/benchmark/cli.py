@@ -6,11 +6,13 @@ import argparse
 import time
 from typing import Any
 
-from script import services, stack
-from script.benchmark import parts, report
+from script import stack
+from script.benchmark import classify_rate, loadgen, parts, report
 from script.benchmark.memory import service_pss_mb
 from script.benchmark.stats import RateSearch
-from script.layout import STATE
+from script.layout import STATE, say
+from script.services import STACK, STANDIN
+from script.services.standin import standin_url
 
 PARTS = ("latency", "rate", "classify", "sink", "producer", "restart", "memory", "fetch")
 NEEDED = ["zookeeper", "kafka", "cassandra"]
@@ -63,15 +65,20 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def ensure_services() -> None:
     """Reuse Kafka, ZooKeeper and Cassandra when they answer (whoever started them), else start."""
-    for service in services.SERVICES:
+    for service in STACK:
         if service.name in NEEDED:
             if service.probe() is None:
-                stack.say(f"{service.name}: answering on :{service.port}, reused")
+                say(f"{service.name}: answering on :{service.port}, reused")
             else:
                 stack.up([service.name])
 
 
+WORKERS = {"loadgen": loadgen.main, "classify_rate": classify_rate.main}
+
+
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["worker"]:  # a process of the benchmark's own (side.WORKER)
+        return WORKERS[argv[1]](argv[2:])
     args = parse_args(argv)
     wanted = [p for p in PARTS if p in args.parts.split(",")]
     ensure_services()
@@ -152,9 +159,9 @@ def run_parts(
             1,
         )
     if "producer" in wanted or "fetch" in wanted:
-        started = stack.start_service(services.STANDIN)  # a process of its own: the API is remote
+        started = stack.start_service(STANDIN)  # a process of its own: the API is remote
         try:
-            url = services.standin_url()
+            url = standin_url()
             if "producer" in wanted:
                 print(
                     f"\ne. Unpaced producer run (fetch, format, validate, send, flush) of "
@@ -183,7 +190,7 @@ def run_parts(
                 figures.add("fetch_ratio", "ratio (x)", [b / s for s, b in pairs], 1)
         finally:
             if started:
-                stack.stop_service(services.STANDIN)
+                stack.stop_service(STANDIN)
     if "restart" in wanted:
         print(
             f"\nf. Restart while {args.rate:,.0f} users/s flow: SIGTERM then SIGKILL of a "

@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import signal
-import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -151,7 +150,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m script.benchmark.loadgen")
+    parser = argparse.ArgumentParser(prog="./run.sh bench worker loadgen")
     parser.add_argument("--topic", required=True)
     parser.add_argument("--rate", type=float, default=1000.0, help="records/s; 0: unpaced")
     parser.add_argument("--seconds", type=float, default=0.0, help="0: until --count or SIGTERM")
@@ -168,7 +167,3 @@ def main(argv: list[str]) -> int:
     report = run(parse_args(argv))
     print(json.dumps(report), flush=True)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from script import stack
 from script.procs import memory_kb
-from script.services import AIRFLOW_COMPONENTS, SERVICES
+from script.services import STACK
 
 _LISTEN = "0A"  # TCP state LISTEN in /proc/net/tcp
 
@@ -59,20 +59,15 @@ def service_pss_mb() -> dict[str, float]:
     """PSS in MB of each service process (tree) that runs now; missing ones are left out."""
     out: dict[str, float] = {}
     known = {r["service"]: r for r in stack.status_rows() if r["state"] == "up"}
-    for service in SERVICES:
-        names = (
-            [f"airflow-{c}" for c in AIRFLOW_COMPONENTS]
-            if service.name == "airflow"
-            else [service.name]
-        )
-        for name in names:
-            if name in known:
-                out[name] = float(known[name]["pss_mb"])
+    for service in STACK:
+        for process in service.processes():
+            if process.name in known:
+                out[process.name] = float(known[process.name]["pss_mb"])
                 continue
-            if name == "airflow-api-server" or service.name != "airflow":
-                pid = listener_pid(service.port) if service.port else None
-            else:
-                pid = airflow_component_pid(name.removeprefix("airflow-"))
+            if process.port:
+                pid = listener_pid(process.port)
+            else:  # Airflow's components without a port
+                pid = airflow_component_pid(process.name.removeprefix("airflow-"))
             if pid:
-                out[name] = memory_kb(pid)[0] / 1024
+                out[process.name] = memory_kb(pid)[0] / 1024
     return out

@@ -6,17 +6,16 @@ import json
 import math
 import os
 import subprocess
-import sys
 import time
 from typing import Any
 
 from pipeline import config, producer
 from pipeline.randomuser import RandomUserClient
-from script import services
 from script.benchmark import stats
 from script.benchmark.memory import service_pss_mb
-from script.benchmark.side import LoadGen, SideJob, drop_topic
+from script.benchmark.side import WORKER, LoadGen, SideJob, drop_topic
 from script.layout import REPO, StackError
+from script.services.stream import stream_env
 
 
 def say(message: str) -> None:
@@ -139,8 +138,8 @@ def rate_search(
 def classify_rates(messages: int, runs: int) -> list[float]:
     """``runs`` timings of ``parsing.classify`` in a local Spark session of its own."""
     out = subprocess.run(
-        [sys.executable, "-m", "script.benchmark.classify_rate", str(messages), str(runs)],
-        env={**services.stream_env(), "PYTHONPATH": str(REPO)},
+        [*WORKER, "classify_rate", str(messages), str(runs)],
+        env={**stream_env(), "PYTHONPATH": str(REPO)},
         capture_output=True,
         text=True,
     )

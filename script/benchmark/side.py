@@ -18,10 +18,13 @@ import time
 from typing import Any
 
 from pipeline import config, producer
-from script import services
 from script.layout import DATA, LOGS, REPO, StackError
 from script.pipeline_status import cassandra_session, checkpoint_offsets
 from script.procs import memory_kb, pid_alive, port_open, process_tree, stop_tree
+from script.services.stream import READY, spawn_stream_job, stream_env
+
+# The benchmark's own processes (load generator, classify timing): `./run.sh bench worker NAME`.
+WORKER = [sys.executable, "-m", "script", "bench", "worker"]
 
 
 def free_port() -> int:
@@ -73,13 +76,13 @@ class SideJob:
         log = self.log if not self.starts else self.log.with_suffix(f".{self.starts}.log")
         self.starts += 1
         self.current_log = log
-        self.proc = services.spawn_stream_job(self.env, log)
+        self.proc = spawn_stream_job(self.env, log)
         return time.time()
 
     def wait_ready(self, timeout: float = 300) -> float:
         """Wait until the job says it is ready (warmed up, query started); return that time."""
         deadline = time.monotonic() + timeout
-        while services.STREAM_READY not in self.current_log.read_text(errors="replace"):
+        while READY not in self.current_log.read_text(errors="replace"):
             self._check_alive()
             if time.monotonic() > deadline:
                 raise StackError(f"{self.name}: not ready after {timeout}s: see {self.current_log}")
@@ -223,7 +226,7 @@ class LoadGen:
     ) -> None:
         self.log = LOGS / f"{topic}.loadgen-{tag}.log"
         self.log.parent.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "script.benchmark.loadgen", "--topic", topic]
+        cmd = [*WORKER, "loadgen", "--topic", topic]
         cmd += ["--rate", str(rate), "--seconds", str(seconds), "--count", str(count)]
         cmd += ["--tag", tag]
         with self.log.open("wb") as err:
@@ -231,7 +234,7 @@ class LoadGen:
                 cmd,
                 stdout=subprocess.PIPE,
                 stderr=err,
-                env={**services.stream_env(), "PYTHONPATH": str(REPO)},
+                env={**stream_env(), "PYTHONPATH": str(REPO)},
                 text=True,
             )
         assert self.proc.stdout is not None

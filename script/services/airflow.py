@@ -1,0 +1,149 @@
+"""Airflow 3.3: API server, scheduler, DAG processor and triggerer on the LocalExecutor."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+from urllib.parse import quote
+
+from script.layout import DATA, LOGS, REPO, STATE, VENV_BIN, StackError, say
+from script.procs import pid_file, read_pid, spawn, stop_tree, write_secret
+from script.services.base import Process, Service
+from script.services.postgres import PORT as POSTGRES_PORT
+from script.services.postgres import pg_settings
+
+PORT = 8080
+URL = f"http://127.0.0.1:{PORT}"
+HOME = DATA / "airflow"
+COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+
+
+class Airflow(Service):
+    name = "airflow"
+    port = PORT
+    timeout = 300
+
+    @property
+    def log(self):
+        return LOGS / "airflow-scheduler.log"
+
+    @property
+    def logs(self) -> str:
+        return f"{LOGS.relative_to(STATE.parent)}/airflow-*.log"
+
+    def start(self) -> None:
+        """Migrate the database, then start each component that is not running."""
+        env = airflow_env()
+        admin, password = airflow_admin()
+        write_secret(HOME / "passwords.json", json.dumps({admin: password}))
+        say("  airflow: migrating the metadata database (airflow db migrate) ...")
+        result = subprocess.run(
+            [str(VENV_BIN / "airflow"), "db", "migrate"], env=env, capture_output=True, text=True
+        )
+        (LOGS / "airflow-db-migrate.log").write_text(result.stdout + result.stderr)
+        if result.returncode != 0:
+            raise StackError(f"airflow db migrate failed: see {LOGS / 'airflow-db-migrate.log'}")
+        for component in COMPONENTS:
+            name = f"airflow-{component}"
+            if read_pid(name):
+                continue
+            args = [str(VENV_BIN / "airflow"), component]
+            if component == "api-server":
+                args += ["--host", "127.0.0.1", "--port", str(PORT), "--workers", "1"]
+            spawn(name, args, env)
+
+    def probe(self) -> str | None:
+        import requests
+
+        try:
+            health = requests.get(f"{URL}/api/v2/monitor/health", timeout=3).json()
+        except (requests.RequestException, ValueError) as exc:
+            return f"API server not answering on :{PORT} ({exc.__class__.__name__})"
+        missing = [
+            part
+            for part in ("metadatabase", "scheduler", "dag_processor", "triggerer")
+            if (health.get(part) or {}).get("status") != "healthy"
+        ]
+        return f"not healthy yet: {', '.join(missing)}" if missing else None
+
+    def pid(self) -> int | None:
+        """A live component's pid (the API server's first), None when none runs."""
+        return next(filter(None, (read_pid(f"airflow-{c}") for c in COMPONENTS)), None)
+
+    def complete(self) -> bool:
+        return all(read_pid(f"airflow-{c}") for c in COMPONENTS)
+
+    def stop(self) -> None:
+        for component in reversed(COMPONENTS):
+            name = f"airflow-{component}"
+            pid = read_pid(name)
+            if pid:
+                stop_tree(name, pid)
+            pid_file(name).unlink(missing_ok=True)
+
+    def processes(self) -> list[Process]:
+        return [
+            Process(
+                f"airflow-{c}",
+                read_pid(f"airflow-{c}"),
+                PORT if c == "api-server" else None,
+                LOGS / f"airflow-{c}.log",
+            )
+            for c in COMPONENTS
+        ]
+
+
+def airflow_admin() -> tuple[str, str]:
+    """The admin login: AIRFLOW_ADMIN_USERNAME/PASSWORD, or a password generated once."""
+    user = os.environ.get("AIRFLOW_ADMIN_USERNAME", "admin")
+    password = os.environ.get("AIRFLOW_ADMIN_PASSWORD")
+    saved = HOME / "admin-password"
+    if not password:
+        if saved.exists():
+            password = saved.read_text().strip()
+        else:
+            HOME.mkdir(parents=True, exist_ok=True)
+            password = secrets.token_urlsafe(12)
+            write_secret(saved, password)
+            say(
+                f"  airflow: generated admin login {user} / {password} "
+                f"(printed once; kept in {saved.relative_to(REPO)})"
+            )
+    return user, password
+
+
+def airflow_env() -> dict[str, str]:
+    """Environment of every Airflow process of the local stack (and `./run.sh airflow`)."""
+    HOME.mkdir(parents=True, exist_ok=True)
+    secret_file = HOME / "jwt-secret"
+    if not secret_file.exists():
+        write_secret(secret_file, secrets.token_urlsafe(32))
+    user, password, db = pg_settings()
+    admin, _ = airflow_admin()
+    login = f"{quote(user, safe='')}:{quote(password, safe='')}"
+    database_url = f"postgresql+psycopg2://{login}@127.0.0.1:{POSTGRES_PORT}/{db}"
+    env = dict(os.environ)
+    env.update(
+        {
+            "AIRFLOW_HOME": str(HOME),
+            "PATH": f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}",
+            "PYTHONPATH": str(REPO),
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": database_url,
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__PARALLELISM": os.environ.get("AIRFLOW__CORE__PARALLELISM", "4"),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{admin}:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(HOME / "passwords.json"),
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{URL}/execution/",
+            "AIRFLOW__API_AUTH__JWT_SECRET": secret_file.read_text().strip(),
+            "AIRFLOW__API__PORT": str(PORT),
+            "AIRFLOW__API__WORKERS": "1",
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
+            "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "10",
+            "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(LOGS / "airflow-tasks"),
+        }
+    )
+    return env

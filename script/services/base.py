@@ -1,0 +1,100 @@
+"""What every service of the local stack is: a process (or a few) that starts, answers, stops.
+
+A service is one small class in its own module (see `script/services/__init__.py` for the
+registry). The stack (`script/stack.py`) only ever calls the methods below, so it names no
+service: a new service is a new module here plus one line in the registry.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from script.layout import CONF, LOGS, STACK_CONF, STATE, StackError
+from script.procs import pid_file, read_pid, stop_tree
+
+
+@dataclass(frozen=True)
+class Process:
+    """One row of `./run.sh status`: a process of a service, its port and its log."""
+
+    name: str
+    pid: int | None
+    port: int | None
+    log: Path
+
+
+class Service:
+    """One service: override `start` and `probe`; the rest has defaults that fit most.
+
+    The defaults assume one process whose pid the stack keeps in `.stack/run/NAME.pid` (what
+    `procs.spawn(NAME, ...)` writes) and whose output goes to `.stack/logs/NAME.log`.
+    """
+
+    name: str = ""
+    # The port its readiness and `status` refer to, checked to be free before a start (a
+    # property where a setting chooses it).
+    port: int | None = None
+    timeout: float = 60  # seconds from start to ready before the start fails
+    pid_while_starting = True  # False: no pid until it is ready (pg_ctl forks, then writes it)
+
+    @property
+    def log(self) -> Path:
+        """The log to read when it fails."""
+        return LOGS / f"{self.name}.log"
+
+    @property
+    def logs(self) -> str:
+        """Where its logs are, as told when it starts."""
+        return str(self.log.relative_to(STATE.parent))
+
+    def start(self) -> None:
+        """Start its process(es) in the background; return without waiting for readiness."""
+        raise NotImplementedError
+
+    def probe(self) -> str | None:
+        """None when it is ready for the pipeline, else what is still missing (shown)."""
+        raise NotImplementedError
+
+    def set_up(self) -> None:
+        """Once it is ready, on every `up`: idempotent (e.g. the pipeline's topic)."""
+
+    def pid(self) -> int | None:
+        """A live pid of it, None when it is not running."""
+        return read_pid(self.name)
+
+    def complete(self) -> bool:
+        """False when some of its processes are missing: `start` then starts those only."""
+        return True
+
+    def stop(self) -> None:
+        pid = self.pid()
+        if pid:
+            stop_tree(self.name, pid)
+        pid_file(self.name).unlink(missing_ok=True)
+
+    def processes(self) -> list[Process]:
+        """Its rows in `./run.sh status`."""
+        return [Process(self.name, self.pid(), self.port, self.log)]
+
+    def note(self) -> str | None:
+        """A line under the status table (e.g. a supervisor's restarts), None for none."""
+        return None
+
+
+def java() -> str:
+    home = os.environ.get("JAVA_HOME")
+    exe = Path(home, "bin", "java") if home else shutil.which("java")
+    if not exe or not Path(exe).exists():
+        raise StackError("Java 17 is not installed (java not on PATH, JAVA_HOME unset)")
+    return str(exe)
+
+
+def render(template: str) -> Path:
+    """`stack/TEMPLATE` with `{state}` filled in, written to `.stack/conf/TEMPLATE`."""
+    CONF.mkdir(parents=True, exist_ok=True)
+    out = CONF / template
+    out.write_text((STACK_CONF / template).read_text().replace("{state}", str(STATE)))
+    return out

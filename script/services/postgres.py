@@ -1,0 +1,185 @@
+"""PostgreSQL from Debian's packages: Airflow's metadata database, its role and database."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from script.layout import DATA, LOGS, RUN, StackError, say, versions
+from script.procs import pid_alive
+from script.services.base import Service
+
+PORT = 5432
+PG_DATA = DATA / "postgres"
+PG_SOCKET = RUN / "postgres"
+
+
+def pg_settings() -> tuple[str, str, str]:
+    """Airflow's login and database: (user, password, database)."""
+    return (
+        os.environ.get("POSTGRES_USER", "airflow"),
+        os.environ.get("POSTGRES_PASSWORD", "airflow"),
+        os.environ.get("POSTGRES_DB", "airflow"),
+    )
+
+
+class Postgres(Service):
+    name = "postgres"
+    port = PORT
+    timeout = 90
+    pid_while_starting = False
+
+    def start(self) -> None:
+        _pg_dirs()
+        if not (PG_DATA / "PG_VERSION").exists():
+            say("  postgres: initialising a new cluster in .stack/data/postgres")
+            _run_pg(
+                [
+                    pg_bin("initdb"),
+                    "-D",
+                    str(PG_DATA),
+                    "-U",
+                    "postgres",
+                    "--auth-local=trust",
+                    "--auth-host=scram-sha-256",
+                    "-E",
+                    "UTF8",
+                    "--locale=C.UTF-8",
+                ],
+                "initdb",
+            )
+        LOGS.mkdir(parents=True, exist_ok=True)
+        self.log.touch()
+        if os.geteuid() == 0:
+            shutil.chown(self.log, "postgres", "postgres")
+        _run_pg(
+            [
+                pg_bin("pg_ctl"),
+                "-D",
+                str(PG_DATA),
+                "-l",
+                str(self.log),
+                "-w",
+                "-t",
+                "60",
+                "start",
+                "-o",
+                f"-p {PORT} -c listen_addresses=127.0.0.1 -k {PG_SOCKET} "
+                "-c shared_buffers=64MB -c max_connections=100",
+            ],
+            "pg_ctl start",
+        )
+        _ensure_airflow_db()
+
+    def probe(self) -> str | None:
+        import psycopg2
+
+        user, password, db = pg_settings()
+        try:
+            conn = psycopg2.connect(
+                host="127.0.0.1",
+                port=PORT,
+                user=user,
+                password=password,
+                dbname=db,
+                connect_timeout=3,
+            )
+        except psycopg2.OperationalError as exc:
+            return f"no connection as {user!r} ({str(exc).strip()[:120]})"
+        conn.close()
+        return None
+
+    def pid(self) -> int | None:
+        try:
+            pid = int((PG_DATA / "postmaster.pid").read_text().splitlines()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+        return pid if pid_alive(pid) else None
+
+    def stop(self) -> None:
+        if self.pid():
+            _run_pg(
+                [pg_bin("pg_ctl"), "-D", str(PG_DATA), "-m", "fast", "-w", "stop"], "pg_ctl stop"
+            )
+
+
+def pg_bin(tool: str) -> str:
+    major = versions()["POSTGRES_MAJOR"]
+    candidates = [
+        Path(f"/usr/lib/postgresql/{major}/bin/{tool}"),
+        *sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{tool}"), reverse=True),
+    ]
+    for path in candidates:
+        if path.exists():
+            return str(path)
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        say("installing PostgreSQL from Debian (apt-get) ...")
+        # Debian would create and start its own cluster on :5432; the stack runs its own.
+        conf = Path("/etc/postgresql-common/createcluster.conf")
+        conf.parent.mkdir(parents=True, exist_ok=True)
+        if not conf.exists():
+            conf.write_text("create_main_cluster = false\n")
+        subprocess.run(["apt-get", "update", "-qq"], check=True)
+        subprocess.run(
+            ["apt-get", "install", "-y", "-qq", "postgresql"],
+            check=True,
+            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+        )
+        return pg_bin(tool)
+    raise StackError(
+        "PostgreSQL server binaries not found: install them "
+        "(sudo apt-get install postgresql) and run again"
+    )
+
+
+def as_postgres(cmd: list[str]) -> list[str]:
+    """PostgreSQL refuses to run as root: run its tools as the postgres user when we are root."""
+    return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
+
+
+def _pg_dirs() -> None:
+    for path in (PG_DATA, PG_SOCKET):
+        path.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:
+            shutil.chown(path, "postgres", "postgres")
+            path.chmod(0o700)
+    if os.geteuid() == 0:
+        for parent in PG_DATA.parents:
+            if parent == Path("/"):
+                break
+            if not os.stat(parent).st_mode & 0o001:
+                raise StackError(
+                    f"the postgres user cannot reach {PG_DATA}: {parent} is not "
+                    f"world-executable (chmod o+x {parent}) or set STACK_STATE_DIR"
+                )
+
+
+def _run_pg(cmd: list[str], what: str) -> None:
+    """Run a PostgreSQL tool; on failure raise StackError with its own words and the log."""
+    result = subprocess.run(as_postgres(cmd), capture_output=True, text=True)
+    if result.returncode != 0:
+        tail = (result.stderr or result.stdout).strip().splitlines()[-5:]
+        raise StackError(
+            f"postgres: {what} failed: {' / '.join(tail)}. Log: {LOGS / 'postgres.log'}"
+        )
+
+
+def _psql(sql: str, db: str = "postgres") -> str:
+    cmd = [pg_bin("psql"), "-h", str(PG_SOCKET), "-p", str(PORT), "-U", "postgres", "-d", db]
+    result = subprocess.run(as_postgres([*cmd, "-tAc", sql]), capture_output=True, text=True)
+    if result.returncode != 0:
+        raise StackError(f"psql failed: {result.stderr.strip()}")
+    return result.stdout.strip()
+
+
+def _ensure_airflow_db() -> None:
+    user, password, db = pg_settings()
+    quoted = password.replace("'", "''")
+    if _psql(f"SELECT 1 FROM pg_roles WHERE rolname = '{user}'") != "1":
+        _psql(f"CREATE ROLE \"{user}\" LOGIN PASSWORD '{quoted}'")
+    else:
+        _psql(f"ALTER ROLE \"{user}\" PASSWORD '{quoted}'")
+    if _psql(f"SELECT 1 FROM pg_database WHERE datname = '{db}'") != "1":
+        _psql(f'CREATE DATABASE "{db}" OWNER "{user}"')

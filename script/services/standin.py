@@ -1,0 +1,40 @@
+"""The randomuser-compatible stand-in, for offline runs and the benchmark (`standin/`)."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from script.procs import spawn
+from script.services.base import Service
+from script.services.stream import stream_env
+
+
+def port() -> int:
+    return int(os.environ.get("USERS_STANDIN_PORT", "8765"))
+
+
+def standin_url() -> str:
+    return f"http://127.0.0.1:{port()}/api/"
+
+
+class StandIn(Service):
+    name = "randomuser-standin"
+    timeout = 30
+
+    @property
+    def port(self) -> int:
+        return port()
+
+    def start(self) -> None:
+        command = [sys.executable, "-m", "pipeline.randomuser_standin"]
+        spawn(self.name, [*command, "--host", "127.0.0.1", "--port", str(self.port)], stream_env())
+
+    def probe(self) -> str | None:
+        import requests
+
+        try:
+            requests.get(standin_url(), params={"results": 1}, timeout=3).raise_for_status()
+        except requests.RequestException as exc:
+            return f"no answer on :{self.port} ({exc.__class__.__name__})"
+        return None

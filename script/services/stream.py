@@ -1,0 +1,121 @@
+"""The Spark stream job (spark_stream.py) under its supervisor: restarted when it fails.
+
+`./run.sh stream` starts it; tests and the benchmark spawn jobs of their own with
+`spawn_stream_job` (another topic, keyspace or checkpoint).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from pipeline import config
+from script import supervise
+from script.jars import spark_jars
+from script.layout import DATA, JARS, REPO, RUN, STACK_CONF, VENV_BIN
+from script.procs import pid_file, port_open, read_pid, spawn, stop_tree
+from script.services.base import Service
+
+# What spark_stream.py logs once it has warmed up and started its query.
+READY = "stream job ready"
+SUPERVISOR_STATE = RUN / "spark-stream.supervisor.json"
+
+
+class StreamJob(Service):
+    name = "spark-stream"
+    timeout = 180
+
+    @property
+    def port(self) -> int:
+        """The Spark UI's."""
+        return config.load().stream.ui_port
+
+    def start(self) -> None:
+        env = stream_env()
+        supervised = [
+            sys.executable,
+            "-m",
+            "script",
+            "supervise",
+            "--state",
+            str(SUPERVISOR_STATE),
+            "--",
+            *stream_command(env),
+        ]
+        spawn(self.name, supervised, env)
+
+    def probe(self) -> str | None:
+        """Ready once the job has logged READY since this supervisor last started it."""
+        try:
+            with self.log.open("rb") as text:
+                text.seek(max(0, self.log.stat().st_size - 256_000))
+                tail = text.read().decode(errors="replace")
+        except OSError:
+            tail = ""
+        this_start = tail[tail.rfind(f" starting {self.name}\n") :]  # spawn's marker
+        if READY in this_start[this_start.rfind("supervisor: started") :]:
+            return None
+        state = supervise.read_state(SUPERVISOR_STATE)
+        restarts = f"; restarts {state.restarts}" if state and state.restarts else ""
+        warming = "warming up" if port_open(self.port) else f"Spark UI :{self.port} not up yet"
+        return f"{warming}{restarts}"
+
+    def stop(self) -> None:
+        pid = read_pid(self.name)
+        if pid:
+            # Only the supervisor is signalled: it stops the job and kills it after its grace.
+            stop_tree(self.name, pid, timeout=supervise.STOP_TIMEOUT + 10, leader_only=True)
+        pid_file(self.name).unlink(missing_ok=True)
+
+    def note(self) -> str | None:
+        """E.g. "spark-stream restarts 2 (last exit 1 at ...)", from the supervisor's state."""
+        state = supervise.read_state(SUPERVISOR_STATE)
+        return supervise.describe(self.name, state) if state else None
+
+
+def stream_env() -> dict[str, str]:
+    """Environment of the stream job (and of the test suite, which spawns jobs of its own)."""
+    env = dict(os.environ)
+    # The defaults in pipeline/config.py are under the repo's .stack; follow STACK_STATE_DIR.
+    env.setdefault("SPARK_CHECKPOINT_DIR", str(DATA / "spark" / "checkpoint"))
+    env.setdefault("SPARK_JARS_DIR", str(JARS / "spark"))
+    env["PYTHONPATH"] = str(REPO)
+    env["PYSPARK_PYTHON"] = sys.executable
+    env["SPARK_CONF_DIR"] = str(STACK_CONF / "spark")  # log4j2.properties
+    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+def stream_command(env: dict[str, str] | None = None) -> list[str]:
+    """The spark-submit line of the stream job, with the jars resolved into .stack/jars/spark."""
+    s = config.load(env).stream
+    return [
+        str(VENV_BIN / "spark-submit"),
+        "--master",
+        s.master,
+        "--jars",
+        ",".join(str(j) for j in spark_jars()),
+        "--driver-memory",
+        (env or os.environ).get("SPARK_DRIVER_MEMORY", "1g"),
+        "--conf",
+        f"spark.ui.port={s.ui_port}",
+        "--conf",
+        "spark.sql.shuffle.partitions=4",
+        str(REPO / "spark_stream.py"),
+    ]
+
+
+def spawn_stream_job(overrides: dict[str, str], log: Path) -> subprocess.Popen:
+    """A stream job of its own (tests, benchmark), e.g. on another topic, keyspace, checkpoint."""
+    env = {**stream_env(), **overrides}
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            stream_command(env),
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )

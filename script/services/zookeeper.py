@@ -1,0 +1,44 @@
+"""ZooKeeper for Kafka: the QuorumPeerMain that ships in Kafka's jars, one node."""
+
+from __future__ import annotations
+
+import socket
+
+from script.layout import DATA, JARS, STACK_CONF
+from script.procs import spawn
+from script.services.base import Service, java, render
+
+PORT = 2181
+
+
+class ZooKeeper(Service):
+    name = "zookeeper"
+    port = PORT
+    timeout = 60
+
+    def start(self) -> None:
+        (DATA / "zookeeper").mkdir(parents=True, exist_ok=True)
+        cfg = render("zookeeper.properties")
+        spawn(
+            self.name,
+            [
+                java(),
+                "-Xms128m",
+                "-Xmx256m",
+                "-XX:+UseG1GC",
+                f"-Dlog4j.configuration=file:{STACK_CONF / 'log4j.properties'}",
+                "-cp",
+                f"{JARS / 'kafka'}/*",
+                "org.apache.zookeeper.server.quorum.QuorumPeerMain",
+                str(cfg),
+            ],
+        )
+
+    def probe(self) -> str | None:
+        try:
+            with socket.create_connection(("127.0.0.1", PORT), timeout=2) as s:
+                s.sendall(b"srvr")
+                reply = s.recv(4096)
+        except OSError as exc:
+            return f"no answer on :{PORT} ({exc})"
+        return None if b"Mode:" in reply else "not serving yet"

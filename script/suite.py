@@ -1,0 +1,34 @@
+"""`./run.sh test`: the test suite against the local stack, which it starts if needed."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from script import stack, status
+from script.layout import REPO, say
+from script.services import ON_DEMAND
+from script.services.stream import stream_env
+
+
+def run_tests(pytest_args: list[str]) -> int:
+    """Bring the stack up if needed, run pytest, stop what this run started."""
+    on_demand_before = {s.name for s in ON_DEMAND if s.pid()}
+    started = stack.up()
+    try:
+        code = subprocess.call(
+            [sys.executable, "-m", "pytest", *pytest_args], cwd=REPO, env=stream_env()
+        )
+        try:  # the services' memory after the suite, for the record; never the verdict
+            status.show()
+        except Exception as exc:  # noqa: BLE001 - reported, and pytest's code stands
+            say(f"status after the tests failed: {exc.__class__.__name__}: {exc}")
+    finally:
+        on_demand = [s.name for s in ON_DEMAND if s.name not in on_demand_before]
+        if started:
+            say(f"stopping what the test run started: {', '.join(started)}")
+            stack.down([*started, *on_demand])
+    if code == 5:
+        say("pytest collected no tests: that is a failure here")
+        return 1
+    return code
