@@ -20,9 +20,9 @@ from kafka import KafkaConsumer, TopicPartition
 from pipeline import config, contract
 from pipeline.formatting import Skip, format_user
 from pipeline.randomuser import RandomUserClient, iter_batches
-from pipeline.randomuser_standin import StandIn
 from script import services, stack
 from script.pipeline_status import checkpoint_offsets
+from standin import StandIn
 
 REPO = Path(__file__).resolve().parents[1]
 USERS = 2500

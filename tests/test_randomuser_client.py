@@ -18,7 +18,7 @@ from pipeline.randomuser import (
     iter_batches,
     parse_retry_after,
 )
-from pipeline.randomuser_standin import StandIn, generate_users
+from standin import StandIn, generate_users
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import requests
 
-from pipeline.randomuser_standin import MAX_RESULTS, TOP_LEVEL_FIELDS, StandIn, generate_users
+from standin import MAX_RESULTS, TOP_LEVEL_FIELDS, StandIn, generate_users
 
 REPO = Path(__file__).resolve().parents[1]
 UUID4 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
@@ -164,7 +164,7 @@ def test_truncated_body_declares_the_full_length_but_sends_less(standin: StandIn
 
 def test_command_line_server_prints_its_url_and_serves(tmp_path: Path) -> None:
     process = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.randomuser_standin", "--port", "0"],
+        [sys.executable, "-m", "standin", "--port", "0"],
         cwd=REPO,
         stdout=subprocess.PIPE,
         text=True,
