@@ -20,10 +20,10 @@ from kafka import KafkaConsumer, TopicPartition
 from pipeline import config, contract
 from pipeline.formatting import Skip, format_user
 from pipeline.randomuser import RandomUserClient, iter_batches
-from pipeline.randomuser_standin import StandIn
 from script.pipeline_status import checkpoint_offsets
 from script.procs import stop_tree
 from script.services.stream import spawn_stream_job
+from standin import StandIn
 
 REPO = Path(__file__).resolve().parents[1]
 USERS = 2500

@@ -19,7 +19,7 @@ from kafka.future import Future
 
 from pipeline import config, producer
 from pipeline.formatting import Skip, format_user
-from pipeline.randomuser_standin import generate_users
+from standin import generate_users
 
 
 class FakeClock:

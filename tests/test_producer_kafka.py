@@ -16,7 +16,7 @@ from kafka.record.memory_records import MemoryRecords
 
 from pipeline import config, contract, producer
 from pipeline.formatting import Skip, format_user
-from pipeline.randomuser_standin import StandIn, generate_users
+from standin import StandIn, generate_users
 
 
 @pytest.fixture(scope="module")

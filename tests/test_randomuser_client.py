@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from collections.abc import Iterator
@@ -18,7 +19,7 @@ from pipeline.randomuser import (
     iter_batches,
     parse_retry_after,
 )
-from pipeline.randomuser_standin import StandIn, generate_users
+from standin import StandIn, generate_users
 
 
 @pytest.fixture(scope="module")
@@ -137,13 +138,21 @@ def test_5xx_is_retried_with_exponential_backoff_and_jitter(standin: StandIn, st
         assert ceiling / 2 <= wait <= ceiling
 
 
-def test_a_slow_answer_times_out_and_is_retried(standin: StandIn) -> None:
+def test_a_slow_answer_times_out_and_is_retried(
+    standin: StandIn, caplog: pytest.LogCaptureFixture
+) -> None:
     standin.add_faults({"delay": 3})
     client, sleeps = make_client(standin, USERS_API_READ_TIMEOUT="0.5")
-    started = time.monotonic()
-    assert len(client.fetch(10, "slow", 1)) == 10
-    assert time.monotonic() - started < 2.5
-    assert len(sleeps) == 1 and len(standin.requests) == 2
+    with caplog.at_level(logging.WARNING, logger="pipeline.randomuser"):
+        assert client.fetch(10, "slow", 1) == generate_users("slow", 1, 10)
+    # The stand-in held the first request back and answered the second, the same query, at once.
+    slow, retry = standin.requests
+    assert slow.query == retry.query == "results=10&seed=slow&page=1"
+    assert slow.fault is not None and slow.fault["delay"] == 3 and retry.fault is None
+    # The client gave up on the first at its read timeout, then waited one backoff.
+    (warning,) = [r.getMessage() for r in caplog.records if "retrying" in r.getMessage()]
+    assert "attempt 1/4 failed (timeout (ReadTimeout" in warning
+    assert len(sleeps) == 1 and 0.1 <= sleeps[0] <= 0.2
 
 
 @pytest.mark.parametrize("declare_full_length", [True, False])

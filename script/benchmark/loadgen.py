@@ -64,7 +64,7 @@ def record_id(tag: str, seq: int) -> bytes:
 
 def templates(pool: int) -> list[Template]:
     """``pool`` templates from the stand-in's users, formatted as the producer formats them."""
-    from pipeline.randomuser_standin import generate_users
+    from standin import generate_users
 
     out = []
     for raw in generate_users("benchmark", 1, pool):

@@ -1,4 +1,4 @@
-"""The randomuser-compatible stand-in, for offline runs and the benchmark (`standin/`)."""
+"""The randomuser-compatible stand-in (`standin/`): offline runs and the benchmark use it."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ class StandIn(Service):
         return port()
 
     def start(self) -> None:
-        command = [sys.executable, "-m", "pipeline.randomuser_standin"]
+        command = [sys.executable, "-m", "standin"]
         spawn(self.name, [*command, "--host", "127.0.0.1", "--port", str(self.port)], stream_env())
 
     def probe(self) -> str | None:

@@ -6,7 +6,6 @@ import json
 import re
 import subprocess
 import sys
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import Any
 import pytest
 import requests
 
-from pipeline.randomuser_standin import MAX_RESULTS, TOP_LEVEL_FIELDS, StandIn, generate_users
+from standin import MAX_RESULTS, TOP_LEVEL_FIELDS, StandIn, generate_users, response_body
 
 REPO = Path(__file__).resolve().parents[1]
 UUID4 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
@@ -109,14 +108,19 @@ def test_results_are_capped_at_5000(standin: StandIn) -> None:
     assert len(body["results"]) == MAX_RESULTS == body["info"]["results"]
 
 
-def test_5000_users_are_served_well_under_half_a_second(standin: StandIn) -> None:
-    timings = []
-    for page in range(1, 4):
-        started = time.perf_counter()
-        response = get(standin, results=5000, seed="speed", page=page)
-        timings.append(time.perf_counter() - started)
-        assert len(response.content) > 4_000_000
-    assert min(timings) < 0.5, timings
+def test_a_page_of_5000_users_is_served_whole_as_rendered_from_seed_and_page(
+    standin: StandIn,
+) -> None:
+    # How fast is the benchmark's figure (`python -m script bench --parts fetch`), not a test's.
+    uuids: set[str] = set()
+    for page in (1, 2, 3):
+        params = {"results": "5000", "seed": "full", "page": str(page)}
+        response = get(standin, **params)
+        assert response.content == response_body({k: [v] for k, v in params.items()})
+        users = response.json()["results"]
+        assert len(users) == MAX_RESULTS
+        uuids |= {u["login"]["uuid"] for u in users}
+    assert len(uuids) == 3 * MAX_RESULTS
 
 
 def test_nat_inc_and_exc_filter_like_the_api(standin: StandIn) -> None:
@@ -164,7 +168,7 @@ def test_truncated_body_declares_the_full_length_but_sends_less(standin: StandIn
 
 def test_command_line_server_prints_its_url_and_serves(tmp_path: Path) -> None:
     process = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.randomuser_standin", "--port", "0"],
+        [sys.executable, "-m", "standin", "--port", "0"],
         cwd=REPO,
         stdout=subprocess.PIPE,
         text=True,
