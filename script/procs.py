@@ -54,8 +54,12 @@ def pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return False  # not ours: the stack only manages its own user's processes
-    stat = Path(f"/proc/{pid}/stat")
-    return not (stat.exists() and stat.read_text().split(") ")[-1].startswith("Z"))
+    try:
+        zombie = Path(f"/proc/{pid}/stat").read_text().split(") ")[-1].startswith("Z")
+        # A zombie leader whose other threads still exit holds its files (ports) a moment longer.
+        return not zombie or len(os.listdir(f"/proc/{pid}/task")) > 1
+    except OSError:
+        return False
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
