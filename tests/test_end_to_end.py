@@ -27,7 +27,7 @@ from script.pipeline_status import checkpoint_offsets
 REPO = Path(__file__).resolve().parents[1]
 USERS = 2500
 SEED = "e2e-fixed-seed"
-DAG_ID = "user_automation"
+DAG_ID = config.DAG_ID
 
 
 @pytest.fixture(scope="module")
