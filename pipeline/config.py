@@ -53,11 +53,13 @@ class Variable:
 
     @property
     def side(self) -> str:
-        """ "stack" when only the local stack's tooling reads it, else "pipeline"."""
+        """Either "stack" (only the local stack's tooling reads it) or "pipeline"."""
         return "stack" if self.read_by == (STACK,) else "pipeline"
 
 
-def _var(name: str, default: str, help: str, *read_by: str, kind: str = TEXT, minimum: int = 0):
+def _var(
+    name: str, default: str, help: str, *read_by: str, kind: str = TEXT, minimum: int = 0
+) -> Variable:
     return Variable(name, default, help, read_by, kind, minimum)
 
 

@@ -30,6 +30,21 @@ def test_the_readme_triggers_the_dag_by_its_id() -> None:
     assert triggered and set(triggered) == {config.DAG_ID}, triggered
 
 
+def test_the_port_table_shows_the_local_stacks_default_ports() -> None:
+    d = {v.name: v.default for v in config.VARIABLES}
+    expected = {
+        "Airflow UI / API": d["AIRFLOW_PORT"],
+        "Kafka broker": d["KAFKA_BOOTSTRAP_SERVERS"].rpartition(":")[2],
+        "ZooKeeper": d["ZOOKEEPER_PORT"],
+        "Cassandra (CQL)": d["CASSANDRA_PORT"],
+        "PostgreSQL (Airflow metadata)": d["POSTGRES_PORT"],
+        "Spark UI (stream job)": d["SPARK_UI_PORT"],
+        "randomuser stand-in (offline runs)": d["USERS_STANDIN_PORT"],
+    }
+    local = dict(re.findall(r"^\| ([^|]+?) \| (\d+) \| yes \|", README, flags=re.M))
+    assert local == expected
+
+
 def test_ci_runs_the_test_command_the_readme_gives() -> None:
     commands = re.search(r"## Two commands\n.*?```bash\n(.*?)```", README, flags=re.S).group(1)
     assert "./run.sh        # " in commands and "./run.sh test   # " in commands
