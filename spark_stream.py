@@ -117,27 +117,6 @@ RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0)
 # restart); with `query.stop()`'s 10 s and Spark's own stop, the job is gone within 30 s.
 STOP_GRACE_SECONDS = 12.0
 
-# The variables this job reads; SPARK_MASTER, SPARK_UI_PORT and SPARK_JARS_DIR are for the
-# launcher (`--master`, `--conf spark.ui.port`, `--jars`).
-JOB_VARIABLES = (
-    "KAFKA_BOOTSTRAP_SERVERS",
-    "KAFKA_TOPIC",
-    "CASSANDRA_HOST",
-    "CASSANDRA_PORT",
-    "CASSANDRA_USERNAME",
-    "CASSANDRA_PASSWORD",
-    "CASSANDRA_KEYSPACE",
-    "CASSANDRA_TABLE",
-    "CASSANDRA_DEAD_LETTER_TABLE",
-    "CASSANDRA_REPLICATION_FACTOR",
-    "SPARK_CHECKPOINT_DIR",
-    "SPARK_TRIGGER_INTERVAL",
-    "SPARK_MAX_OFFSETS_PER_TRIGGER",
-    "SPARK_STARTING_OFFSETS",
-    "SPARK_STALL_SECONDS",
-    "SPARK_BATCH_PARTITIONS",
-)
-
 
 class ConnectorMissing(RuntimeError):
     """A Spark data source (Kafka or Cassandra) is not on the classpath."""
@@ -423,10 +402,14 @@ def let_batch_finish(sink: CassandraSink, checkpoint: str) -> None:
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    defaults = "\n".join(f"  {name}={config.DEFAULTS[name]!r}" for name in JOB_VARIABLES)
+    launch = ", ".join(v.name for v in config.VARIABLES if config.SUBMIT in v.read_by)
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0] if __doc__ else None,
-        epilog=f"Environment variables (defaults):\n{defaults}",
+        epilog=(
+            "Environment variables (defaults; pipeline/config.py declares them):\n"
+            f"{config.variables_help(config.STREAM_JOB)}\n\n"
+            f"Read by the spark-submit line that starts the job: {launch}."
+        ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     return parser.parse_args(argv)

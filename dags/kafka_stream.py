@@ -7,17 +7,12 @@ schedules it. The task returns the run's counts, never the users themselves.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pendulum
 from airflow.sdk import Param, dag, get_current_context, task
 
-# Airflow puts only the dags folder on sys.path; the shared ``pipeline`` package sits beside it.
-_REPO = str(Path(__file__).resolve().parents[1])
-if _REPO not in sys.path:
-    sys.path.append(_REPO)
-
+# The deployments put the repository on PYTHONPATH. Only the settings are imported at parse
+# time (the standard library only); Kafka and the API client are imported by the task.
+from pipeline.config import DAG_ID
 
 # A parameter left at its default means "use the environment" (pipeline/config.py); a trigger's
 # conf overrides the variable for that run.
@@ -45,7 +40,7 @@ def run_overrides(params: dict[str, object]) -> dict[str, object]:
 
 
 @dag(
-    dag_id="user_automation",
+    dag_id=DAG_ID,
     schedule="@daily",
     start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
     catchup=False,

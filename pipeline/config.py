@@ -1,78 +1,328 @@
-"""Every endpoint, credential and size of the pipeline, read from the environment in one place.
+"""Every endpoint, credential, size, port and path of the pipeline and its local stack.
 
-The same variable names work in Docker Compose and in the local stack; only the values differ.
-Defaults are the local stack's. ``README.md`` documents each variable; a test keeps the two in step.
+``VARIABLES`` is the one table of environment variables: each one's name, default, type, who
+reads it and a line of help. ``load()`` reads them all once into typed ``Settings``; README's
+configuration table is generated from ``VARIABLES`` (``python -m pipeline.config --markdown``)
+and a test keeps the two equal. The same names work in Docker Compose and in the local stack;
+only the values differ. Defaults are the local stack's.
+
+This module imports only the standard library: the DAG file imports it when Airflow parses it.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import re
+import sys
+import textwrap
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
-# name -> default, the single table of settings (README's configuration section mirrors it).
-DEFAULTS: dict[str, str] = {
-    # Kafka
-    "KAFKA_BOOTSTRAP_SERVERS": "localhost:9092",
-    "KAFKA_TOPIC": "users_created",
-    "KAFKA_TOPIC_PARTITIONS": "3",
-    "KAFKA_REPLICATION_FACTOR": "1",
-    # One of COMPRESSIONS. lz4 (requirements.txt installs its library) compresses our records
-    # for about 1/20 of the CPU of kafka-python's gzip, whose level it fixes at 9.
-    "KAFKA_COMPRESSION": "lz4",
-    "KAFKA_LINGER_MS": "20",
-    "KAFKA_BATCH_SIZE": "262144",
-    # kafka-python has no buffer_memory: at this many unacknowledged sends, a send waits.
-    "KAFKA_MAX_IN_FLIGHT_RECORDS": "20000",
-    # randomuser.me (or the bundled stand-in)
-    "USERS_API_URL": "https://randomuser.me/api/",
-    "USERS_PER_REQUEST": "5000",
-    "USERS_TOTAL": "0",  # 0: no count limit, USERS_RUN_SECONDS bounds the run
-    "USERS_RUN_SECONDS": "60",
-    # Users sent per second, spread evenly; 0: unpaced. The producer alone outruns the stream
-    # job, which keeps up with a few thousand users/s on a 2-core machine: pacing keeps the
-    # pipeline real time. Tuned by measurement; this is the one place the value lives.
-    "USERS_PER_SECOND": "2000",
-    "USERS_SEED": "",  # empty: a fresh random seed per run, logged so the run can be replayed
-    "USERS_START_PAGE": "1",
-    "USERS_NAT": "",
-    "USERS_API_CONNECT_TIMEOUT": "5",
-    "USERS_API_READ_TIMEOUT": "30",
-    "USERS_API_MAX_RETRIES": "5",
-    "USERS_API_BACKOFF_SECONDS": "1",
-    # Cassandra
-    "CASSANDRA_HOST": "localhost",
-    "CASSANDRA_PORT": "9042",
-    "CASSANDRA_USERNAME": "cassandra",
-    "CASSANDRA_PASSWORD": "cassandra",
-    "CASSANDRA_KEYSPACE": "spark_streams",
-    "CASSANDRA_TABLE": "created_users",
-    "CASSANDRA_DEAD_LETTER_TABLE": "dead_letters",
-    "CASSANDRA_REPLICATION_FACTOR": "1",
-    # Spark stream job
-    "SPARK_MASTER": "local[*]",
-    "SPARK_CHECKPOINT_DIR": str(REPO_ROOT / ".stack" / "data" / "spark" / "checkpoint"),
-    # "0 seconds": the next micro-batch starts as soon as the last one is committed.
-    "SPARK_TRIGGER_INTERVAL": "0 seconds",
-    # Caps a batch (a backlog is read in several); small enough that no row waits long for it.
-    "SPARK_MAX_OFFSETS_PER_TRIGGER": "20000",
-    "SPARK_STARTING_OFFSETS": "earliest",
-    # Spark tasks per micro-batch. One keeps a batch's fixed cost lowest (one Python worker
-    # round trip, one connector writer): measured on 2 cores it halves latency at 1,000 users/s
-    # and sustains 8,000/s. Raise it with more cores or executors.
-    "SPARK_BATCH_PARTITIONS": "1",
-    # No progress for this long (Cassandra or Kafka away, a stuck batch): the job exits 1 and
-    # its supervisor starts it again. A batch takes seconds at most; Spark reports an idle
-    # query every 10 s.
-    "SPARK_STALL_SECONDS": "20",
-    "SPARK_UI_PORT": "4040",
-    "SPARK_JARS_DIR": str(REPO_ROOT / ".stack" / "jars" / "spark"),
-}
+# The id of the DAG that runs the producer (dags/kafka_stream.py); tools trigger it by this id.
+DAG_ID = "user_automation"
 
+# Who reads a variable. The first three are the pipeline, the same in Compose and in the local
+# stack; STACK is the local stack's own tooling (./run.sh, script/), which also reads the
+# pipeline's variables to create the topic, probe Cassandra and submit the stream job.
+DAG = "DAG"
+STREAM_JOB = "stream job"
+SUBMIT = "spark-submit"  # the stream job's launch line: --master, --jars, --conf spark.ui.port
+STACK = "local stack"
+
+# How a variable's value is read (see ``_parse``).
+TEXT, WHOLE, NUMBER, MEMORY = "text", "whole number", "number", "JVM memory size"
+
+# In a default, "{repo}" is the repository and "{state}" the value of STACK_STATE_DIR.
+_STATE = "{state}"
+
+
+@dataclass(frozen=True)
+class Variable:
+    """One environment variable: its default, how it is read, who reads it, what it means."""
+
+    name: str
+    default: str
+    help: str
+    read_by: tuple[str, ...]
+    kind: str = TEXT
+    minimum: int = 0  # WHOLE and NUMBER: the smallest value allowed
+
+    @property
+    def side(self) -> str:
+        """Either "stack" (only the local stack's tooling reads it) or "pipeline"."""
+        return "stack" if self.read_by == (STACK,) else "pipeline"
+
+
+def _var(
+    name: str, default: str, help: str, *read_by: str, kind: str = TEXT, minimum: int = 0
+) -> Variable:
+    return Variable(name, default, help, read_by, kind, minimum)
+
+
+# The table. Comments give the why of a default; `help` is the line README and --help show.
+VARIABLES: tuple[Variable, ...] = (
+    # Kafka
+    _var(
+        "KAFKA_BOOTSTRAP_SERVERS",
+        "localhost:9092",
+        "Kafka brokers (Compose: `broker:29092`)",
+        DAG,
+        STREAM_JOB,
+    ),
+    _var(
+        "KAFKA_TOPIC",
+        "users_created",
+        "topic the DAG writes and the stream job reads",
+        DAG,
+        STREAM_JOB,
+    ),
+    _var(
+        "KAFKA_TOPIC_PARTITIONS",
+        "3",
+        "partitions when set-up or the producer creates the topic",
+        DAG,
+        kind=WHOLE,
+        minimum=1,
+    ),
+    _var(
+        "KAFKA_REPLICATION_FACTOR",
+        "1",
+        "replication when set-up or the producer creates the topic",
+        DAG,
+        kind=WHOLE,
+        minimum=1,
+    ),
+    # lz4 (requirements.txt installs its library) compresses our records for about 1/20 of the
+    # CPU of kafka-python's gzip, whose level it fixes at 9.
+    _var(
+        "KAFKA_COMPRESSION",
+        "lz4",
+        "producer compression: `none`, `gzip`, `lz4`, `snappy` or `zstd` (lz4 takes about 1/20 "
+        "of the CPU of kafka-python's gzip, fixed at level 9; snappy and zstd need a library "
+        "`requirements.txt` does not install)",
+        DAG,
+    ),
+    _var("KAFKA_LINGER_MS", "20", "producer batching delay", DAG, kind=WHOLE),
+    _var("KAFKA_BATCH_SIZE", "262144", "producer batch size in bytes", DAG, kind=WHOLE, minimum=1),
+    # kafka-python has no buffer_memory: at this many unacknowledged sends, a send waits.
+    _var(
+        "KAFKA_MAX_IN_FLIGHT_RECORDS",
+        "20000",
+        "most sends awaiting the broker's acknowledgement; at the limit a send waits, and a "
+        "broker that acknowledges nothing for the producer's delivery timeout (120 s) fails "
+        "the run",
+        DAG,
+        kind=WHOLE,
+        minimum=1,
+    ),
+    # randomuser.me (or the bundled stand-in)
+    _var("USERS_API_URL", "https://randomuser.me/api/", "the users API", DAG),
+    _var(
+        "USERS_PER_REQUEST",
+        "5000",
+        "users per request (`results=`, at most 5000)",
+        DAG,
+        kind=WHOLE,
+        minimum=1,
+    ),
+    _var(
+        "USERS_TOTAL",
+        "0",
+        "users per DAG run; 0: bounded by `USERS_RUN_SECONDS`",
+        DAG,
+        kind=WHOLE,
+    ),
+    _var(
+        "USERS_RUN_SECONDS",
+        "60",
+        "time budget of a DAG run when `USERS_TOTAL` is 0 (paced: at most `USERS_PER_SECOND` "
+        "× this many users)",
+        DAG,
+        kind=NUMBER,
+    ),
+    # The producer alone outruns the stream job, which keeps up with a few thousand users/s on
+    # a 2-core machine: pacing keeps the pipeline real time. Tuned by measurement.
+    _var(
+        "USERS_PER_SECOND",
+        "2000",
+        "send rate of a DAG run, spread evenly; 0: unpaced (as fast as the API and Kafka allow)",
+        DAG,
+        kind=NUMBER,
+    ),
+    _var(
+        "USERS_SEED",
+        "",
+        "randomuser seed; empty: a fresh one per run (logged, so a run can be replayed)",
+        DAG,
+    ),
+    _var("USERS_START_PAGE", "1", "first page of the seed", DAG, kind=WHOLE, minimum=1),
+    _var("USERS_NAT", "", "nationalities, e.g. `us,gb`; empty: all", DAG),
+    _var("USERS_API_CONNECT_TIMEOUT", "5", "seconds", DAG, kind=NUMBER),
+    _var("USERS_API_READ_TIMEOUT", "30", "seconds", DAG, kind=NUMBER),
+    _var(
+        "USERS_API_MAX_RETRIES",
+        "5",
+        "retries on timeouts, 5xx, 429 and error bodies",
+        DAG,
+        kind=WHOLE,
+    ),
+    _var(
+        "USERS_API_BACKOFF_SECONDS",
+        "1",
+        "base of the exponential backoff (with jitter; `Retry-After` wins)",
+        DAG,
+        kind=NUMBER,
+    ),
+    # Cassandra
+    _var(
+        "CASSANDRA_HOST",
+        "localhost",
+        "Cassandra contact point (Compose: `cassandra`)",
+        STREAM_JOB,
+    ),
+    _var("CASSANDRA_PORT", "9042", "CQL port", STREAM_JOB, kind=WHOLE, minimum=1),
+    _var(
+        "CASSANDRA_USERNAME",
+        "cassandra",
+        "login of the stream job (and the local superuser)",
+        STREAM_JOB,
+    ),
+    _var("CASSANDRA_PASSWORD", "cassandra", "its password", STREAM_JOB),
+    _var("CASSANDRA_KEYSPACE", "spark_streams", "keyspace the stream job creates", STREAM_JOB),
+    _var("CASSANDRA_TABLE", "created_users", "table of users", STREAM_JOB),
+    _var("CASSANDRA_DEAD_LETTER_TABLE", "dead_letters", "table of rejected messages", STREAM_JOB),
+    _var(
+        "CASSANDRA_REPLICATION_FACTOR",
+        "1",
+        "replication of the keyspace",
+        STREAM_JOB,
+        kind=WHOLE,
+        minimum=1,
+    ),
+    # Spark stream job
+    _var(
+        "SPARK_MASTER",
+        "local[*]",
+        "Spark master (Compose: `spark://spark-master:7077`)",
+        SUBMIT,
+    ),
+    _var(
+        "SPARK_CHECKPOINT_DIR",
+        f"{_STATE}/data/spark/checkpoint",
+        "the stream job's checkpoint (persistent)",
+        STREAM_JOB,
+    ),
+    _var(
+        "SPARK_TRIGGER_INTERVAL",
+        "0 seconds",
+        "micro-batch interval; 0: the next batch starts as soon as the last is committed",
+        STREAM_JOB,
+    ),
+    # Caps a batch (a backlog is read in several); small enough that no row waits long for it.
+    _var(
+        "SPARK_MAX_OFFSETS_PER_TRIGGER",
+        "20000",
+        "most messages per micro-batch (a backlog is read in several)",
+        STREAM_JOB,
+        kind=WHOLE,
+        minimum=1,
+    ),
+    _var(
+        "SPARK_STARTING_OFFSETS",
+        "earliest",
+        "where a job without a checkpoint starts",
+        STREAM_JOB,
+    ),
+    # One task keeps a batch's fixed cost lowest (one Python worker round trip, one connector
+    # writer): measured on 2 cores it halves latency at 1,000 users/s and sustains 8,000/s.
+    _var(
+        "SPARK_BATCH_PARTITIONS",
+        "1",
+        "Spark tasks per micro-batch; one keeps a batch's fixed cost lowest on a small machine, "
+        "raise it with more cores or executors",
+        STREAM_JOB,
+        kind=WHOLE,
+        minimum=1,
+    ),
+    # A batch takes seconds at most; Spark reports an idle query every 10 s.
+    _var(
+        "SPARK_STALL_SECONDS",
+        "20",
+        "a query that makes no progress this long (a batch takes seconds; an idle query reports "
+        "every 10 s) makes the job exit 1, and its supervisor starts it again",
+        STREAM_JOB,
+        kind=NUMBER,
+    ),
+    _var("SPARK_UI_PORT", "4040", "the stream job's Spark UI", SUBMIT, kind=WHOLE, minimum=1),
+    _var(
+        "SPARK_JARS_DIR",
+        f"{_STATE}/jars/spark",
+        "connector jars for `spark-submit --jars`",
+        SUBMIT,
+    ),
+    # The local stack's own
+    _var(
+        "STACK_STATE_DIR",
+        "{repo}/.stack",
+        "where the local stack keeps its venv, jars, data, logs and pid files",
+        STACK,
+    ),
+    _var(
+        "PYTHON",
+        "",
+        "the Python 3.11 that creates the venv; empty: `python3.11` or `python3` on PATH",
+        STACK,
+    ),
+    _var("JAVA_HOME", "", "the Java 17 the services run on; empty: `java` on PATH", STACK),
+    _var("KAFKA_HEAP", "512m", "Kafka broker's heap", STACK, kind=MEMORY),
+    _var("CASSANDRA_HEAP", "1G", "Cassandra's heap", STACK, kind=MEMORY),
+    _var(
+        "SPARK_DRIVER_MEMORY",
+        "1g",
+        "the stream job's `--driver-memory` (Compose: read by spark-submit itself, `384m`)",
+        STACK,
+        kind=MEMORY,
+    ),
+    _var("ZOOKEEPER_PORT", "2181", "ZooKeeper's client port", STACK, kind=WHOLE, minimum=1),
+    _var("POSTGRES_PORT", "5432", "PostgreSQL's port", STACK, kind=WHOLE, minimum=1),
+    _var("POSTGRES_USER", "airflow", "Airflow's PostgreSQL login", STACK),
+    _var("POSTGRES_PASSWORD", "airflow", "its password", STACK),
+    _var("POSTGRES_DB", "airflow", "Airflow's metadata database", STACK),
+    _var("AIRFLOW_PORT", "8080", "Airflow's UI and API server", STACK, kind=WHOLE, minimum=1),
+    _var("AIRFLOW_ADMIN_USERNAME", "admin", "Airflow's admin login", STACK),
+    _var(
+        "AIRFLOW_ADMIN_PASSWORD",
+        "",
+        "its password; empty: generated on the first `up`, kept in "
+        "`$STACK_STATE_DIR/data/airflow/admin-password`",
+        STACK,
+    ),
+    _var(
+        "AIRFLOW__CORE__PARALLELISM",
+        "4",
+        "task instances Airflow runs at once",
+        STACK,
+        kind=WHOLE,
+        minimum=1,
+    ),
+    _var(
+        "USERS_STANDIN_PORT",
+        "8765",
+        "port of the bundled randomuser stand-in (offline runs)",
+        STACK,
+        kind=WHOLE,
+        minimum=1,
+    ),
+)
+
+BY_NAME: dict[str, Variable] = {v.name: v for v in VARIABLES}
+
+# The pipeline's variables and their defaults as the table writes them (paths as "{state}/...").
+DEFAULTS: dict[str, str] = {v.name: v.default for v in VARIABLES if v.side == "pipeline"}
 
 # A DAG run's parameters (Airflow's trigger conf) and the variable each one overrides for that run.
 RUN_PARAMS: dict[str, str] = {
@@ -88,42 +338,62 @@ RUN_PARAMS: dict[str, str] = {
 # KAFKA_COMPRESSION's values; "none" sends uncompressed batches.
 COMPRESSIONS = ("none", "gzip", "lz4", "snappy", "zstd")
 
+_MEMORY = re.compile(r"[1-9][0-9]*[kKmMgG]?")
+
 
 class ConfigError(ValueError):
     """A setting has a value the pipeline cannot use; the message names the variable."""
 
 
-def _get(env: Mapping[str, str], name: str) -> str:
+def _raw(env: Mapping[str, str], name: str) -> str:
     value = env.get(name)
-    return DEFAULTS[name] if value is None or value == "" else value
+    if value is not None and value != "":
+        return value
+    default = BY_NAME[name].default
+    if _STATE in default:
+        return default.replace(_STATE, str(state_dir(env)))
+    return default.replace("{repo}", str(REPO_ROOT))
 
 
-def _int(env: Mapping[str, str], name: str, minimum: int = 0) -> int:
-    raw = _get(env, name)
+def state_dir(env: Mapping[str, str] | None = None) -> Path:
+    """STACK_STATE_DIR (default ``<repo>/.stack``): the stack's files, and the default paths."""
+    return Path(_raw(os.environ if env is None else env, "STACK_STATE_DIR"))
+
+
+def _parse(env: Mapping[str, str], name: str) -> str | int | float:
+    """The value of ``name`` read as the table's kind says, or ConfigError naming it."""
+    variable, raw = BY_NAME[name], _raw(env, name)
+    if variable.kind == TEXT:
+        return raw
+    if variable.kind == MEMORY:
+        if not _MEMORY.fullmatch(raw):
+            raise ConfigError(f"{name}={raw!r} is not a JVM memory size such as 512m or 1g")
+        return raw
     try:
-        value = int(raw)
+        value: int | float = int(raw) if variable.kind == WHOLE else float(raw)
     except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a whole number") from None
-    if value < minimum:
-        raise ConfigError(f"{name}={value} must be at least {minimum}")
+        raise ConfigError(f"{name}={raw!r} is not a {variable.kind}") from None
+    if not math.isfinite(value):
+        raise ConfigError(f"{name}={raw!r} is not a finite number")
+    if value < variable.minimum:
+        raise ConfigError(f"{name}={value} must be at least {variable.minimum}")
     return value
+
+
+def _text(env: Mapping[str, str], name: str) -> str:
+    return str(_parse(env, name))
+
+
+def _int(env: Mapping[str, str], name: str) -> int:
+    return int(_parse(env, name))
 
 
 def _float(env: Mapping[str, str], name: str) -> float:
-    raw = _get(env, name)
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a number") from None
-    if not math.isfinite(value):
-        raise ConfigError(f"{name}={raw!r} is not a finite number")
-    if value < 0:
-        raise ConfigError(f"{name}={value} must not be negative")
-    return value
+    return float(_parse(env, name))
 
 
 def _compression(env: Mapping[str, str]) -> str:
-    raw = _get(env, "KAFKA_COMPRESSION")
+    raw = _text(env, "KAFKA_COMPRESSION")
     if raw.lower() not in COMPRESSIONS:
         raise ConfigError(f"KAFKA_COMPRESSION={raw!r}: use one of {', '.join(COMPRESSIONS)}")
     return raw.lower()
@@ -162,17 +432,11 @@ class CassandraSettings:
     host: str
     port: int
     username: str
-    password: str
+    password: str = field(repr=False)
     keyspace: str
     table: str
     dead_letter_table: str
     replication_factor: int
-
-    def __repr__(self) -> str:  # never print the password
-        return (
-            f"CassandraSettings(host={self.host!r}, port={self.port}, "
-            f"username={self.username!r}, keyspace={self.keyspace!r}, table={self.table!r})"
-        )
 
 
 @dataclass(frozen=True)
@@ -189,11 +453,39 @@ class StreamSettings:
 
 
 @dataclass(frozen=True)
+class StackSettings:
+    """The local stack's own settings (./run.sh, script/); Compose has its own."""
+
+    state_dir: Path
+    python: str
+    java_home: str
+    kafka_heap: str
+    cassandra_heap: str
+    spark_driver_memory: str
+    zookeeper_port: int
+    postgres_port: int
+    postgres_user: str
+    postgres_password: str = field(repr=False)
+    postgres_db: str
+    airflow_port: int
+    airflow_admin_username: str
+    airflow_admin_password: str = field(repr=False)  # empty: the stack generates one
+    airflow_parallelism: int
+    standin_port: int
+
+    @property
+    def airflow_url(self) -> str:
+        """The local Airflow API server's base URL."""
+        return f"http://127.0.0.1:{self.airflow_port}"
+
+
+@dataclass(frozen=True)
 class Settings:
     kafka: KafkaSettings
     api: ApiSettings
     cassandra: CassandraSettings
     stream: StreamSettings
+    stack: StackSettings
 
 
 def load(env: Mapping[str, str] | None = None) -> Settings:
@@ -202,54 +494,72 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
     Raises ``ConfigError`` naming the variable when a value is unusable.
     """
     env = os.environ if env is None else env
-    per_request = _int(env, "USERS_PER_REQUEST", minimum=1)
+    per_request = _int(env, "USERS_PER_REQUEST")
     if per_request > 5000:
         raise ConfigError(f"USERS_PER_REQUEST={per_request}: randomuser.me serves at most 5000")
     return Settings(
         kafka=KafkaSettings(
-            bootstrap_servers=_get(env, "KAFKA_BOOTSTRAP_SERVERS"),
-            topic=_get(env, "KAFKA_TOPIC"),
-            partitions=_int(env, "KAFKA_TOPIC_PARTITIONS", minimum=1),
-            replication_factor=_int(env, "KAFKA_REPLICATION_FACTOR", minimum=1),
+            bootstrap_servers=_text(env, "KAFKA_BOOTSTRAP_SERVERS"),
+            topic=_text(env, "KAFKA_TOPIC"),
+            partitions=_int(env, "KAFKA_TOPIC_PARTITIONS"),
+            replication_factor=_int(env, "KAFKA_REPLICATION_FACTOR"),
             compression=_compression(env),
             linger_ms=_int(env, "KAFKA_LINGER_MS"),
-            batch_size=_int(env, "KAFKA_BATCH_SIZE", minimum=1),
-            max_in_flight_records=_int(env, "KAFKA_MAX_IN_FLIGHT_RECORDS", minimum=1),
+            batch_size=_int(env, "KAFKA_BATCH_SIZE"),
+            max_in_flight_records=_int(env, "KAFKA_MAX_IN_FLIGHT_RECORDS"),
         ),
         api=ApiSettings(
-            url=_get(env, "USERS_API_URL"),
+            url=_text(env, "USERS_API_URL"),
             per_request=per_request,
             total=_int(env, "USERS_TOTAL"),
             run_seconds=_float(env, "USERS_RUN_SECONDS"),
             per_second=_float(env, "USERS_PER_SECOND"),
-            seed=_get(env, "USERS_SEED"),
-            start_page=_int(env, "USERS_START_PAGE", minimum=1),
-            nat=_get(env, "USERS_NAT"),
+            seed=_text(env, "USERS_SEED"),
+            start_page=_int(env, "USERS_START_PAGE"),
+            nat=_text(env, "USERS_NAT"),
             connect_timeout=_float(env, "USERS_API_CONNECT_TIMEOUT"),
             read_timeout=_float(env, "USERS_API_READ_TIMEOUT"),
             max_retries=_int(env, "USERS_API_MAX_RETRIES"),
             backoff_seconds=_float(env, "USERS_API_BACKOFF_SECONDS"),
         ),
         cassandra=CassandraSettings(
-            host=_get(env, "CASSANDRA_HOST"),
-            port=_int(env, "CASSANDRA_PORT", minimum=1),
-            username=_get(env, "CASSANDRA_USERNAME"),
-            password=_get(env, "CASSANDRA_PASSWORD"),
-            keyspace=_get(env, "CASSANDRA_KEYSPACE"),
-            table=_get(env, "CASSANDRA_TABLE"),
-            dead_letter_table=_get(env, "CASSANDRA_DEAD_LETTER_TABLE"),
-            replication_factor=_int(env, "CASSANDRA_REPLICATION_FACTOR", minimum=1),
+            host=_text(env, "CASSANDRA_HOST"),
+            port=_int(env, "CASSANDRA_PORT"),
+            username=_text(env, "CASSANDRA_USERNAME"),
+            password=_text(env, "CASSANDRA_PASSWORD"),
+            keyspace=_text(env, "CASSANDRA_KEYSPACE"),
+            table=_text(env, "CASSANDRA_TABLE"),
+            dead_letter_table=_text(env, "CASSANDRA_DEAD_LETTER_TABLE"),
+            replication_factor=_int(env, "CASSANDRA_REPLICATION_FACTOR"),
         ),
         stream=StreamSettings(
-            master=_get(env, "SPARK_MASTER"),
-            checkpoint_dir=_get(env, "SPARK_CHECKPOINT_DIR"),
-            trigger_interval=_get(env, "SPARK_TRIGGER_INTERVAL"),
-            max_offsets_per_trigger=_int(env, "SPARK_MAX_OFFSETS_PER_TRIGGER", minimum=1),
-            starting_offsets=_get(env, "SPARK_STARTING_OFFSETS"),
+            master=_text(env, "SPARK_MASTER"),
+            checkpoint_dir=_text(env, "SPARK_CHECKPOINT_DIR"),
+            trigger_interval=_text(env, "SPARK_TRIGGER_INTERVAL"),
+            max_offsets_per_trigger=_int(env, "SPARK_MAX_OFFSETS_PER_TRIGGER"),
+            starting_offsets=_text(env, "SPARK_STARTING_OFFSETS"),
             stall_seconds=_float(env, "SPARK_STALL_SECONDS"),
-            batch_partitions=_int(env, "SPARK_BATCH_PARTITIONS", minimum=1),
-            ui_port=_int(env, "SPARK_UI_PORT", minimum=1),
-            jars_dir=_get(env, "SPARK_JARS_DIR"),
+            batch_partitions=_int(env, "SPARK_BATCH_PARTITIONS"),
+            ui_port=_int(env, "SPARK_UI_PORT"),
+            jars_dir=_text(env, "SPARK_JARS_DIR"),
+        ),
+        stack=StackSettings(
+            state_dir=state_dir(env),
+            python=_text(env, "PYTHON"),
+            java_home=_text(env, "JAVA_HOME"),
+            kafka_heap=_text(env, "KAFKA_HEAP"),
+            cassandra_heap=_text(env, "CASSANDRA_HEAP"),
+            spark_driver_memory=_text(env, "SPARK_DRIVER_MEMORY"),
+            zookeeper_port=_int(env, "ZOOKEEPER_PORT"),
+            postgres_port=_int(env, "POSTGRES_PORT"),
+            postgres_user=_text(env, "POSTGRES_USER"),
+            postgres_password=_text(env, "POSTGRES_PASSWORD"),
+            postgres_db=_text(env, "POSTGRES_DB"),
+            airflow_port=_int(env, "AIRFLOW_PORT"),
+            airflow_admin_username=_text(env, "AIRFLOW_ADMIN_USERNAME"),
+            airflow_admin_password=_text(env, "AIRFLOW_ADMIN_PASSWORD"),
+            airflow_parallelism=_int(env, "AIRFLOW__CORE__PARALLELISM"),
+            standin_port=_int(env, "USERS_STANDIN_PORT"),
         ),
     )
 
@@ -265,3 +575,46 @@ def load_for_run(
         if value is not None and value != "":
             merged[RUN_PARAMS[name]] = str(value)
     return load(merged)
+
+
+# --------------------------------------------------------------------------- documentation
+
+
+def shown_default(variable: Variable) -> str:
+    """A default as README and --help show it: paths relative to the repository."""
+    return variable.default.replace("{repo}/", "").replace(_STATE, "$STACK_STATE_DIR")
+
+
+def markdown() -> str:
+    """README's configuration table, one row per variable of ``VARIABLES``."""
+    rows = ["| Variable | Default | Read by | Meaning |", "| --- | --- | --- | --- |"]
+    for v in VARIABLES:
+        default = f"`{shown_default(v)}`" if v.default else "(empty)"
+        rows.append(f"| `{v.name}` | {default} | {', '.join(v.read_by)} | {v.help} |")
+    return "\n".join(rows) + "\n"
+
+
+def variables_help(reader: str) -> str:
+    """The variables ``reader`` reads, with default and help, for a command's ``--help``."""
+    lines = []
+    for v in VARIABLES:
+        if reader in v.read_by:
+            lines.append(f"  {v.name}={shown_default(v)!r}")
+            lines.append(
+                textwrap.fill(
+                    v.help.replace("`", ""), 96, initial_indent=" " * 6, subsequent_indent=" " * 6
+                )
+            )
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    if argv[1:] != ["--markdown"]:
+        print("usage: python -m pipeline.config --markdown  (README's configuration table)")
+        return 2
+    sys.stdout.write(markdown())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

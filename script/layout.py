@@ -1,21 +1,22 @@
 """Where the local stack keeps things, its pinned versions, and how its tooling reports.
 
-Everything the stack downloads or writes lives under `.stack/` (git-ignored; `STACK_STATE_DIR`
-moves it): `venv/`, `jars/` (Maven downloads), `data/` (service data), `logs/` (one log per
-service), `run/` (pid files), `conf/` (generated config). Versions are pinned in
-`stack/versions.env`; static service config lives in `stack/`.
+Everything the stack downloads or writes lives under `.stack/` (git-ignored; `STACK_STATE_DIR`,
+read by `pipeline/config.py` like every setting, moves it): `venv/`, `jars/` (Maven downloads),
+`data/` (service data), `logs/` (one log per service), `run/` (pid files), `conf/` (generated
+config). Versions are pinned in `stack/versions.env`; static service config lives in `stack/`.
 """
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
+
+from pipeline import config
 
 REPO = Path(__file__).resolve().parents[1]
 
 STACK_CONF = REPO / "stack"
-STATE = Path(os.environ.get("STACK_STATE_DIR", REPO / ".stack"))
+STATE = config.state_dir()
 JARS = STATE / "jars"
 DATA = STATE / "data"
 LOGS = STATE / "logs"

@@ -20,7 +20,7 @@ sys.path.insert(0, str(REPO))
 
 from pipeline import config  # noqa: E402
 
-LOGS = REPO / ".stack" / "logs"
+LOGS = config.state_dir() / "logs"
 
 # Spark's Python workers run this interpreter, which has the parser's packages (msgspec, pyarrow).
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -72,14 +72,15 @@ def cassandra_session(settings: config.Settings):
 
 
 @pytest.fixture(scope="session")
-def airflow_client():
+def airflow_client(settings: config.Settings):
     """A logged-in client of the local Airflow's REST API (the stack's admin login)."""
     from script.airflow_api import AirflowClient
     from script.services.airflow import airflow_admin
 
-    require_port("Airflow API server", "127.0.0.1", 8080, "airflow-api-server.log")
+    port = settings.stack.airflow_port
+    require_port("Airflow API server", "127.0.0.1", port, "airflow-api-server.log")
     user, password = airflow_admin()
-    return AirflowClient("http://127.0.0.1:8080", user, password)
+    return AirflowClient(settings.stack.airflow_url, user, password)
 
 
 def count_when_ready(session, keyspace: str, table: str) -> int:

@@ -1,21 +1,194 @@
-"""Configuration is read once, from the environment, and fails loudly naming the variable."""
+"""Configuration is read once, from the environment, and fails loudly naming the variable.
+
+Every variable our code reads is declared in ``config.VARIABLES``, and ``load()`` reads each one
+into its own field with the type the table gives it.
+"""
 
 from __future__ import annotations
+
+import ast
+import dataclasses
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from pipeline import config
 
+REPO = Path(__file__).resolve().parents[1]
+# Our code that runs the pipeline or the local stack (not tests/, which set variables for it).
+OUR_CODE = [REPO / "spark_stream.py", *(REPO / d for d in ("pipeline", "dags", "script"))]
 
-def test_defaults_are_the_local_stack() -> None:
-    s = config.load({})
-    assert s.kafka.bootstrap_servers == "localhost:9092"
-    assert (s.kafka.topic, s.cassandra.keyspace, s.cassandra.table) == (
-        "users_created",
-        "spark_streams",
-        "created_users",
+
+def _mentions_environ(node: ast.AST) -> bool:
+    return any(
+        (isinstance(n, ast.Attribute) and n.attr == "environ")
+        or (isinstance(n, ast.Name) and n.id == "environ")
+        for n in ast.walk(node)
     )
-    assert (s.cassandra.username, s.cassandra.password) == ("cassandra", "cassandra")
+
+
+def _name(node: ast.AST) -> str | None:
+    return node.value if isinstance(node, ast.Constant) and isinstance(node.value, str) else None
+
+
+def environment_reads(tree: ast.AST) -> set[str]:
+    """Names read by ``os.environ.get/setdefault/pop("X")``, ``os.environ["X"]``, ``getenv``."""
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and node.args and isinstance(node.func, ast.Attribute):
+            func = node.func
+            if func.attr in ("get", "setdefault", "pop") and _mentions_environ(func.value):
+                names.add(_name(node.args[0]))
+            elif func.attr == "getenv":
+                names.add(_name(node.args[0]))
+        elif isinstance(node, ast.Subscript) and _mentions_environ(node.value):
+            if isinstance(node.ctx, ast.Load):
+                names.add(_name(node.slice))
+    return names - {None}
+
+
+def python_files() -> list[Path]:
+    return [f for p in OUR_CODE for f in ([p] if p.is_file() else sorted(p.rglob("*.py")))]
+
+
+def test_the_scan_finds_every_way_of_reading_the_environment() -> None:
+    code = 'os.environ.get("A"); (env or os.environ).get("B", "1"); os.environ["C"]; os.getenv("D")'
+    assert environment_reads(ast.parse(code)) == {"A", "B", "C", "D"}
+    assert environment_reads(ast.parse('os.environ["E"] = "1"; env.get("F")')) == set()
+
+
+def test_every_variable_our_code_reads_is_declared_in_the_table() -> None:
+    undeclared = {}
+    for path in python_files():
+        for name in environment_reads(ast.parse(path.read_text(encoding="utf-8"))):
+            if name not in config.BY_NAME:
+                undeclared.setdefault(name, []).append(str(path.relative_to(REPO)))
+    shell = (REPO / "run.sh").read_text(encoding="utf-8")
+    for name in re.findall(r"\$\{([A-Z][A-Z0-9_]*):?-", shell):
+        if name not in config.BY_NAME:
+            undeclared.setdefault(name, []).append("run.sh")
+    assert not undeclared, f"declare these in pipeline/config.py's VARIABLES: {undeclared}"
+
+
+class RecordingEnv(dict):
+    """An environment that remembers every name looked up in it."""
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*args)
+        self.read: set[str] = set()
+
+    def get(self, name, default=None):
+        self.read.add(name)
+        return super().get(name, default)
+
+
+def test_load_reads_every_variable_of_the_table_and_no_other() -> None:
+    env = RecordingEnv()
+    config.load(env)
+    assert env.read == set(config.BY_NAME)
+
+
+def leaves(settings: config.Settings) -> dict[str, object]:
+    """Every field of every section, as {"section.field": value}."""
+    return {
+        f"{section.name}.{f.name}": getattr(getattr(settings, section.name), f.name)
+        for section in dataclasses.fields(settings)
+        for f in dataclasses.fields(getattr(settings, section.name))
+    }
+
+
+# A valid value other than the default, and what load() makes of it, per kind.
+PROBES = {
+    config.TEXT: ("probe-value", "probe-value"),
+    config.WHOLE: ("4321", 4321),
+    config.NUMBER: ("12.5", 12.5),
+    config.MEMORY: ("3g", "3g"),
+}
+
+
+def test_each_variable_sets_a_field_of_its_own_with_the_type_of_the_table() -> None:
+    """Defaults parse; a value of a variable's kind lands, converted, in exactly one field."""
+    defaults = leaves(config.load({}))
+    owner: dict[str, str] = {}
+    for variable in config.VARIABLES:
+        if variable.name == "STACK_STATE_DIR":  # moves the paths too: see the test below
+            continue
+        raw, parsed = PROBES[variable.kind]
+        if variable.name == "KAFKA_COMPRESSION":
+            raw, parsed = "gzip", "gzip"
+        changed = {
+            key: value
+            for key, value in leaves(config.load({variable.name: raw})).items()
+            if value != defaults[key]
+        }
+        assert list(changed.values()) == [parsed], (variable.name, changed)
+        (key,) = changed
+        assert key not in owner, f"{variable.name} and {owner[key]} both set {key}"
+        owner[key] = variable.name
+        assert type(defaults[key]) is type(parsed), (variable.name, defaults[key])
+
+
+def test_a_value_that_is_not_of_its_kind_is_refused_naming_the_variable() -> None:
+    for variable in config.VARIABLES:
+        if variable.kind == config.TEXT:
+            continue
+        with pytest.raises(config.ConfigError, match=f"^{variable.name}='lots' is not a"):
+            config.load({variable.name: "lots"})
+        if variable.kind == config.WHOLE and variable.minimum > 0:
+            with pytest.raises(config.ConfigError, match=f"^{variable.name}=0 must be at least"):
+                config.load({variable.name: "0"})
+
+
+def test_paths_follow_the_state_dir_unless_set(tmp_path: Path) -> None:
+    s = config.load({"STACK_STATE_DIR": str(tmp_path)})
+    assert s.stack.state_dir == tmp_path
+    assert Path(s.stream.checkpoint_dir) == tmp_path / "data" / "spark" / "checkpoint"
+    assert Path(s.stream.jars_dir) == tmp_path / "jars" / "spark"
+    own = config.load({"STACK_STATE_DIR": str(tmp_path), "SPARK_CHECKPOINT_DIR": "/elsewhere"})
+    assert own.stream.checkpoint_dir == "/elsewhere"
+    assert config.load({}).stack.state_dir == REPO / ".stack"
+
+
+def test_the_stack_tooling_takes_its_state_dir_from_the_config(tmp_path: Path) -> None:
+    """script/layout.py and run.sh put the stack's files where the config says."""
+    env = {**os.environ, "STACK_STATE_DIR": str(tmp_path), "PYTHONPATH": str(REPO)}
+    shown = subprocess.run(
+        [sys.executable, "-c", "from script import layout; print(layout.STATE, layout.DATA)"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert shown == [str(tmp_path), str(tmp_path / "data")]
+    run_sh = re.search(r'"\$\{STACK_STATE_DIR:-([^}]*)\}"', (REPO / "run.sh").read_text())
+    assert run_sh.group(1).replace("$repo", "{repo}") == config.BY_NAME["STACK_STATE_DIR"].default
+
+
+def test_no_password_shows_in_a_repr() -> None:
+    secrets = {v.name: f"s3cret-{v.name}" for v in config.VARIABLES if "PASSWORD" in v.name}
+    assert len(secrets) >= 3  # Cassandra's, PostgreSQL's, Airflow's admin
+    shown = repr(config.load(secrets))
+    assert not [value for value in secrets.values() if value in shown]
+
+
+def test_the_stream_jobs_help_lists_the_variables_it_reads_from_the_table() -> None:
+    help_text = subprocess.run(
+        [sys.executable, str(REPO / "spark_stream.py"), "--help"],
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    listed = re.findall(r"^  ([A-Z][A-Z0-9_]+)='([^']*)'$", help_text, flags=re.M)
+    job = [v for v in config.VARIABLES if config.STREAM_JOB in v.read_by]
+    assert listed == [(v.name, config.shown_default(v)) for v in job]
+    assert {"CASSANDRA_HOST", "SPARK_CHECKPOINT_DIR", "KAFKA_TOPIC"} <= {v.name for v in job}
+    launch = help_text.rsplit("starts the job:", 1)[1]
+    assert re.findall(r"SPARK_\w+", launch) == ["SPARK_MASTER", "SPARK_UI_PORT", "SPARK_JARS_DIR"]
 
 
 def test_a_bad_number_names_the_variable() -> None:
@@ -67,11 +240,6 @@ def test_the_in_flight_bound_is_at_least_one_record() -> None:
         config.ConfigError, match="KAFKA_MAX_IN_FLIGHT_RECORDS=0 must be at least 1"
     ):
         config.load({"KAFKA_MAX_IN_FLIGHT_RECORDS": "0"})
-
-
-def test_the_password_never_shows_in_a_repr() -> None:
-    s = config.load({"CASSANDRA_PASSWORD": "s3cret-value"})
-    assert "s3cret-value" not in repr(s)
 
 
 def test_requirements_pin_the_versions_of_stack_versions_env() -> None:

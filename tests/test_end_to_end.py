@@ -28,7 +28,7 @@ from standin import StandIn
 REPO = Path(__file__).resolve().parents[1]
 USERS = 2500
 SEED = "e2e-fixed-seed"
-DAG_ID = "user_automation"
+DAG_ID = config.DAG_ID
 
 
 @pytest.fixture(scope="module")

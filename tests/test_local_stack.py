@@ -13,6 +13,8 @@ from kafka import KafkaConsumer, KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import KafkaTimeoutError
 
+from pipeline import config
+
 REPO = Path(__file__).resolve().parents[1]
 SIMPLE_RF1 = "{'class': 'SimpleStrategy', 'replication_factor': 1}"
 STACK = [sys.executable, "-m", "script"]
@@ -106,20 +108,21 @@ def test_cassandra_refuses_a_wrong_password(settings) -> None:
     assert errors and all(isinstance(e, AuthenticationFailed) for e in errors)
 
 
-def test_postgres_answers_as_airflow() -> None:
+def test_postgres_answers_as_airflow(settings: config.Settings) -> None:
     import psycopg2
 
+    s = settings.stack
     conn = psycopg2.connect(
         host="127.0.0.1",
-        port=5432,
-        user=os.environ.get("POSTGRES_USER", "airflow"),
-        password=os.environ.get("POSTGRES_PASSWORD", "airflow"),
-        dbname=os.environ.get("POSTGRES_DB", "airflow"),
+        port=s.postgres_port,
+        user=s.postgres_user,
+        password=s.postgres_password,
+        dbname=s.postgres_db,
         connect_timeout=5,
     )
     with conn.cursor() as cur:
         cur.execute("SELECT current_user, current_database()")
-        assert cur.fetchone() == ("airflow", "airflow")
+        assert cur.fetchone() == (s.postgres_user, s.postgres_db)
     conn.close()
 
 
@@ -175,17 +178,19 @@ def test_up_fails_naming_service_port_and_log_when_a_port_is_taken(
     assert not (tmp_path / "state" / "jars").exists()  # failed before downloading anything
 
 
-def test_status_lists_every_service_with_pid_port_memory_and_log() -> None:
+def test_status_lists_every_service_with_pid_port_memory_and_log(
+    settings: config.Settings,
+) -> None:
     rows = _service_rows()
     for name, port in (
-        ("postgres", "5432"),
-        ("zookeeper", "2181"),
-        ("kafka", "9092"),
-        ("cassandra", "9042"),
-        ("airflow-api-server", "8080"),
+        ("postgres", settings.stack.postgres_port),
+        ("zookeeper", settings.stack.zookeeper_port),
+        ("kafka", 9092),
+        ("cassandra", settings.cassandra.port),
+        ("airflow-api-server", settings.stack.airflow_port),
     ):
         state, pid, listed_port, pss, rss, log = rows[name][1:7]
-        assert (state, listed_port) == ("up", port)
+        assert (state, listed_port) == ("up", str(port))
         assert int(pid) > 1 and int(rss) > 0 and int(pss) > 0
         assert log == f".stack/logs/{name}.log"
 
@@ -233,6 +238,6 @@ def test_cqlsh_command_logs_in_as_the_superuser(cassandra_session) -> None:
 def test_airflow_cli_sees_the_dag_without_import_errors(airflow_client) -> None:
     dags = stack("airflow", "dags", "list", "-o", "plain", timeout=180)
     assert dags.returncode == 0, dags.stdout + dags.stderr
-    assert "user_automation" in dags.stdout
+    assert config.DAG_ID in dags.stdout
     errors = stack("airflow", "dags", "list-import-errors", "-o", "plain", timeout=180)
     assert errors.returncode == 0 and "kafka_stream.py" not in errors.stdout
