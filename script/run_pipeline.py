@@ -1,6 +1,6 @@
 """`./run.sh` with no command: set up, run the whole pipeline once, and show that it worked.
 
-Starts the local stack and the stream job, unpauses and triggers `user_automation` through
+Starts the local stack and the stream job, unpauses and triggers the DAG (`user_automation`) through
 Airflow's API (the scheduler runs it), waits until every user it sent is in Cassandra, and
 prints a report: counts, elapsed time, end-to-end latency, sample rows, where to look next.
 """
@@ -20,12 +20,10 @@ from script import stack
 from script.airflow_api import AirflowClient
 from script.layout import StackError
 from script.pipeline_status import cassandra_session, count_rows, percentile, stream_progress
-from script.services import STANDIN, STREAM
-from script.services.airflow import URL as AIRFLOW_URL
-from script.services.airflow import airflow_admin
+from script.services import STANDIN, STREAM, airflow
 from script.services.standin import standin_url
 
-DAG_ID = "user_automation"
+DAG_ID = config.DAG_ID
 TASK_ID = "stream_users"
 PUBLIC_API = "https://randomuser.me/api/"
 
@@ -52,7 +50,7 @@ def choose_api(offline: bool, env_url: str | None) -> tuple[str, bool]:
 
 
 def client() -> AirflowClient:
-    return AirflowClient(AIRFLOW_URL, *airflow_admin())
+    return AirflowClient(airflow.url(), *airflow.airflow_admin())
 
 
 STALL_SECONDS = 300  # no committed batch for this long while messages wait: the job is stuck
@@ -168,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
     latencies = [r.written_us / 1000 - r.produced_at for r in rows]
     elapsed = time.monotonic() - began
 
-    user, _ = airflow_admin()
+    user, _ = airflow.airflow_admin()
     print()
     print("Pipeline run report")
     print(f"  users API          {api_url}{' (bundled stand-in)' if standin else ''}")
@@ -190,8 +188,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"    {r.id}  {r.first_name} {r.last_name}  {r.email}  {r.post_code}")
     print()
     print(
-        f"  Airflow UI   http://localhost:8080  (login {user}; password: AIRFLOW_ADMIN_PASSWORD "
-        "or .stack/data/airflow/admin-password)"
+        f"  Airflow UI   http://localhost:{settings.stack.airflow_port}  (login {user}; "
+        "password: AIRFLOW_ADMIN_PASSWORD or .stack/data/airflow/admin-password)"
     )
     print(f"  Spark UI     http://localhost:{settings.stream.ui_port}")
     print(f"  cqlsh        ./run.sh cqlsh -e 'SELECT * FROM {c.keyspace}.{c.table} LIMIT 10;'")

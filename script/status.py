@@ -6,10 +6,9 @@ from pipeline import config
 from script import pipeline_status as ps
 from script import stack
 from script.airflow_api import AirflowClient, AirflowError
-from script.services.airflow import URL as AIRFLOW_URL
-from script.services.airflow import airflow_admin
+from script.services import airflow
 
-DAG_ID = "user_automation"
+DAG_ID = config.DAG_ID
 
 
 def show() -> None:
@@ -76,7 +75,7 @@ def pipeline_lines(up_now: set[str]) -> list[str]:
         lines.append("  cassandra is down: no row counts")
     if "airflow-api-server" in up_now:
         try:
-            run = AirflowClient(AIRFLOW_URL, *airflow_admin()).last_run(DAG_ID)
+            run = AirflowClient(airflow.url(), *airflow.airflow_admin()).last_run(DAG_ID)
         except (AirflowError, requests.RequestException) as exc:
             run, lines = None, [*lines, f"  last DAG run: unknown ({exc})"]
         if run:

@@ -8,21 +8,23 @@ import secrets
 import subprocess
 from urllib.parse import quote
 
+from pipeline import config
 from script.layout import DATA, LOGS, REPO, STATE, VENV_BIN, StackError, say
 from script.procs import pid_file, read_pid, spawn, stop_tree, write_secret
 from script.services.base import Process, Service
-from script.services.postgres import PORT as POSTGRES_PORT
 from script.services.postgres import pg_settings
 
-PORT = 8080
-URL = f"http://127.0.0.1:{PORT}"
 HOME = DATA / "airflow"
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 
 
 class Airflow(Service):
     name = "airflow"
-    port = PORT
+
+    @property
+    def port(self) -> int:
+        return config.load().stack.airflow_port
+
     timeout = 300
 
     @property
@@ -51,16 +53,16 @@ class Airflow(Service):
                 continue
             args = [str(VENV_BIN / "airflow"), component]
             if component == "api-server":
-                args += ["--host", "127.0.0.1", "--port", str(PORT), "--workers", "1"]
+                args += ["--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"]
             spawn(name, args, env)
 
     def probe(self) -> str | None:
         import requests
 
         try:
-            health = requests.get(f"{URL}/api/v2/monitor/health", timeout=3).json()
+            health = requests.get(f"{url()}/api/v2/monitor/health", timeout=3).json()
         except (requests.RequestException, ValueError) as exc:
-            return f"API server not answering on :{PORT} ({exc.__class__.__name__})"
+            return f"API server not answering on :{self.port} ({exc.__class__.__name__})"
         missing = [
             part
             for part in ("metadatabase", "scheduler", "dag_processor", "triggerer")
@@ -88,17 +90,22 @@ class Airflow(Service):
             Process(
                 f"airflow-{c}",
                 read_pid(f"airflow-{c}"),
-                PORT if c == "api-server" else None,
+                self.port if c == "api-server" else None,
                 LOGS / f"airflow-{c}.log",
             )
             for c in COMPONENTS
         ]
 
 
+def url() -> str:
+    """The local Airflow API server's base URL (AIRFLOW_PORT)."""
+    return config.load().stack.airflow_url
+
+
 def airflow_admin() -> tuple[str, str]:
     """The admin login: AIRFLOW_ADMIN_USERNAME/PASSWORD, or a password generated once."""
-    user = os.environ.get("AIRFLOW_ADMIN_USERNAME", "admin")
-    password = os.environ.get("AIRFLOW_ADMIN_PASSWORD")
+    s = config.load().stack
+    user, password = s.airflow_admin_username, s.airflow_admin_password
     saved = HOME / "admin-password"
     if not password:
         if saved.exists():
@@ -123,7 +130,8 @@ def airflow_env() -> dict[str, str]:
     user, password, db = pg_settings()
     admin, _ = airflow_admin()
     login = f"{quote(user, safe='')}:{quote(password, safe='')}"
-    database_url = f"postgresql+psycopg2://{login}@127.0.0.1:{POSTGRES_PORT}/{db}"
+    s = config.load().stack
+    database_url = f"postgresql+psycopg2://{login}@127.0.0.1:{s.postgres_port}/{db}"
     env = dict(os.environ)
     env.update(
         {
@@ -132,14 +140,14 @@ def airflow_env() -> dict[str, str]:
             "PYTHONPATH": str(REPO),
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": database_url,
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-            "AIRFLOW__CORE__PARALLELISM": os.environ.get("AIRFLOW__CORE__PARALLELISM", "4"),
+            "AIRFLOW__CORE__PARALLELISM": str(s.airflow_parallelism),
             "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{admin}:admin",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(HOME / "passwords.json"),
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{URL}/execution/",
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{s.airflow_url}/execution/",
             "AIRFLOW__API_AUTH__JWT_SECRET": secret_file.read_text().strip(),
-            "AIRFLOW__API__PORT": str(PORT),
+            "AIRFLOW__API__PORT": str(s.airflow_port),
             "AIRFLOW__API__WORKERS": "1",
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
             "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "10",

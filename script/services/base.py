@@ -7,11 +7,11 @@ service: a new service is a new module here plus one line in the registry.
 
 from __future__ import annotations
 
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline import config
 from script.layout import CONF, LOGS, STACK_CONF, STATE, StackError
 from script.procs import pid_file, read_pid, stop_tree
 
@@ -85,16 +85,20 @@ class Service:
 
 
 def java() -> str:
-    home = os.environ.get("JAVA_HOME")
+    home = config.load().stack.java_home
     exe = Path(home, "bin", "java") if home else shutil.which("java")
     if not exe or not Path(exe).exists():
         raise StackError("Java 17 is not installed (java not on PATH, JAVA_HOME unset)")
     return str(exe)
 
 
-def render(template: str) -> Path:
-    """`stack/TEMPLATE` with `{state}` filled in, written to `.stack/conf/TEMPLATE`."""
+def render(template: str, **values: object) -> Path:
+    """`stack/TEMPLATE` with `{state}` and each `{key}` of ``values`` filled in, written to
+    `.stack/conf/TEMPLATE`."""
+    text = (STACK_CONF / template).read_text().replace("{state}", str(STATE))
+    for key, value in values.items():
+        text = text.replace(f"{{{key}}}", str(value))
     CONF.mkdir(parents=True, exist_ok=True)
     out = CONF / template
-    out.write_text((STACK_CONF / template).read_text().replace("{state}", str(STATE)))
+    out.write_text(text)
     return out

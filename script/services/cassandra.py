@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 from pipeline import config
 from script.layout import DATA, JARS, LOGS, STACK_CONF, say
 from script.procs import port_open, spawn
@@ -20,7 +18,7 @@ class Cassandra(Service):
 
     def start(self) -> None:
         (DATA / "cassandra").mkdir(parents=True, exist_ok=True)
-        heap = os.environ.get("CASSANDRA_HEAP", "1G")
+        heap = config.load().stack.cassandra_heap
         options = [
             line.strip()
             for line in (STACK_CONF / "cassandra-jvm17.options").read_text().splitlines()

@@ -2,25 +2,28 @@
 
 from __future__ import annotations
 
-import os
-
 from pipeline import config
 from script.layout import DATA, JARS, LOGS, STACK_CONF, StackError, say
 from script.procs import spawn
 from script.services.base import Service, java, render
 
-PORT = 9092
-
 
 class Kafka(Service):
     name = "kafka"
-    port = PORT
     timeout = 120
+
+    @property
+    def port(self) -> int:
+        """The listener's: the port of KAFKA_BOOTSTRAP_SERVERS' first broker."""
+        return int(config.load().kafka.bootstrap_servers.split(",")[0].rpartition(":")[2])
 
     def start(self) -> None:
         (DATA / "kafka").mkdir(parents=True, exist_ok=True)
-        cfg = render("kafka-server.properties")
-        heap = os.environ.get("KAFKA_HEAP", "512m")
+        settings = config.load().stack
+        cfg = render(
+            "kafka-server.properties", kafka_port=self.port, zookeeper_port=settings.zookeeper_port
+        )
+        heap = settings.kafka_heap
         spawn(
             self.name,
             [
@@ -44,9 +47,11 @@ class Kafka(Service):
         from kafka.errors import KafkaError
 
         try:
-            admin = KafkaAdminClient(bootstrap_servers=f"localhost:{PORT}", request_timeout_ms=3000)
+            admin = KafkaAdminClient(
+                bootstrap_servers=config.load().kafka.bootstrap_servers, request_timeout_ms=3000
+            )
         except (KafkaError, OSError) as exc:
-            return f"no metadata from :{PORT} ({exc.__class__.__name__})"
+            return f"no metadata from :{self.port} ({exc.__class__.__name__})"
         try:
             brokers = admin.describe_cluster().get("brokers", [])
         except (KafkaError, OSError) as exc:

@@ -7,29 +7,33 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from pipeline import config
 from script.layout import DATA, LOGS, RUN, StackError, say, versions
 from script.procs import pid_alive
 from script.services.base import Service
 
-PORT = 5432
 PG_DATA = DATA / "postgres"
 PG_SOCKET = RUN / "postgres"
 
 
 def pg_settings() -> tuple[str, str, str]:
     """Airflow's login and database: (user, password, database)."""
-    return (
-        os.environ.get("POSTGRES_USER", "airflow"),
-        os.environ.get("POSTGRES_PASSWORD", "airflow"),
-        os.environ.get("POSTGRES_DB", "airflow"),
-    )
+    s = config.load().stack
+    return s.postgres_user, s.postgres_password, s.postgres_db
+
+
+def port() -> int:
+    return config.load().stack.postgres_port
 
 
 class Postgres(Service):
     name = "postgres"
-    port = PORT
     timeout = 90
     pid_while_starting = False
+
+    @property
+    def port(self) -> int:
+        return port()
 
     def start(self) -> None:
         _pg_dirs()
@@ -66,7 +70,7 @@ class Postgres(Service):
                 "60",
                 "start",
                 "-o",
-                f"-p {PORT} -c listen_addresses=127.0.0.1 -k {PG_SOCKET} "
+                f"-p {self.port} -c listen_addresses=127.0.0.1 -k {PG_SOCKET} "
                 "-c shared_buffers=64MB -c max_connections=100",
             ],
             "pg_ctl start",
@@ -80,7 +84,7 @@ class Postgres(Service):
         try:
             conn = psycopg2.connect(
                 host="127.0.0.1",
-                port=PORT,
+                port=self.port,
                 user=user,
                 password=password,
                 dbname=db,
@@ -116,7 +120,7 @@ def pg_bin(tool: str) -> str:
             return str(path)
     if os.geteuid() == 0 and shutil.which("apt-get"):
         say("installing PostgreSQL from Debian (apt-get) ...")
-        # Debian would create and start its own cluster on :5432; the stack runs its own.
+        # Debian would create and start its own cluster; the stack runs its own.
         conf = Path("/etc/postgresql-common/createcluster.conf")
         conf.parent.mkdir(parents=True, exist_ok=True)
         if not conf.exists():
@@ -167,7 +171,7 @@ def _run_pg(cmd: list[str], what: str) -> None:
 
 
 def _psql(sql: str, db: str = "postgres") -> str:
-    cmd = [pg_bin("psql"), "-h", str(PG_SOCKET), "-p", str(PORT), "-U", "postgres", "-d", db]
+    cmd = [pg_bin("psql"), "-h", str(PG_SOCKET), "-p", str(port()), "-U", "postgres", "-d", db]
     result = subprocess.run(as_postgres([*cmd, "-tAc", sql]), capture_output=True, text=True)
     if result.returncode != 0:
         raise StackError(f"psql failed: {result.stderr.strip()}")

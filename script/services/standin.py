@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import sys
 
+from pipeline import config
 from script.procs import spawn
 from script.services.base import Service
 from script.services.stream import stream_env
 
 
 def port() -> int:
-    return int(os.environ.get("USERS_STANDIN_PORT", "8765"))
+    return config.load().stack.standin_port
 
 
 def standin_url() -> str:

@@ -14,7 +14,7 @@ from pathlib import Path
 from pipeline import config
 from script import supervise
 from script.jars import spark_jars
-from script.layout import DATA, JARS, REPO, RUN, STACK_CONF, VENV_BIN
+from script.layout import REPO, RUN, STACK_CONF, VENV_BIN
 from script.procs import pid_file, port_open, read_pid, spawn, stop_tree
 from script.services.base import Service
 
@@ -78,9 +78,6 @@ class StreamJob(Service):
 def stream_env() -> dict[str, str]:
     """Environment of the stream job (and of the test suite, which spawns jobs of its own)."""
     env = dict(os.environ)
-    # The defaults in pipeline/config.py are under the repo's .stack; follow STACK_STATE_DIR.
-    env.setdefault("SPARK_CHECKPOINT_DIR", str(DATA / "spark" / "checkpoint"))
-    env.setdefault("SPARK_JARS_DIR", str(JARS / "spark"))
     env["PYTHONPATH"] = str(REPO)
     env["PYSPARK_PYTHON"] = sys.executable
     env["SPARK_CONF_DIR"] = str(STACK_CONF / "spark")  # log4j2.properties
@@ -98,7 +95,7 @@ def stream_command(env: dict[str, str] | None = None) -> list[str]:
         "--jars",
         ",".join(str(j) for j in spark_jars()),
         "--driver-memory",
-        (env or os.environ).get("SPARK_DRIVER_MEMORY", "1g"),
+        config.load(env).stack.spark_driver_memory,
         "--conf",
         f"spark.ui.port={s.ui_port}",
         "--conf",

@@ -4,21 +4,23 @@ from __future__ import annotations
 
 import socket
 
+from pipeline import config
 from script.layout import DATA, JARS, STACK_CONF
 from script.procs import spawn
 from script.services.base import Service, java, render
 
-PORT = 2181
-
 
 class ZooKeeper(Service):
     name = "zookeeper"
-    port = PORT
     timeout = 60
+
+    @property
+    def port(self) -> int:
+        return config.load().stack.zookeeper_port
 
     def start(self) -> None:
         (DATA / "zookeeper").mkdir(parents=True, exist_ok=True)
-        cfg = render("zookeeper.properties")
+        cfg = render("zookeeper.properties", zookeeper_port=self.port)
         spawn(
             self.name,
             [
@@ -36,9 +38,9 @@ class ZooKeeper(Service):
 
     def probe(self) -> str | None:
         try:
-            with socket.create_connection(("127.0.0.1", PORT), timeout=2) as s:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
                 s.sendall(b"srvr")
                 reply = s.recv(4096)
         except OSError as exc:
-            return f"no answer on :{PORT} ({exc})"
+            return f"no answer on :{self.port} ({exc})"
         return None if b"Mode:" in reply else "not serving yet"
