@@ -108,3 +108,11 @@ def unique() -> str:
 # py4j logs "Closing down clientserver connection" from __del__ at interpreter exit, after
 # pytest has closed its capture streams; keep it quiet.
 logging.getLogger("py4j").setLevel(logging.WARNING)
+
+
+@pytest.fixture(scope="session")
+def compose() -> dict:
+    """docker-compose.yml as Compose resolves it once ./run-docker.sh created .env."""
+    from compose_helpers import compose_with
+
+    return compose_with()
