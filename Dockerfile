@@ -1,7 +1,7 @@
 # The Spark image for the Docker stack: master, workers and the streaming job (spark_stream.py).
 #
 # Versions come from stack/versions.env: ./run-docker.sh passes them as build args, and the ARG
-# defaults below equal them (tests/test_docker_static.py checks), so a plain build matches too.
+# defaults below equal them (tests/test_dockerfile.py checks), so a plain build matches too.
 ARG SPARK_VERSION=3.5.7
 ARG SCALA_BINARY_VERSION_DOCKER=2.13
 ARG SPARK_CASSANDRA_CONNECTOR_VERSION=3.5.1

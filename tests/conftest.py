@@ -10,6 +10,7 @@ import logging
 import os
 import socket
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -52,23 +53,89 @@ def kafka_bootstrap(settings: config.Settings) -> str:
     return settings.kafka.bootstrap_servers
 
 
+def cassandra_cluster(c: config.CassandraSettings, password: str | None = None):
+    """A cassandra-driver Cluster for the configured Cassandra, logged in as ``c.username``.
+
+    It tries to reconnect every second, so a session sees a restarted Cassandra as soon as it
+    answers again. ``password`` replaces the configured one (to show a wrong one is refused).
+    """
+    from cassandra.auth import PlainTextAuthProvider
+    from cassandra.cluster import Cluster
+    from cassandra.policies import ConstantReconnectionPolicy
+
+    return Cluster(
+        [c.host],
+        port=c.port,
+        auth_provider=PlainTextAuthProvider(
+            c.username, c.password if password is None else password
+        ),
+        protocol_version=5,
+        reconnection_policy=ConstantReconnectionPolicy(1.0),
+    )
+
+
 @pytest.fixture(scope="session")
 def cassandra_session(settings: config.Settings):
     """A cassandra-driver session logged in as the configured superuser."""
-    from cassandra.auth import PlainTextAuthProvider
-    from cassandra.cluster import Cluster
-
     c = settings.cassandra
     require_port("Cassandra", c.host, c.port, "cassandra.log")
-    cluster = Cluster(
-        [c.host],
-        port=c.port,
-        auth_provider=PlainTextAuthProvider(c.username, c.password),
-        protocol_version=5,
-    )
+    cluster = cassandra_cluster(c)
     session = cluster.connect()
     yield session
     cluster.shutdown()
+
+
+@pytest.fixture(scope="session")
+def spark():
+    """One local SparkSession for the tests that run transforms on static DataFrames."""
+    from pyspark.sql import SparkSession
+
+    session = (
+        SparkSession.builder.master("local[1]")
+        .appName("tests")
+        .config("spark.ui.enabled", "false")
+        .config("spark.sql.shuffle.partitions", "1")
+        .config("spark.sql.session.timeZone", "UTC")
+        .getOrCreate()
+    )
+    yield session
+    session.stop()
+
+
+def topic_end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
+    """Partition -> the offset the next message of ``topic`` will get (its end offset now)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    try:
+        partitions = consumer.partitions_for_topic(topic)
+        assert partitions, f"Kafka has no topic {topic}"
+        ends = consumer.end_offsets([TopicPartition(topic, p) for p in partitions])
+        return {tp.partition: offset for tp, offset in ends.items()}
+    finally:
+        consumer.close()
+
+
+def read_topic(bootstrap: str, topic: str, until: dict[int, int], timeout: float = 60) -> list:
+    """Every message of ``topic`` from the start of each partition up to ``until`` (end offsets
+    taken once the producer finished), so a duplicate or a stray message is always seen."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+    wanted = {TopicPartition(topic, p): end for p, end in until.items() if end > 0}
+    messages = []
+    try:
+        consumer.assign(list(wanted))
+        consumer.seek_to_beginning()
+        deadline = time.monotonic() + timeout
+        while any(consumer.position(tp) < end for tp, end in wanted.items()):
+            if time.monotonic() > deadline:
+                pytest.fail(f"{topic}: read {len(messages)} messages, not up to {until}")
+            for tp, batch in consumer.poll(timeout_ms=500).items():
+                messages += [m for m in batch if m.offset < wanted[tp]]
+    finally:
+        consumer.close()
+    return messages
 
 
 @pytest.fixture(scope="session")
@@ -109,3 +176,11 @@ def unique() -> str:
 # py4j logs "Closing down clientserver connection" from __del__ at interpreter exit, after
 # pytest has closed its capture streams; keep it quiet.
 logging.getLogger("py4j").setLevel(logging.WARNING)
+
+
+@pytest.fixture(scope="session")
+def compose() -> dict:
+    """docker-compose.yml as Compose resolves it once ./run-docker.sh created .env."""
+    from compose_helpers import compose_with
+
+    return compose_with()

@@ -14,8 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import count_when_ready
-from kafka import KafkaConsumer, TopicPartition
+from conftest import count_when_ready, read_topic, topic_end_offsets
 
 from pipeline import config, contract
 from pipeline.formatting import Skip, format_user
@@ -59,6 +58,8 @@ def e2e(settings, kafka_bootstrap, cassandra_session, standin, airflow_client):
         run_id = airflow_client.trigger(DAG_ID, conf)
         state = airflow_client.wait_for_run(DAG_ID, run_id, timeout=600, progress=0)
         stats = airflow_client.xcom(DAG_ID, run_id, "stream_users") if state == "success" else {}
+        # Where this run's messages end: a later trigger appends after these offsets.
+        end_offsets = topic_end_offsets(kafka_bootstrap, topic) if state == "success" else {}
         wait_for_rows(cassandra_session, keyspace, settings.cassandra.table, USERS, job, log_path)
         yield {
             "topic": topic,
@@ -67,6 +68,7 @@ def e2e(settings, kafka_bootstrap, cassandra_session, standin, airflow_client):
             "run_id": run_id,
             "state": state,
             "stats": stats,
+            "end_offsets": end_offsets,
             "conf": conf,
             "job": job,
             "log": log_path,
@@ -123,23 +125,10 @@ def test_the_scheduler_runs_the_dag_to_success_and_counts_every_user(e2e) -> Non
 
 
 def test_kafka_holds_exactly_the_served_users_keyed_by_id(e2e, kafka_bootstrap, standin) -> None:
+    """The first run's messages, read up to where they ended (a second trigger's come after)."""
     expected = served_users(standin.url)
-    consumer = KafkaConsumer(
-        bootstrap_servers=kafka_bootstrap, enable_auto_commit=False, consumer_timeout_ms=10000
-    )
-    partitions = [
-        TopicPartition(e2e["topic"], p) for p in consumer.partitions_for_topic(e2e["topic"])
-    ]
-    consumer.assign(partitions)
-    consumer.seek_to_beginning()
-    end = consumer.end_offsets(partitions)
-    messages = []
-    for message in consumer:
-        messages.append(message)
-        if all(consumer.position(tp) >= end[tp] for tp in partitions):
-            break
-    consumer.close()
-    assert len(partitions) == settings_partitions()
+    messages = read_topic(kafka_bootstrap, e2e["topic"], e2e["end_offsets"])
+    assert len(e2e["end_offsets"]) == settings_partitions()
     assert len(messages) == USERS
     values = {}
     for m in messages:

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import cassandra_cluster
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import KafkaTimeoutError
@@ -91,16 +92,10 @@ def test_cassandra_writes_and_reads_rows_as_superuser(cassandra_session, unique:
 
 def test_cassandra_refuses_a_wrong_password(settings) -> None:
     from cassandra import AuthenticationFailed
-    from cassandra.auth import PlainTextAuthProvider
-    from cassandra.cluster import Cluster, NoHostAvailable
+    from cassandra.cluster import NoHostAvailable
 
     c = settings.cassandra
-    cluster = Cluster(
-        [c.host],
-        port=c.port,
-        protocol_version=5,
-        auth_provider=PlainTextAuthProvider(c.username, c.password + "-wrong"),
-    )
+    cluster = cassandra_cluster(c, password=c.password + "-wrong")
     with pytest.raises(NoHostAvailable) as refused:
         cluster.connect()
     cluster.shutdown()
@@ -212,16 +207,7 @@ def test_cassandra_keeps_rows_across_down_and_up(cassandra_session, settings, un
     assert up.returncode == 0, up.stdout + up.stderr
     print(f"cassandra restarted in {time.monotonic() - started:.0f}s")
 
-    from cassandra.auth import PlainTextAuthProvider
-    from cassandra.cluster import Cluster
-
-    c = settings.cassandra
-    cluster = Cluster(
-        [c.host],
-        port=c.port,
-        protocol_version=5,
-        auth_provider=PlainTextAuthProvider(c.username, c.password),
-    )
+    cluster = cassandra_cluster(settings.cassandra)  # a fresh connection to the new process
     session = cluster.connect()
     rows = {r.id: r.note for r in session.execute(f"SELECT id, note FROM {ks}.kept")}
     session.execute(f"DROP KEYSPACE {ks}")

@@ -6,7 +6,6 @@ No Kafka, no Cassandra, no connector jars: ``pipeline.parsing`` is pure Spark SQ
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,20 +15,6 @@ from pyspark.sql import DataFrame, SparkSession
 from pipeline import contract, parsing
 
 SENT_AT = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
-
-
-@pytest.fixture(scope="module")
-def spark() -> Iterator[SparkSession]:
-    session = (
-        SparkSession.builder.master("local[1]")
-        .appName("test_parsing")
-        .config("spark.ui.enabled", "false")
-        .config("spark.sql.shuffle.partitions", "1")
-        .config("spark.sql.session.timeZone", "UTC")
-        .getOrCreate()
-    )
-    yield session
-    session.stop()
 
 
 def user(**overrides: Any) -> dict[str, Any]:

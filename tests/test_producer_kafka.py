@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kafka import KafkaAdminClient, KafkaConsumer
+from conftest import read_topic, topic_end_offsets
+from kafka import KafkaAdminClient
 from kafka.record.default_records import DefaultRecordBatch
 from kafka.record.memory_records import MemoryRecords
 
@@ -51,31 +52,10 @@ def settings_for(kafka_bootstrap: str, topic: str, standin: StandIn, **env: str)
     )
 
 
-def consume_all(bootstrap: str, topic: str, expected: int, timeout: float = 60) -> list[Any]:
-    """Every message of ``topic`` from the start; stops 2 s after ``expected`` have arrived."""
-    consumer = KafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        group_id=None,
-    )
-    messages: list[Any] = []
-    deadline = time.monotonic() + timeout
-    quiet_until = None
-    try:
-        while time.monotonic() < deadline:
-            polled = consumer.poll(timeout_ms=500)
-            for batch in polled.values():
-                messages.extend(batch)
-            if len(messages) >= expected:
-                if polled:
-                    quiet_until = time.monotonic() + 2  # wait a little for any duplicate
-                elif quiet_until is not None and time.monotonic() > quiet_until:
-                    break
-    finally:
-        consumer.close()
-    return messages
+def consume_all(bootstrap: str, topic: str, timeout: float = 60) -> list[Any]:
+    """Every message of ``topic``, read up to the end offsets it has now: called once the producer
+    has finished, so each message it wrote, a duplicate included, is in the list."""
+    return read_topic(bootstrap, topic, topic_end_offsets(bootstrap, topic), timeout)
 
 
 def partition_count(bootstrap: str, topic: str) -> int:
@@ -107,7 +87,7 @@ def test_sent_records_arrive_exactly_once_keyed_by_id_as_utf8_json(
         kafka_producer.close()
     assert (sender.queued, sender.delivered, sender.failed) == (1500, 1500, 0)
 
-    messages = consume_all(kafka_bootstrap, settings.kafka.topic, expected=1500)
+    messages = consume_all(kafka_bootstrap, settings.kafka.topic)
     assert len(messages) == 1500
     received = {m.key.decode("utf-8"): json.loads(m.value.decode("utf-8")) for m in messages}
     assert received == {r["id"]: r for r in records}  # produced_at included, as sent
@@ -132,7 +112,7 @@ def test_invalid_records_are_counted_and_not_sent(
         kafka_producer.close()
     assert sender.delivered == 1
     assert dict(sender.invalid) == {"invalid: missing required field 'email'": 1}
-    assert [m.key.decode() for m in consume_all(kafka_bootstrap, settings.kafka.topic, 1)] == [
+    assert [m.key.decode() for m in consume_all(kafka_bootstrap, settings.kafka.topic)] == [
         good["id"]
     ]
 
@@ -164,7 +144,7 @@ def test_an_unpaced_run_creates_the_topic_and_produces_the_configured_total(
         *generate_users("run-seed", 2, 3000),
         *generate_users("run-seed", 3, 1000),
     ]
-    messages = consume_all(kafka_bootstrap, settings.kafka.topic, expected=7000)
+    messages = consume_all(kafka_bootstrap, settings.kafka.topic)
     assert len(messages) == 7000
     by_key = {m.key.decode(): json.loads(m.value) for m in messages}
     assert set(by_key) == {u["login"]["uuid"] for u in expected_raw}
@@ -199,7 +179,7 @@ def test_a_run_whose_api_gives_up_fails_but_keeps_and_counts_what_was_sent(
     message = str(failure.value)
     assert "results=100&seed=partial&page=2" in message and "HTTP 503" in message
     assert "sent 100, skipped 0, failed 0 of 100 fetched" in message
-    messages = consume_all(kafka_bootstrap, settings.kafka.topic, expected=100, timeout=20)
+    messages = consume_all(kafka_bootstrap, settings.kafka.topic, timeout=20)
     assert {m.key.decode() for m in messages} == {
         u["login"]["uuid"] for u in generate_users("partial", 1, 100)
     }
@@ -228,7 +208,7 @@ def test_a_paced_run_sends_each_record_at_its_due_time_while_the_next_page_is_fe
     requests = standin.requests
     assert (stats.sent, stats.failed, stats.paced_per_second) == (users, 0, rate)
 
-    messages = consume_all(kafka_bootstrap, settings.kafka.topic, expected=users)
+    messages = consume_all(kafka_bootstrap, settings.kafka.topic)
     by_key = {m.key.decode(): json.loads(m.value) for m in messages}
     assert len(messages) == len(by_key) == users
     expected_raw = [u for page in (1, 2, 3) for u in generate_users("paced", page, 200)]
@@ -293,7 +273,7 @@ def test_lz4_batches_are_stored_compressed_and_read_back_by_a_consumer(
     payload = sum(len(producer.encode_value(r)) for r in records)
     assert sum(len(segment) for segment in log_segments(kafka_bootstrap, topic)) < 0.6 * payload
 
-    messages = consume_all(kafka_bootstrap, settings.kafka.topic, expected=1000)
+    messages = consume_all(kafka_bootstrap, settings.kafka.topic)
     received = {m.key.decode(): json.loads(m.value) for m in messages}
     assert len(messages) == 1000
     assert received == {r["id"]: r for r in records}

@@ -205,28 +205,8 @@ class SideJob:
         return self.process.returncode
 
 
-@pytest.fixture(scope="module")
-def db(settings: config.Settings) -> Iterator[Any]:
-    """A session that reconnects every second, so it sees Cassandra back as soon as it is."""
-    from cassandra.auth import PlainTextAuthProvider
-    from cassandra.cluster import Cluster
-    from cassandra.policies import ConstantReconnectionPolicy
-
-    c = settings.cassandra
-    cluster = Cluster(
-        [c.host],
-        port=c.port,
-        auth_provider=PlainTextAuthProvider(c.username, c.password),
-        protocol_version=5,
-        reconnection_policy=ConstantReconnectionPolicy(1.0),
-    )
-    session = cluster.connect()
-    yield session
-    cluster.shutdown()
-
-
 @pytest.fixture
-def side_job(kafka_bootstrap: str, db: Any) -> Iterator[Callable[..., SideJob]]:
+def side_job(kafka_bootstrap: str, cassandra_session: Any) -> Iterator[Callable[..., SideJob]]:
     """Makes side jobs; stops them and drops their topic, keyspace and checkpoint afterwards."""
     jobs: list[SideJob] = []
 
@@ -243,7 +223,7 @@ def side_job(kafka_bootstrap: str, db: Any) -> Iterator[Callable[..., SideJob]]:
         for job in jobs:
             if job.process is not None:
                 job.stop()
-            db.execute(f"DROP KEYSPACE IF EXISTS {job.keyspace}", timeout=120)
+            cassandra_session.execute(f"DROP KEYSPACE IF EXISTS {job.keyspace}", timeout=120)
             if job.topic in admin.list_topics():
                 admin.delete_topics([job.topic])
             subprocess.run(["rm", "-rf", str(job.folder)], check=False)
@@ -301,15 +281,15 @@ def first_new_row(session: Any, job: SideJob, timeout: float) -> float:
     return time.monotonic() - started
 
 
-def restart_under_load(db: Any, job: SideJob, name: str, down_seconds: float) -> float:
+def restart_under_load(session: Any, job: SideJob, name: str, down_seconds: float) -> float:
     """Stop service ``name`` once the job writes, start it after ``down_seconds``; return the
     seconds from the service answering again to the job's next new row."""
     node = services.named(name)
-    first_new_row(db, job, 60)
+    first_new_row(session, job, 60)
     stack.stop_service(node)
     time.sleep(down_seconds)
     stack.start_service(node)  # returns once the service answers its readiness probe
-    resumed = first_new_row(db, job, 120)
+    resumed = first_new_row(session, job, 120)
     print(f"\nwriting again {resumed:.1f} s after {name} answered")
     time.sleep(5)  # more users while the job runs again
     return resumed
@@ -331,32 +311,32 @@ def cassandra_frozen() -> Iterator[None]:
 def test_cassandra_stopped_for_30_s_the_job_resumes_by_itself_and_loses_nothing(
     side_job: Callable[..., SideJob],
     kafka_bootstrap: str,
-    db: Any,
+    cassandra_session: Any,
     user_pipeline_stays_healthy: None,
 ) -> None:
     job = side_job("cassandra")
     job.start()
     with Feeder(kafka_bootstrap, job.topic, RATE) as feeder:
-        restart_under_load(db, job, "cassandra", down_seconds=30)
+        restart_under_load(cassandra_session, job, "cassandra", down_seconds=30)
     assert feeder.failed == 0
-    assert_every_acked_user_is_one_equal_row(db, job, feeder)
+    assert_every_acked_user_is_one_equal_row(cassandra_session, job, feeder)
     assert "write failed" in job.text()  # it did see Cassandra go
 
 
 def test_a_stalled_query_fails_and_its_supervisor_restarts_it(
     side_job: Callable[..., SideJob],
     kafka_bootstrap: str,
-    db: Any,
+    cassandra_session: Any,
     user_pipeline_stays_healthy: None,
 ) -> None:
     job = side_job("stall", {"SPARK_STALL_SECONDS": "8"})
     job.start()
     with Feeder(kafka_bootstrap, job.topic, RATE) as feeder:
-        first_new_row(db, job, 60)
+        first_new_row(cassandra_session, job, 60)
         with cassandra_frozen():  # the job's writes hang until their timeouts
             job.wait_for(lambda: job.restarts() >= 1, "restart by the supervisor", 120)
-        first_new_row(db, job, 180)
-    assert_every_acked_user_is_one_equal_row(db, job, feeder)
+        first_new_row(cassandra_session, job, 180)
+    assert_every_acked_user_is_one_equal_row(cassandra_session, job, feeder)
     assert "no progress for" in job.text()
     assert "restart 1" in job.text()
 
@@ -364,26 +344,26 @@ def test_a_stalled_query_fails_and_its_supervisor_restarts_it(
 def test_the_broker_restarted_the_job_resumes_by_itself_and_loses_nothing(
     side_job: Callable[..., SideJob],
     kafka_bootstrap: str,
-    db: Any,
+    cassandra_session: Any,
     user_pipeline_stays_healthy: None,
 ) -> None:
     job = side_job("kafka")
     job.start()
     with Feeder(kafka_bootstrap, job.topic, RATE) as feeder:
-        restart_under_load(db, job, "kafka", down_seconds=0)
-    assert_every_acked_user_is_one_equal_row(db, job, feeder)
+        restart_under_load(cassandra_session, job, "kafka", down_seconds=0)
+    assert_every_acked_user_is_one_equal_row(cassandra_session, job, feeder)
 
 
 def test_sigterm_stops_the_job_within_30_s_while_a_write_is_retrying(
     side_job: Callable[..., SideJob],
     kafka_bootstrap: str,
-    db: Any,
+    cassandra_session: Any,
     user_pipeline_stays_healthy: None,
 ) -> None:
     job = side_job("sigterm")
     job.start()
     with Feeder(kafka_bootstrap, job.topic, RATE) as feeder:
-        first_new_row(db, job, 60)
+        first_new_row(cassandra_session, job, 60)
         with cassandra_frozen():
             job.wait_for(lambda: "write failed" in job.text(), "a failed write", 60)
             assert job.process is not None
@@ -396,11 +376,11 @@ def test_sigterm_stops_the_job_within_30_s_while_a_write_is_retrying(
     assert "job stopped (exit 0)" in job.text()  # the job's own status, not a SIGKILL
     # What it abandoned is replayed by the next run: nothing is lost.
     job.start()
-    assert_every_acked_user_is_one_equal_row(db, job, feeder)
+    assert_every_acked_user_is_one_equal_row(cassandra_session, job, feeder)
 
 
 def test_a_topic_created_under_the_job_is_read_and_oversize_values_become_dead_letters(
-    side_job: Callable[..., SideJob], kafka_bootstrap: str, db: Any
+    side_job: Callable[..., SideJob], kafka_bootstrap: str, cassandra_session: Any
 ) -> None:
     job = side_job("topic", topic=False)
     job.start()  # the topic does not exist yet
@@ -418,10 +398,11 @@ def test_a_topic_created_under_the_job_is_read_and_oversize_values_become_dead_l
         sender.flush()
         sender.close()
         time.sleep(2)
-    assert_every_acked_user_is_one_equal_row(db, job, feeder)
-    job.wait_for(lambda: rows(db, job, "dead_letters") == 2, "two dead letters", 60)
+    assert_every_acked_user_is_one_equal_row(cassandra_session, job, feeder)
+    job.wait_for(lambda: rows(cassandra_session, job, "dead_letters") == 2, "two dead letters", 60)
     reasons = sorted(
-        row.reason for row in db.execute(f"SELECT reason FROM {job.keyspace}.dead_letters")
+        row.reason
+        for row in cassandra_session.execute(f"SELECT reason FROM {job.keyspace}.dead_letters")
     )
     limit = contract.MAX_STRING_BYTES
     assert reasons == [

@@ -24,11 +24,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import count_when_ready
+from conftest import count_when_ready, topic_end_offsets
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
 
 from pipeline import config, contract, spark_jars
+from script.pipeline_status import checkpoint_offsets
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
@@ -235,7 +236,16 @@ def scenario(
             ) == len(dead)
 
         wait_until(caught_up, job, log, "catch-up", 300)
-        time.sleep(3)  # a few more triggers: nothing further must arrive
+        # Rows can land before their batch is committed: stop the job only once its checkpoint
+        # has committed every offset the topic holds, so nothing is left for a third run.
+        end = topic_end_offsets(kafka_bootstrap, topic)
+        wait_until(
+            lambda: checkpoint_offsets(str(checkpoint), topic)[1] == end,
+            job,
+            log,
+            f"commit of every offset ({end})",
+            120,
+        )
         runs.append(stop_job(job, log, log_offset))
         yield Scenario(keyspace, sent, dead, runs)
     finally:

@@ -1,0 +1,259 @@
+"""Reading the Docker stack's files the way Docker reads them, for the tests that need no engine.
+
+docker-compose.yml is parsed by PyYAML (merge keys included); what Compose adds on top of YAML,
+``${VAR:-default}`` interpolation with .env (from .env.example) and stack/versions.env, is done
+here, as are the readers of Compose's short syntaxes (ports, volumes, durations, sizes) and of
+the Dockerfile's ARG and instruction lines. Tools come from the venv that runs pytest; a missing
+one fails the test with the fix.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+COMPOSE_FILE = REPO / "docker-compose.yml"
+DOCKERFILE = REPO / "Dockerfile"
+ENV_EXAMPLE = REPO / ".env.example"
+VERSIONS_FILE = REPO / "stack" / "versions.env"
+SPARK_POM = REPO / "stack" / "spark-jars.pom.xml"
+RUN_DOCKER = REPO / "run-docker.sh"
+ENTRYPOINT = REPO / "script" / "entrypoint.sh"
+README = REPO / "README.md"
+
+AIRFLOW_COMPONENTS = {
+    "airflow-apiserver": "api-server",
+    "airflow-scheduler": "scheduler",
+    "airflow-dag-processor": "dag-processor",
+    "airflow-triggerer": "triggerer",
+}
+
+
+def tool(name: str) -> str:
+    """The venv's copy of ``name``; fails (never skips) when it is not installed."""
+    path = BIN / name
+    if not path.exists():
+        pytest.fail(
+            f"{name} is not installed in {BIN}; install the test tools with "
+            f"`{BIN / 'pip'} install -r requirements.txt`",
+            pytrace=False,
+        )
+    return str(path)
+
+
+def run(cmd: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    kwargs.setdefault("cwd", REPO)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, **kwargs)
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """KEY=VALUE lines of a dotenv file; comments and blank lines ignored."""
+    values: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.partition("=")
+        values[key.strip()] = value.strip()
+    return values
+
+
+class MissingVariable(KeyError):
+    pass
+
+
+_VARIABLE = re.compile(
+    r"\$(?:(?P<escaped>\$)|\{(?P<braced>[^}]*)\}|(?P<plain>[A-Za-z_][A-Za-z0-9_]*))"
+)
+_BRACED = re.compile(r"(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:-|-|:\?|\?)(?P<arg>.*))?", re.S)
+
+
+def interpolate(text: str, env: dict[str, str]) -> str:
+    """Compose's interpolation: $$, $VAR, ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?error}."""
+
+    def replace(match: re.Match[str]) -> str:
+        if match.group("escaped"):
+            return "$"
+        if match.group("plain"):
+            return env.get(match.group("plain"), "")
+        braced = _BRACED.fullmatch(match.group("braced"))
+        assert braced, f"unreadable variable {match.group(0)!r} in {COMPOSE_FILE.name}"
+        name, op, arg = braced.group("name", "op", "arg")
+        value = env.get(name)
+        if op is None:
+            return value or ""
+        if op == ":-":
+            return value if value else arg
+        if op == "-":
+            return value if value is not None else arg
+        if op == ":?" and not value or op == "?" and value is None:
+            raise MissingVariable(f"{name}: {arg}")
+        return value or ""
+
+    return _VARIABLE.sub(replace, text)
+
+
+def resolve(node: Any, env: dict[str, str]) -> Any:
+    if isinstance(node, str):
+        return interpolate(node, env)
+    if isinstance(node, list):
+        return [resolve(item, env) for item in node]
+    if isinstance(node, dict):
+        return {key: resolve(value, env) for key, value in node.items()}
+    return node
+
+
+def raw_compose() -> dict[str, Any]:
+    return yaml.safe_load(COMPOSE_FILE.read_text())
+
+
+def compose_text() -> str:
+    """docker-compose.yml without its comment lines."""
+    lines = COMPOSE_FILE.read_text().splitlines()
+    return "\n".join(line for line in lines if not line.lstrip().startswith("#"))
+
+
+def versions() -> dict[str, str]:
+    return read_env_file(VERSIONS_FILE)
+
+
+def compose_env(**overrides: str) -> dict[str, str]:
+    """What Compose sees after ./run-docker.sh: versions.env exported, .env from .env.example."""
+    env = dict(versions())
+    for key, value in read_env_file(ENV_EXAMPLE).items():
+        env[key] = value or f"generated-{key.lower()}"
+    env.update(overrides)
+    return env
+
+
+def compose_with(**overrides: str) -> dict[str, Any]:
+    """docker-compose.yml as Compose resolves it with ``overrides`` set in .env."""
+    try:
+        return resolve(raw_compose(), compose_env(**overrides))
+    except MissingVariable as missing:
+        pytest.fail(
+            f"docker-compose.yml requires a variable .env.example lacks: {missing}", pytrace=False
+        )
+
+
+def services(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return doc["services"]
+
+
+def environment(service: dict[str, Any]) -> dict[str, str]:
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) for item in env)
+    return {key: "" if value is None else str(value) for key, value in env.items()}
+
+
+def is_one_shot(service: dict[str, Any]) -> bool:
+    return str(service.get("restart", "no")) == "no"
+
+
+def long_running(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {name: s for name, s in services(doc).items() if not is_one_shot(s)}
+
+
+def parse_port(entry: Any) -> tuple[str, int | None, int]:
+    """(host_ip, published, target) of a ports entry, short or long syntax."""
+    if isinstance(entry, dict):
+        published = entry.get("published")
+        return (
+            str(entry.get("host_ip", "")),
+            int(published) if published else None,
+            int(entry["target"]),
+        )
+    spec = str(entry).split("/")[0]
+    parts = spec.rsplit(":", 2)
+    if len(parts) == 1:
+        return "", None, int(parts[0])
+    if len(parts) == 2:
+        return "", int(parts[0]), int(parts[1])
+    return parts[0], int(parts[1]), int(parts[2])
+
+
+def container_ports(service: dict[str, Any]) -> set[int]:
+    return {parse_port(p)[2] for p in service.get("ports") or []}
+
+
+def published_ports(doc: dict[str, Any]) -> dict[int, tuple[str, str, int]]:
+    """host port -> (service, host_ip, container port)."""
+    found: dict[int, tuple[str, str, int]] = {}
+    for name, service in services(doc).items():
+        for entry in service.get("ports") or []:
+            host_ip, published, target = parse_port(entry)
+            if published is not None:
+                assert published not in found, f"host port {published} is published twice"
+                found[published] = (name, host_ip, target)
+    return found
+
+
+def mounts(service: dict[str, Any]) -> list[tuple[str, str]]:
+    """(source, target) of each volume entry."""
+    result = []
+    for entry in service.get("volumes") or []:
+        if isinstance(entry, dict):
+            result.append((str(entry.get("source", "")), str(entry["target"])))
+        else:
+            source, target = str(entry).split(":")[:2]
+            result.append((source, target))
+    return result
+
+
+def is_named_volume(source: str) -> bool:
+    return bool(source) and not source.startswith((".", "/", "~"))
+
+
+def to_bytes(size: str | int) -> int:
+    if isinstance(size, int):
+        return size
+    match = re.fullmatch(r"(\d+)\s*([bkmg]?)b?", str(size).strip().lower())
+    assert match, f"unreadable size {size!r}"
+    return (
+        int(match.group(1)) * {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}[match.group(2)]
+    )
+
+
+def seconds(duration: str) -> float:
+    """A Compose duration (``40s``, ``1m30s``, ``500ms``) in seconds."""
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|us|h|m|s)", str(duration))
+    assert parts and "".join(n + u for n, u in parts) == str(duration), duration
+    unit = {"h": 3600, "m": 60, "s": 1, "ms": 0.001, "us": 0.000001}
+    return sum(float(n) * unit[u] for n, u in parts)
+
+
+def dockerfile_args() -> dict[str, str]:
+    """ARG NAME=default lines (the first default wins, as the global ARGs come first)."""
+    args: dict[str, str] = {}
+    for match in re.finditer(r"^ARG\s+([A-Z0-9_]+)=(\S+)\s*$", DOCKERFILE.read_text(), re.M):
+        args.setdefault(match.group(1), match.group(2))
+    return args
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
+    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
+    result = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            word, _, rest = line.partition(" ")
+            result.append((word.upper(), rest.strip()))
+    return result
+
+
+def requirement_pin(package: str) -> str:
+    for line in (REPO / "requirements.txt").read_text().splitlines():
+        match = re.match(rf"^{re.escape(package)}==(\S+)", line.strip(), re.I)
+        if match:
+            return match.group(1)
+    pytest.fail(f"requirements.txt does not pin {package}", pytrace=False)

@@ -1,0 +1,461 @@
+"""docker-compose.yml's services, checked without a Docker engine: which services exist, how one
+`compose up` orders and health-checks them, the one-shot inits, Airflow's components, Cassandra's
+authentication, images, memory limits and volumes.
+
+The file is validated against the Compose specification, then read the way Compose reads it
+(tests/compose_helpers.py); the scripts it embeds run for real against stand-in commands.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from compose_helpers import (
+    AIRFLOW_COMPONENTS,
+    COMPOSE_FILE,
+    compose_env,
+    compose_with,
+    environment,
+    is_named_volume,
+    is_one_shot,
+    long_running,
+    mounts,
+    parse_port,
+    raw_compose,
+    run,
+    seconds,
+    services,
+    to_bytes,
+    tool,
+    versions,
+)
+
+from pipeline import config
+
+EXPECTED_SERVICES = {
+    "zookeeper",
+    "broker",
+    "kafka-init",
+    "schema-registry",
+    "control-center",
+    "postgres",
+    "airflow-init",
+    "airflow-apiserver",
+    "airflow-scheduler",
+    "airflow-dag-processor",
+    "airflow-triggerer",
+    "spark-master",
+    "spark-worker",
+    "spark-stream",
+    "cassandra",
+}
+SCALABLE = {"spark-worker"}
+MEMORY_BUDGET = 8 * 1024**3  # the README advises giving Docker 6-8 GB
+
+
+def test_compose_file_is_valid_against_the_compose_spec() -> None:
+    result = run(
+        [tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec", str(COMPOSE_FILE)]
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_compose_file_has_no_obsolete_version_key() -> None:
+    assert "version" not in raw_compose(), "the top-level `version:` key is obsolete in Compose v2"
+
+
+def test_compose_defines_every_service_of_the_stack(compose: dict[str, Any]) -> None:
+    assert set(services(compose)) == EXPECTED_SERVICES
+
+
+def test_all_services_share_one_network(compose: dict[str, Any]) -> None:
+    networks = {
+        name: tuple(s.get("networks") or ("default",)) for name, s in services(compose).items()
+    }
+    assert len(set(networks.values())) == 1 and len(next(iter(networks.values()))) == 1, networks
+
+
+def test_services_are_reachable_by_their_service_name(compose: dict[str, Any]) -> None:
+    for name, service in services(compose).items():
+        if name in SCALABLE:
+            continue
+        assert service.get("hostname") == name, f"{name}: hostname must equal the service name"
+        assert service.get("container_name") == name, (
+            f"{name}: container_name must equal the service name"
+        )
+
+
+def test_spark_workers_can_be_scaled(compose: dict[str, Any]) -> None:
+    worker = services(compose)["spark-worker"]
+    assert "container_name" not in worker, "a fixed container_name stops --scale spark-worker=N"
+    assert not any(parse_port(p)[1] for p in worker.get("ports") or []), (
+        "a fixed host port stops --scale"
+    )
+
+
+def test_every_long_running_service_has_a_healthcheck_with_a_start_period(
+    compose: dict[str, Any],
+) -> None:
+    for name, service in long_running(compose).items():
+        check = service.get("healthcheck") or {}
+        assert check.get("test") and not check.get("disable"), f"{name} has no healthcheck"
+        assert check.get("start_period"), f"{name}'s healthcheck has no start_period"
+
+
+def test_dependencies_wait_for_health_or_for_the_init_to_finish(compose: dict[str, Any]) -> None:
+    all_services = services(compose)
+    for name, service in all_services.items():
+        depends = service.get("depends_on") or {}
+        assert isinstance(depends, dict), f"{name}: depends_on needs conditions, not a bare list"
+        for dependency, rule in depends.items():
+            assert dependency in all_services, f"{name} depends on unknown service {dependency}"
+            expected = (
+                "service_completed_successfully"
+                if is_one_shot(all_services[dependency])
+                else "service_healthy"
+            )
+            assert rule.get("condition") == expected, (
+                f"{name} -> {dependency} must wait for {expected}"
+            )
+
+
+def test_one_compose_up_has_an_order_that_starts_everything(compose: dict[str, Any]) -> None:
+    graph = {name: set(s.get("depends_on") or {}) for name, s in services(compose).items()}
+    started: list[str] = []
+    while graph:
+        ready = sorted(name for name, deps in graph.items() if deps <= set(started))
+        assert ready, f"depends_on has a cycle among {sorted(graph)}"
+        started += ready
+        for name in ready:
+            del graph[name]
+    expectations = {
+        "broker": {"zookeeper"},
+        "schema-registry": {"broker"},
+        "control-center": {"broker", "schema-registry"},
+        "spark-worker": {"spark-master"},
+        "kafka-init": {"broker"},
+        "spark-stream": {"spark-master", "spark-worker", "broker", "kafka-init", "cassandra"},
+        "airflow-init": {"postgres"},
+        "airflow-scheduler": {"postgres", "airflow-init", "broker", "kafka-init"},
+    }
+    for name, needed in expectations.items():
+        assert needed <= set(services(compose)[name].get("depends_on") or {}), (
+            f"{name} must wait for {needed}"
+        )
+
+
+def test_kafka_init_creates_the_topic_before_anyone_produces_or_consumes(
+    compose: dict[str, Any],
+) -> None:
+    all_services = services(compose)
+    init = all_services["kafka-init"]
+    assert is_one_shot(init), 'kafka-init runs once: restart must be "no"'
+    assert init["depends_on"] == {"broker": {"condition": "service_healthy"}}
+    for name in ("airflow-scheduler", "spark-stream"):  # the DAG's producer runs in the scheduler
+        assert all_services[name]["depends_on"]["kafka-init"] == {
+            "condition": "service_completed_successfully"
+        }, name
+        for key in ("KAFKA_BOOTSTRAP_SERVERS", "KAFKA_TOPIC", "KAFKA_TOPIC_PARTITIONS"):
+            assert environment(all_services[name])[key] == environment(init)[key], (name, key)
+
+
+FAKE_KAFKA_TOPICS = """#!/usr/bin/env bash
+printf '%s\\n' "$*" >> "$FAKE_LOG"
+"""
+
+
+@pytest.mark.parametrize("partitions", [None, "6"])
+def test_kafka_init_runs_kafka_topics_create_if_not_exists_with_the_partitions(
+    tmp_path: Path, partitions: str | None
+) -> None:
+    overrides = {"KAFKA_TOPIC_PARTITIONS": partitions} if partitions else {}
+    init = services(compose_with(**overrides))["kafka-init"]
+    assert init["entrypoint"][:2] == ["bash", "-c"], init["entrypoint"]
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    (fake_bin / "kafka-topics").write_text(FAKE_KAFKA_TOPICS)
+    (fake_bin / "kafka-topics").chmod(0o755)
+    log = tmp_path / "calls.log"
+    env = {**environment(init), "PATH": f"{fake_bin}:{os.environ['PATH']}", "FAKE_LOG": str(log)}
+    result = run(["bash", "-c", init["entrypoint"][2]], env=env)
+    assert result.returncode == 0, result.stderr
+    create = log.read_text().splitlines()[0].split()
+    flags = dict(zip(create, create[1:], strict=False))  # each word -> the word after it
+    assert "--create" in create and "--if-not-exists" in create, create
+    assert flags["--bootstrap-server"] == "broker:29092"
+    assert flags["--topic"] == config.DEFAULTS["KAFKA_TOPIC"]
+    assert flags["--partitions"] == (partitions or config.DEFAULTS["KAFKA_TOPIC_PARTITIONS"])
+    assert flags["--replication-factor"] == "1"
+
+
+def test_the_stream_job_is_restarted_and_given_time_to_stop(compose: dict[str, Any]) -> None:
+    stream = services(compose)["spark-stream"]
+    assert stream.get("restart") in ("on-failure", "unless-stopped"), stream.get("restart")
+    assert seconds(stream["stop_grace_period"]) >= 35, "the job may take 30 s to stop"
+    assert "command" not in stream and "entrypoint" not in stream, "the image's CMD runs the job"
+
+
+def test_compose_duration_reader() -> None:
+    assert [seconds(d) for d in ("40s", "1m30s", "500ms", "2h")] == [40, 90, 0.5, 7200]
+
+
+def test_airflow_services_run_their_components_through_the_entrypoint(
+    compose: dict[str, Any],
+) -> None:
+    all_services = services(compose)
+    for name, component in {**AIRFLOW_COMPONENTS, "airflow-init": "init"}.items():
+        service = all_services[name]
+        assert service["command"] == [component], f"{name} must run `{component}`"
+        assert service["entrypoint"][-1] == "/opt/airflow/script/entrypoint.sh", name
+        assert ("./script", "/opt/airflow/script") in mounts(service), f"{name} must mount ./script"
+        assert service["depends_on"]["postgres"]["condition"] == "service_healthy", name
+        if name != "airflow-init":
+            assert (
+                service["depends_on"]["airflow-init"]["condition"]
+                == "service_completed_successfully"
+            )
+
+
+def test_airflow_init_creates_the_admin_that_the_api_server_reads(compose: dict[str, Any]) -> None:
+    init, api = services(compose)["airflow-init"], services(compose)["airflow-apiserver"]
+    init_env, api_env = environment(init), environment(api)
+    assert init_env["AIRFLOW_ADMIN_PASSWORD"] == compose_env()["AIRFLOW_ADMIN_PASSWORD"]
+    assert (
+        api_env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"]
+        == f"{init_env['AIRFLOW_ADMIN_USERNAME']}:admin"
+    )
+    password_dir = str(Path(init_env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"]).parent)
+    assert (
+        api_env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"]
+        == init_env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"]
+    )
+    init_volume = dict((t, s) for s, t in mounts(init)).get(password_dir)
+    api_volume = dict((t, s) for s, t in mounts(api)).get(password_dir)
+    assert init_volume and is_named_volume(init_volume) and init_volume == api_volume, (
+        "the passwords file must be on a named volume shared by airflow-init and airflow-apiserver"
+    )
+    assert "AIRFLOW_ADMIN_PASSWORD" not in api_env, "only the init service needs the plain password"
+
+
+def test_airflow_components_share_secrets_and_find_the_api_server(compose: dict[str, Any]) -> None:
+    all_services = services(compose)
+    shared = (
+        "AIRFLOW__API_AUTH__JWT_SECRET",
+        "AIRFLOW__CORE__FERNET_KEY",
+        "AIRFLOW__API__SECRET_KEY",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL",
+    )
+    for key in shared:
+        values = {
+            environment(all_services[name]).get(key)
+            for name in [*AIRFLOW_COMPONENTS, "airflow-init"]
+        }
+        assert len(values) == 1 and None not in values, (
+            f"{key} differs between the Airflow services"
+        )
+    url = environment(all_services["airflow-scheduler"])["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"]
+    match = re.fullmatch(r"http://([a-z-]+):(\d+)/execution/", url)
+    assert match and match.group(1) == "airflow-apiserver", url
+    assert int(match.group(2)) in {
+        parse_port(p)[2] for p in all_services["airflow-apiserver"]["ports"]
+    }
+    conn = environment(all_services["airflow-scheduler"])["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
+    assert re.search(r"@postgres:5432/", conn) and "postgres" in all_services, conn
+    assert compose_env()["POSTGRES_PASSWORD"] in conn
+    assert (
+        environment(all_services["postgres"])["POSTGRES_PASSWORD"]
+        == compose_env()["POSTGRES_PASSWORD"]
+    )
+
+
+def test_airflow_can_import_the_pipeline_package_and_the_dags(compose: dict[str, Any]) -> None:
+    for name in AIRFLOW_COMPONENTS:
+        service = services(compose)[name]
+        targets = {source: target for source, target in mounts(service)}
+        assert targets.get("./dags") == "/opt/airflow/dags", f"{name} must mount ./dags"
+        assert "./pipeline" in targets, f"{name} must mount ./pipeline"
+        python_path = environment(service).get("PYTHONPATH", "").split(":")
+        assert str(Path(targets["./pipeline"]).parent) in python_path, (
+            f"{name}: pipeline/ not importable"
+        )
+
+
+def test_the_containers_that_run_tasks_install_the_requirements(compose: dict[str, Any]) -> None:
+    all_services = services(compose)
+    scheduler = environment(all_services["airflow-scheduler"])  # LocalExecutor runs tasks here
+    assert scheduler["AIRFLOW_INSTALL_REQUIREMENTS"] == "true"
+    targets = {target for _, target in mounts(all_services["airflow-scheduler"])}
+    assert scheduler["AIRFLOW_REQUIREMENTS_FILE"] in targets, "the requirements file is not mounted"
+    for name in ("airflow-init", "airflow-apiserver", "airflow-dag-processor", "airflow-triggerer"):
+        assert environment(all_services[name])["AIRFLOW_INSTALL_REQUIREMENTS"] == "false", name
+
+
+def test_the_checkpoint_survives_a_restart_on_a_named_volume(compose: dict[str, Any]) -> None:
+    stream = services(compose)["spark-stream"]
+    checkpoint = environment(stream)["SPARK_CHECKPOINT_DIR"]
+    holders = [
+        s
+        for s, t in mounts(stream)
+        if checkpoint == t or checkpoint.startswith(t.rstrip("/") + "/")
+    ]
+    assert holders and is_named_volume(holders[0]), f"{checkpoint} is not on a named volume"
+    assert holders[0] in compose["volumes"]
+
+
+def test_stateful_services_keep_their_data_in_named_volumes(compose: dict[str, Any]) -> None:
+    data_dirs = {
+        "postgres": "/var/lib/postgresql/data",
+        "cassandra": "/var/lib/cassandra",
+        "broker": "/var/lib/kafka/data",
+        "zookeeper": "/var/lib/zookeeper/data",
+    }
+    for name, path in data_dirs.items():
+        sources = {t: s for s, t in mounts(services(compose)[name])}
+        assert is_named_volume(sources.get(path, "")), f"{name} must keep {path} on a named volume"
+    for name, service in services(compose).items():
+        for source, _ in mounts(service):
+            if is_named_volume(source):
+                assert source in compose["volumes"], f"{name} uses undeclared volume {source}"
+
+
+def cassandra_start_script(compose: dict[str, Any], conf: Path) -> str:
+    entrypoint = services(compose)["cassandra"]["entrypoint"]
+    assert entrypoint[:2] == ["bash", "-c"], entrypoint
+    script = entrypoint[2]
+    assert (
+        "/etc/cassandra/cassandra.yaml" in script
+        and "exec docker-entrypoint.sh cassandra -f" in script
+    )
+    return script.replace("/etc/cassandra/cassandra.yaml", str(conf)).replace(
+        "exec docker-entrypoint.sh cassandra -f", "echo started"
+    )
+
+
+@pytest.mark.parametrize(
+    "original",
+    [
+        "# - AllowAllAuthenticator performs no checks\nauthenticator: AllowAllAuthenticator\n"
+        "authorizer: AllowAllAuthorizer\n",
+        "# - AllowAllAuthenticator performs no checks\nauthenticator:\n"
+        "  class_name : org.apache.cassandra.auth.AllowAllAuthenticator\n"
+        "authorizer:\n  class_name: AllowAllAuthorizer\n",
+    ],
+    ids=["cassandra-4-style", "cassandra-5-style"],
+)
+def test_cassandra_starts_with_password_authentication(
+    compose: dict[str, Any], tmp_path: Path, original: str
+) -> None:
+    conf = tmp_path / "cassandra.yaml"
+    conf.write_text(original)
+    script = cassandra_start_script(compose, conf)
+    for _ in range(2):  # a restarted container runs it again
+        result = run(["bash", "-c", script])
+        assert result.returncode == 0 and result.stdout.strip() == "started", result.stderr
+    settings = yaml.safe_load(conf.read_text())
+    authenticator, authorizer = settings["authenticator"], settings["authorizer"]
+    if isinstance(authenticator, dict):
+        authenticator, authorizer = authenticator["class_name"], authorizer["class_name"]
+    assert authenticator.endswith("PasswordAuthenticator")
+    assert authorizer.endswith("CassandraAuthorizer")
+    assert conf.read_text().splitlines()[0] == original.splitlines()[0], (
+        "comments must stay as they were"
+    )
+
+
+def test_cassandra_refuses_to_start_when_it_cannot_switch_auth_on(
+    compose: dict[str, Any], tmp_path: Path
+) -> None:
+    conf = tmp_path / "cassandra.yaml"
+    conf.write_text("cluster_name: x\n")
+    result = run(["bash", "-c", cassandra_start_script(compose, conf)])
+    assert result.returncode != 0 and "authenticator" in result.stderr
+
+
+def test_image_versions_come_from_versions_env() -> None:
+    pinned = versions()
+    for name, service in raw_compose()["services"].items():
+        image = service.get("image") or raw_compose()["x-airflow-common"]["image"]
+        if image.startswith("e2e-data-pipeline/"):
+            continue
+        tags = re.findall(r"\$\{([A-Z0-9_]+):-([^}]*)\}", image)
+        assert tags, f"{name}: image {image} is not pinned through stack/versions.env"
+        for variable, default in tags:
+            assert pinned.get(variable) == default, (
+                f"{name}: {variable} default {default} != versions.env"
+            )
+
+
+def test_confluent_images_share_one_pinned_version_that_supports_zookeeper(
+    compose: dict[str, Any],
+) -> None:
+    tags = {
+        s["image"].split(":")[1]
+        for s in services(compose).values()
+        if s["image"].startswith("confluentinc/")
+    }
+    assert tags == {versions()["CONFLUENT_VERSION"]}, tags
+    assert versions()["CONFLUENT_VERSION"].startswith("7."), "Confluent 8 dropped ZooKeeper"
+    assert services(compose)["zookeeper"]["image"].startswith("confluentinc/cp-zookeeper:")
+
+
+def test_images_are_the_documented_ones(compose: dict[str, Any]) -> None:
+    pinned = versions()
+    images = {name: s["image"] for name, s in services(compose).items()}
+    assert images["cassandra"] == f"cassandra:{pinned['CASSANDRA_VERSION']}"
+    assert images["postgres"] == f"postgres:{pinned['POSTGRES_MAJOR']}"
+    airflow = f"apache/airflow:{pinned['AIRFLOW_VERSION']}-python{pinned['PYTHON_VERSION']}"
+    assert {images[name] for name in [*AIRFLOW_COMPONENTS, "airflow-init"]} == {airflow}
+    spark = {
+        name: services(compose)[name] for name in ("spark-master", "spark-worker", "spark-stream")
+    }
+    assert len({s["image"] for s in spark.values()}) == 1, (
+        "master, workers and job must share one image"
+    )
+    for service in spark.values():
+        assert (
+            service["build"]["context"] == "."
+            and service["build"].get("dockerfile", "Dockerfile") == "Dockerfile"
+        )
+
+
+def jvm_heap(service_name: str, env: dict[str, str]) -> int:
+    heap = 0
+    for key, value in env.items():
+        if key.endswith("HEAP_OPTS"):
+            match = re.search(r"-Xmx(\d+[kmg])", value, re.I)
+            heap += to_bytes(match.group(1)) if match else 0
+    for key in (
+        "MAX_HEAP_SIZE",
+        "SPARK_DAEMON_MEMORY",
+        "SPARK_WORKER_MEMORY",
+        "SPARK_DRIVER_MEMORY",
+    ):
+        if key in env:
+            heap += to_bytes(env[key])
+    return heap
+
+
+def test_memory_limits_fit_the_readmes_docker_memory_advice(compose: dict[str, Any]) -> None:
+    total = 0
+    for name, service in long_running(compose).items():
+        assert service.get("mem_limit"), f"{name} has no mem_limit"
+        limit = to_bytes(service["mem_limit"])
+        total += limit
+        heap = jvm_heap(name, environment(service))
+        assert heap <= 0.75 * limit, (
+            f"{name}: JVM heaps {heap >> 20} MiB leave too little of {limit >> 20} MiB"
+        )
+    assert total <= MEMORY_BUDGET, (
+        f"the limits add up to {total / 1024**3:.2f} GiB, more than 8 GiB"
+    )
+    worker = environment(services(compose)["spark-worker"])
+    executor = environment(services(compose)["spark-stream"])["SPARK_EXECUTOR_MEMORY"]
+    assert to_bytes(executor) <= to_bytes(worker["SPARK_WORKER_MEMORY"]), (
+        "an executor must fit in a worker"
+    )

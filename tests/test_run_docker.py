@@ -1,0 +1,149 @@
+"""run-docker.sh, run for real against a stand-in ``docker`` in a copy of the project, so the
+repository's own .env is never touched.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+from compose_helpers import (
+    ENV_EXAMPLE,
+    REPO,
+    VERSIONS_FILE,
+    dockerfile_args,
+    raw_compose,
+    read_env_file,
+    resolve,
+    run,
+    versions,
+)
+
+FAKE_DOCKER = """#!/usr/bin/env bash
+printf '%s\\n' "$*" >> "$FAKE_DOCKER_LOG"
+if [[ -n "${FAKE_DOCKER_FAIL_ON:-}" && "$*" == *"$FAKE_DOCKER_FAIL_ON"* ]]; then
+    echo "Cannot connect to the Docker daemon" >&2
+    exit 1
+fi
+exit 0
+"""
+
+
+@pytest.fixture
+def docker_project(tmp_path: Path) -> Path:
+    """A copy of the files run-docker.sh uses, so the real repo's .env is never touched."""
+    project = tmp_path / "project"
+    (project / "stack").mkdir(parents=True)
+    for name in ("run-docker.sh", ".env.example", "docker-compose.yml", "Dockerfile"):
+        shutil.copy2(REPO / name, project / name)
+    shutil.copy2(VERSIONS_FILE, project / "stack" / "versions.env")
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    (fake_bin / "docker").write_text(FAKE_DOCKER)
+    (fake_bin / "docker").chmod(0o755)
+    return project
+
+
+def run_docker_script(
+    project: Path, *args: str, **env: str
+) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+    log = project.parent / "docker.log"
+    log.write_text("")
+    environ = {
+        **os.environ,
+        "PATH": f"{project.parent / 'bin'}:{os.environ['PATH']}",
+        "FAKE_DOCKER_LOG": str(log),
+    }
+    environ.update(env)
+    result = run(["bash", str(project / "run-docker.sh"), *args], cwd=project, env=environ)
+    return result, log.read_text().splitlines()
+
+
+def test_run_docker_without_a_docker_engine_says_so_and_changes_nothing(
+    docker_project: Path,
+) -> None:
+    result, calls = run_docker_script(docker_project, "up", FAKE_DOCKER_FAIL_ON="info")
+    assert result.returncode != 0
+    assert "docker info" in result.stderr and "./run.sh" in result.stderr, result.stderr
+    assert not (docker_project / ".env").exists()
+    assert not any(call.startswith("compose") and "up" in call.split() for call in calls)
+
+
+def test_run_docker_without_docker_installed_says_so(docker_project: Path, tmp_path: Path) -> None:
+    bare = tmp_path / "bare-bin"
+    bare.mkdir()
+    for command in ("dirname",):
+        (bare / command).symlink_to(shutil.which(command))
+    result = run(
+        [shutil.which("bash"), str(docker_project / "run-docker.sh")], env={"PATH": str(bare)}
+    )
+    assert result.returncode != 0 and "docker is not installed" in result.stderr, result.stderr
+
+
+def test_run_docker_up_creates_env_builds_with_pinned_versions_and_waits_for_health(
+    docker_project: Path,
+) -> None:
+    result, calls = run_docker_script(docker_project, "up")
+    assert result.returncode == 0, result.stderr
+
+    env_file = docker_project / ".env"
+    assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
+    generated = read_env_file(env_file)
+    secrets = {k: generated[k] for k, v in read_env_file(ENV_EXAMPLE).items() if not v}
+    assert secrets and all(len(v) >= 32 for v in secrets.values()), secrets
+    assert len(set(secrets.values())) == len(secrets), "every secret must be different"
+    assert len(base64.urlsafe_b64decode(generated["AIRFLOW_FERNET_KEY"])) == 32
+    resolve(raw_compose(), {**versions(), **generated})  # no required variable is left empty
+
+    build = next(call.split() for call in calls if " build " in f" {call} ")
+    passed = dict(
+        build[i + 1].split("=", 1) for i, word in enumerate(build) if word == "--build-arg"
+    )
+    expected = {k: v for k, v in versions().items() if k in dockerfile_args()}
+    assert passed == expected, passed
+    up = next(call for call in calls if " up " in f" {call} ")
+    assert "--wait" in up.split() and "--detach" in up.split() and "spark-worker=1" in up
+
+    for text in (
+        "http://localhost:8080",
+        "http://localhost:9021",
+        "http://localhost:9090",
+        "http://localhost:4040",
+        "docker exec -it cassandra cqlsh -u cassandra -p cassandra localhost 9042",
+    ):
+        assert text in result.stdout, f"run-docker.sh up does not print {text}"
+
+
+def test_run_docker_up_keeps_an_existing_env(docker_project: Path) -> None:
+    run_docker_script(docker_project, "up")
+    before = (docker_project / ".env").read_text()
+    result, _ = run_docker_script(docker_project, "up")
+    assert result.returncode == 0 and (docker_project / ".env").read_text() == before
+
+
+def test_run_docker_scales_the_spark_workers(docker_project: Path) -> None:
+    result, calls = run_docker_script(docker_project, "up", SPARK_WORKERS="3")
+    assert result.returncode == 0 and any("--scale spark-worker=3" in call for call in calls), calls
+
+
+def test_run_docker_reports_a_stack_that_does_not_become_healthy(docker_project: Path) -> None:
+    result, calls = run_docker_script(docker_project, "up", FAKE_DOCKER_FAIL_ON="--wait")
+    assert result.returncode != 0 and "./run-docker.sh logs" in result.stderr, result.stderr
+    assert any(call.endswith("ps --all") for call in calls), "the services' state should be shown"
+
+
+def test_run_docker_down_and_logs_do_what_they_say(docker_project: Path) -> None:
+    run_docker_script(docker_project, "up")
+    result, calls = run_docker_script(docker_project, "down", "-v")
+    assert result.returncode == 0 and calls[-1].endswith("down -v"), calls
+    result, calls = run_docker_script(docker_project, "logs", "spark-stream")
+    assert result.returncode == 0 and calls[-1].endswith("logs --follow --tail 200 spark-stream"), (
+        calls
+    )
+    result, _ = run_docker_script(docker_project, "sideways")
+    assert result.returncode != 0 and "unknown command" in result.stderr
