@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The local stack without Docker: ./run.sh [up|down|status|clean|stream|cqlsh|test|...].
 # This script only makes sure the project venv exists and is current, then hands over to
-# script/stack.py, which starts ZooKeeper, Kafka, Cassandra, PostgreSQL and Airflow.
+# script/ (python -m script), which starts ZooKeeper, Kafka, Cassandra, PostgreSQL and Airflow.
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
