@@ -59,3 +59,85 @@ def test_ci_runs_the_test_command_the_readme_gives() -> None:
     assert runs[0][0] == "./run.sh" and all(
         word.startswith("-") or word.isdigit() for word in runs[0][1:]
     )
+
+
+# The parts of the README's module diagram (node id -> files), to hold its arrows to the code.
+DIAGRAM_PARTS = {
+    "dags": ["dags/"],
+    "stream": ["spark_stream.py"],
+    "pipeline": ["pipeline/"],
+    "standin": ["standin/"],
+    "tools": [
+        "script/__main__.py",
+        "script/run_pipeline.py",
+        "script/status.py",
+        "script/suite.py",
+        "script/benchmark/",
+    ],
+    "stack": ["script/stack.py"],
+    "services": ["script/services/"],
+    "basics": [
+        "script/layout.py",
+        "script/procs.py",
+        "script/jars.py",
+        "script/supervise.py",
+        "script/airflow_api.py",
+        "script/pipeline_status.py",
+    ],
+}
+
+
+def _part_of(path: str) -> str | None:
+    for part, prefixes in DIAGRAM_PARTS.items():
+        if any(path == p or (p.endswith("/") and path.startswith(p)) for p in prefixes):
+            return part
+    return None
+
+
+def _module_path(module: str) -> str | None:
+    """``script.services.kafka`` -> its file, relative to the repo; None when not ours."""
+    base = REPO / module.replace(".", "/")
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.exists():
+            return str(candidate.relative_to(REPO))
+    return None
+
+
+def code_arrows() -> set[tuple[str, str]]:
+    """(importer part, imported part) for every import between two parts, read with ast."""
+    import ast
+
+    arrows = set()
+    files = [REPO / "spark_stream.py", *REPO.glob("dags/*.py")]
+    files += [f for d in ("pipeline", "standin", "script") for f in (REPO / d).rglob("*.py")]
+    for file in files:
+        source = _part_of(str(file.relative_to(REPO)))
+        for node in ast.walk(ast.parse(file.read_text())):
+            if isinstance(node, ast.Import):
+                modules = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                modules = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            else:
+                continue
+            for module in modules:
+                path = _module_path(module)
+                target = _part_of(path) if path else None
+                if source and target and target != source:
+                    arrows.add((source, target))
+    return arrows
+
+
+def test_the_module_diagram_draws_every_import_between_its_parts_and_no_other() -> None:
+    diagram = re.search(r"```mermaid\nflowchart TD\n(.*?)```", README, flags=re.S)
+    assert diagram, "README.md has lost its module diagram (a mermaid flowchart)"
+    drawn = set(re.findall(r"^\s*(\w+)(?:\[[^\]]*\])? --> (\w+)", diagram.group(1), flags=re.M))
+    assert drawn == code_arrows(), (
+        f"draw {sorted(code_arrows() - drawn)}, remove {sorted(drawn - code_arrows())}"
+    )
+
+
+def test_every_module_of_ours_is_in_a_part_of_the_diagram() -> None:
+    ours = [REPO / "spark_stream.py", *REPO.glob("dags/*.py")]
+    ours += [f for d in ("pipeline", "standin", "script") for f in (REPO / d).rglob("*.py")]
+    loose = [str(f.relative_to(REPO)) for f in ours if _part_of(str(f.relative_to(REPO))) is None]
+    assert loose == ["script/__init__.py"]
