@@ -5,7 +5,7 @@ from __future__ import annotations
 from pipeline import config
 from script.layout import DATA, JARS, LOGS, STACK_CONF, say
 from script.procs import port_open, spawn
-from script.services.base import Service, java
+from script.services.base import Service, java, render
 
 
 class Cassandra(Service):
@@ -32,7 +32,7 @@ class Cassandra(Service):
                 f"-Xmx{heap}",
                 "-Xss256k",
                 *options,
-                f"-Dcassandra.config=file://{STACK_CONF / 'cassandra.yaml'}",
+                f"-Dcassandra.config=file://{render('cassandra.yaml', cassandra_port=self.port)}",
                 f"-Dcassandra.storagedir={DATA / 'cassandra'}",
                 f"-Dcassandra.logdir={LOGS}",
                 f"-Dlogback.configurationFile={STACK_CONF / 'cassandra-logback.xml'}",
