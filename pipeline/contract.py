@@ -1,7 +1,9 @@
-"""The one contract for a user record as it travels Airflow -> Kafka -> Spark -> Cassandra.
+"""The one contract for a user record as it travels randomuser.me -> Airflow -> Kafka -> Spark
+-> Cassandra.
 
-The producer validates against ``FIELDS`` before sending, the Spark job derives its schema
-from it and the Cassandra table is created from it. Nothing else lists the fields.
+Each field says where its value is in a randomuser.me user: ``formatting.format_user`` reads it
+from there, the producer validates against ``FIELDS`` before sending, the Spark job derives its
+schema from it and the Cassandra table is created from it. Nothing else lists the fields.
 """
 
 from __future__ import annotations
@@ -12,34 +14,80 @@ from typing import Any
 
 
 @dataclass(frozen=True)
+class Served:
+    """A value of the user as randomuser.me serves it, at a dotted ``path`` (``"name.first"``).
+
+    For a string field the value must be a non-blank string; with ``numeric`` an int is taken
+    too, as its decimal string. For a long field it must be an int.
+    """
+
+    path: str
+    numeric: bool = False
+
+
+@dataclass(frozen=True)
+class Joined:
+    """Served values joined into one string: ``template`` holds one ``{}`` per part."""
+
+    template: str
+    parts: tuple[Served, ...]
+
+
+@dataclass(frozen=True)
+class SendTime:
+    """The producer's clock when it sends the record, in milliseconds since the epoch."""
+
+
+Source = Served | Joined | SendTime
+
+
+@dataclass(frozen=True)
 class Field:
-    """One field of the record: its name, its JSON type and whether it must be non-empty."""
+    """One field of the user record, and where a randomuser.me user holds its value.
+
+    ``kind`` is its JSON type; a ``required`` field must be present and non-empty.
+    """
 
     name: str
     kind: str  # "string" or "long"
+    source: Source
     required: bool = True
 
 
 # `id` is randomuser's stable `login.uuid`: a replay upserts instead of duplicating.
 FIELDS: tuple[Field, ...] = (
-    Field("id", "string"),
-    Field("first_name", "string"),
-    Field("last_name", "string"),
-    Field("gender", "string"),
-    Field("address", "string"),
-    Field("post_code", "string"),
-    Field("email", "string"),
-    Field("username", "string"),
-    Field("dob", "string"),
-    Field("registered_date", "string"),
-    Field("phone", "string"),
-    Field("picture", "string"),
-    # Milliseconds since the epoch when the producer sent the record: end-to-end latency.
-    Field("produced_at", "long"),
+    Field("id", "string", Served("login.uuid")),
+    Field("first_name", "string", Served("name.first")),
+    Field("last_name", "string", Served("name.last")),
+    Field("gender", "string", Served("gender")),
+    Field(
+        "address",
+        "string",
+        Joined(
+            "{} {}, {}, {}, {}",
+            (
+                Served("location.street.number", numeric=True),  # served as an int
+                Served("location.street.name"),
+                Served("location.city"),
+                Served("location.state"),
+                Served("location.country"),
+            ),
+        ),
+    ),
+    Field("post_code", "string", Served("location.postcode", numeric=True)),
+    Field("email", "string", Served("email")),
+    Field("username", "string", Served("login.username")),
+    Field("dob", "string", Served("dob.date")),
+    Field("registered_date", "string", Served("registered.date")),
+    Field("phone", "string", Served("phone")),
+    Field("picture", "string", Served("picture.medium")),
+    # When the producer sent the record: end-to-end latency.
+    Field("produced_at", "long", SendTime()),
 )
 
 FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in FIELDS)
 PRIMARY_KEY = "id"
+
 
 _PY_TYPES = {"string": str, "long": int}
 LONG_MIN, LONG_MAX = -(2**63), 2**63 - 1  # Spark LongType and CQL bigint
