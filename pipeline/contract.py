@@ -1,9 +1,13 @@
-"""The one contract for a user record as it travels randomuser.me -> Airflow -> Kafka -> Spark
--> Cassandra.
+"""The one contract for the records the pipeline writes: users and dead letters.
 
-Each field says where its value is in a randomuser.me user: ``formatting.format_user`` reads it
-from there, the producer validates against ``FIELDS`` before sending, the Spark job derives its
-schema from it and the Cassandra table is created from it. Nothing else lists the fields.
+A user travels randomuser.me -> Airflow -> Kafka -> Spark -> Cassandra. Each of its ``FIELDS``
+says where its value is in a randomuser.me user: ``formatting.format_user`` reads it from there,
+the producer validates against ``FIELDS`` before sending, the Spark job derives its schema from
+it and the Cassandra table is created (and gains a new field's column) from it.
+
+A Kafka message the stream job rejects becomes a dead letter: ``DEAD_LETTER_COLUMNS`` says what
+each of its columns holds, for ``parsing`` (which fills them) and ``cassandra_schema`` (which
+creates their table). Nothing else lists the fields or the columns.
 """
 
 from __future__ import annotations
@@ -89,12 +93,49 @@ FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in FIELDS)
 PRIMARY_KEY = "id"
 
 
+@dataclass(frozen=True)
+class Column:
+    """One column of a dead letter: its name, its type and where its value comes from.
+
+    ``source`` is the column of Spark's Kafka source it copies, ``REJECTION_REASON`` or
+    ``REJECTION_TIME``.
+    """
+
+    name: str
+    kind: str  # a key of CQL_TYPES
+    source: str
+
+
+REJECTION_REASON = "<why the parse rejected the message>"
+REJECTION_TIME = "<when the stream job wrote the dead letter>"
+
+# One row per rejected Kafka message, keyed by where the message sits in Kafka, so a replayed
+# micro-batch overwrites its own dead letters instead of adding copies.
+DEAD_LETTER_COLUMNS: tuple[Column, ...] = (
+    Column("topic", "string", "topic"),
+    Column("partition", "int", "partition"),
+    Column("offset", "long", "offset"),
+    Column("kafka_timestamp", "timestamp", "timestamp"),  # when Kafka received the message
+    Column("raw_key", "bytes", "key"),
+    Column("raw_value", "bytes", "value"),  # the bytes as received: they may not even be UTF-8
+    Column("reason", "string", REJECTION_REASON),
+    Column("rejected_at", "timestamp", REJECTION_TIME),
+)
+DEAD_LETTER_PARTITION_KEY: tuple[str, ...] = ("topic", "partition")
+DEAD_LETTER_CLUSTERING_KEY: tuple[str, ...] = ("offset",)
+
 _PY_TYPES = {"string": str, "long": int}
 LONG_MIN, LONG_MAX = -(2**63), 2**63 - 1  # Spark LongType and CQL bigint
 # The most bytes (UTF-8) a string field may hold: Cassandra refuses a partition key (``id``)
 # over 65,535 bytes, and one cap for every field keeps a record well inside a Kafka message.
 MAX_STRING_BYTES = 65_535
-CQL_TYPES = {"string": "text", "long": "bigint"}
+CQL_TYPES = {
+    "string": "text",
+    "long": "bigint",
+    "int": "int",
+    "timestamp": "timestamp",
+    "bytes": "blob",
+}
 
 
 class InvalidRecord(ValueError):
@@ -127,8 +168,3 @@ def validate(record: Mapping[str, Any]) -> None:
             and len(value.encode("utf-8", "surrogatepass")) > MAX_STRING_BYTES
         ):
             raise InvalidRecord(f"field {field.name!r} is over {MAX_STRING_BYTES} bytes")
-
-
-def cql_columns() -> str:
-    """The column list of the Cassandra table, e.g. ``id text, first_name text, ...``."""
-    return ", ".join(f"{f.name} {CQL_TYPES[f.kind]}" for f in FIELDS)
