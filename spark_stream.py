@@ -26,11 +26,11 @@ Exactly-once effect: the Kafka offsets of each micro-batch are in the checkpoint
 worst replays the one it was in. A replay changes nothing: users are keyed by their stable
 ``id`` and dead letters by (topic, partition, offset), and Cassandra writes are upserts.
 
-On start the job creates the keyspace and tables if missing (``pipeline/cassandra_schema.py``)
-and exits with a one-line reason when Cassandra is down or refuses the login (status 1: worth
-another try) or a setting, the connector jars or a table's columns are wrong (status 2: a
-restart cannot help). SIGTERM or SIGINT lets the running batch finish (or abandons one that is
-retrying) and stops the job within 30 s, status 0.
+On start the job creates the keyspace and tables if missing, adds a contract column an existing
+table lacks (``pipeline/cassandra_schema.py``), and exits with a one-line reason when Cassandra
+is down or refuses the login (status 1: worth another try) or a setting, the connector jars or
+a table's columns are wrong (status 2: a restart cannot help). SIGTERM or SIGINT lets the
+running batch finish (or abandons one that is retrying) and stops the job within 30 s, status 0.
 """
 
 from __future__ import annotations
@@ -208,10 +208,7 @@ class CassandraSink:
         self._append(parsing.valid_rows(classified), self._cassandra.table)
         messages, rejected = self._messages.value - messages, self._rejected.value - rejected
         if rejected:
-            dead = parsing.rejected_rows(classified).withColumn(
-                "rejected_at", F.current_timestamp()
-            )
-            self._append(dead, self._cassandra.dead_letter_table)
+            self._append(parsing.rejected_rows(classified), self._cassandra.dead_letter_table)
         return messages, rejected
 
     def _append(self, rows: DataFrame, table: str) -> None:
@@ -416,7 +413,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def prepare_cassandra(cassandra: CassandraSettings) -> None:
-    """Log in with the job's credentials and create the keyspace and tables if missing."""
+    """Log in with the job's credentials; create the keyspace and tables, or add new columns."""
     session = cassandra_schema.connect(cassandra)
     try:
         cassandra_schema.ensure_schema(session, cassandra)

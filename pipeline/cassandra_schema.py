@@ -1,19 +1,29 @@
 """The Cassandra side of the pipeline: the keyspace, the users table and the dead-letter table.
 
-The DDL builders are pure and derived from ``pipeline.contract``; ``connect`` and
-``ensure_schema`` are the I/O. Every statement is ``IF NOT EXISTS``, so running the job again
-changes nothing; ``ensure_schema`` then checks that an existing table still has the contract's
-columns, because ``IF NOT EXISTS`` silently keeps a table that has drifted.
+Both tables are derived from ``pipeline.contract``; the DDL builders are pure, ``connect`` and
+``ensure_schema`` are the I/O. Every ``CREATE`` is ``IF NOT EXISTS``, so running the job again
+changes nothing; ``ensure_schema`` then compares an existing table with the contract, because
+``IF NOT EXISTS`` silently keeps a table that has drifted: a column the contract gained is added,
+anything else that differs stops the job with the fix.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pipeline.config import CassandraSettings, ConfigError
-from pipeline.contract import CQL_TYPES, FIELDS, PRIMARY_KEY, cql_columns
+from pipeline.contract import (
+    CQL_TYPES,
+    DEAD_LETTER_CLUSTERING_KEY,
+    DEAD_LETTER_COLUMNS,
+    DEAD_LETTER_PARTITION_KEY,
+    FIELDS,
+    PRIMARY_KEY,
+)
 
 if TYPE_CHECKING:
     from cassandra.cluster import Session
@@ -23,19 +33,31 @@ log = logging.getLogger(__name__)
 # Unquoted CQL identifiers: a letter, then letters, digits or underscores; at most 48 long.
 _IDENTIFIER = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,47}$")
 
-# One row per rejected Kafka message. Keyed by where the message sits in Kafka, so a replayed
-# micro-batch overwrites its own dead letters instead of adding copies.
-DEAD_LETTER_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("topic", "text"),
-    ("partition", "int"),
-    ("offset", "bigint"),
-    ("kafka_timestamp", "timestamp"),  # when Kafka received the message
-    ("raw_key", "blob"),
-    ("raw_value", "blob"),  # the bytes as received: they may not even be UTF-8
-    ("reason", "text"),
-    ("rejected_at", "timestamp"),  # when the stream job rejected it
+
+@dataclass(frozen=True)
+class TableShape:
+    """A table as the pipeline writes it: column name -> CQL type, in order, and its key."""
+
+    columns: Mapping[str, str]
+    partition_key: tuple[str, ...]
+    clustering_key: tuple[str, ...] = ()
+
+    def primary_key(self) -> str:
+        """The ``PRIMARY KEY`` clause's argument, e.g. ``((topic, partition), offset)``."""
+        return primary_key(self.partition_key, self.clustering_key)
+
+
+def primary_key(partition_key: tuple[str, ...], clustering_key: tuple[str, ...]) -> str:
+    """``((partition key columns), clustering columns...)``, as ``PRIMARY KEY`` takes it."""
+    return f"(({', '.join(partition_key)}){''.join(f', {c}' for c in clustering_key)})"
+
+
+USERS = TableShape({f.name: CQL_TYPES[f.kind] for f in FIELDS}, (PRIMARY_KEY,))
+DEAD_LETTERS = TableShape(
+    {c.name: CQL_TYPES[c.kind] for c in DEAD_LETTER_COLUMNS},
+    DEAD_LETTER_PARTITION_KEY,
+    DEAD_LETTER_CLUSTERING_KEY,
 )
-DEAD_LETTER_PRIMARY_KEY = "((topic, partition), offset)"
 
 
 class CassandraUnavailable(RuntimeError):
@@ -68,26 +90,13 @@ def keyspace_cql(keyspace: str, replication_factor: int) -> str:
     )
 
 
-def users_table_cql(keyspace: str, table: str) -> str:
-    """``CREATE TABLE IF NOT EXISTS`` with every contract field, keyed by the user id."""
+def table_cql(keyspace: str, table: str, shape: TableShape) -> str:
+    """``CREATE TABLE IF NOT EXISTS`` with ``shape``'s columns and key."""
+    columns = ", ".join(f"{name} {cql_type}" for name, cql_type in shape.columns.items())
     return (
         f"CREATE TABLE IF NOT EXISTS {keyspace}.{table} "
-        f"({cql_columns()}, PRIMARY KEY ({PRIMARY_KEY}))"
+        f"({columns}, PRIMARY KEY {shape.primary_key()})"
     )
-
-
-def dead_letter_table_cql(keyspace: str, table: str) -> str:
-    """``CREATE TABLE IF NOT EXISTS`` for rejected messages, keyed by topic, partition, offset."""
-    columns = ", ".join(f"{name} {cql_type}" for name, cql_type in DEAD_LETTER_COLUMNS)
-    return (
-        f"CREATE TABLE IF NOT EXISTS {keyspace}.{table} "
-        f"({columns}, PRIMARY KEY {DEAD_LETTER_PRIMARY_KEY})"
-    )
-
-
-def users_table_columns() -> dict[str, str]:
-    """Column name -> CQL type of the users table, as the contract defines it."""
-    return {field.name: CQL_TYPES[field.kind] for field in FIELDS}
 
 
 def schema_statements(settings: CassandraSettings) -> list[str]:
@@ -97,8 +106,8 @@ def schema_statements(settings: CassandraSettings) -> list[str]:
     dead_letters = identifier(settings.dead_letter_table, "CASSANDRA_DEAD_LETTER_TABLE")
     return [
         keyspace_cql(keyspace, settings.replication_factor),
-        users_table_cql(keyspace, table),
-        dead_letter_table_cql(keyspace, dead_letters),
+        table_cql(keyspace, table, USERS),
+        table_cql(keyspace, dead_letters, DEAD_LETTERS),
     ]
 
 
@@ -145,33 +154,90 @@ def connect(settings: CassandraSettings, connect_timeout: float = 10) -> Session
         raise CassandraUnavailable(f"cannot connect to {where}: {detail} ({fix})") from exc
 
 
-def table_columns(session: Session, keyspace: str, table: str) -> dict[str, str]:
-    """Column name -> CQL type of an existing table, read from ``system_schema``."""
+@dataclass(frozen=True)
+class FoundColumn:
+    """A column of an existing table, as ``system_schema.columns`` describes it."""
+
+    cql_type: str
+    kind: str  # partition_key, clustering or regular
+    position: int  # within the partition key or the clustering key
+
+
+def table_columns(session: Session, keyspace: str, table: str) -> dict[str, FoundColumn]:
+    """Column name -> type, kind and key position of an existing table (empty if none)."""
     rows = session.execute(
-        "SELECT column_name, type FROM system_schema.columns "
+        "SELECT column_name, type, kind, position FROM system_schema.columns "
         "WHERE keyspace_name = %s AND table_name = %s",
         (keyspace, table),
     )
-    return {row.column_name: row.type for row in rows}
+    return {row.column_name: FoundColumn(row.type, row.kind, row.position) for row in rows}
+
+
+def check_table(
+    found: Mapping[str, FoundColumn], shape: TableShape, where: str, variable: str
+) -> list[str]:
+    """The columns of ``shape`` that the existing table ``where`` lacks, in contract order.
+
+    Raise ``SchemaMismatch``, naming the column, the table and the fix, when the table has a
+    column the contract does not, a column of another type, or another key: Cassandra can add
+    a column to a table, not change one. ``variable`` names the table's setting.
+    """
+    removed = [name for name in found if name not in shape.columns]
+    problems = [f"column {name} is not in the contract" for name in removed]
+    problems += [
+        f"column {name} is {column.cql_type}, the contract says {shape.columns[name]}"
+        for name, column in found.items()
+        if name in shape.columns and column.cql_type != shape.columns[name]
+    ]
+
+    def key(kind: str) -> tuple[str, ...]:
+        names = [name for name, column in found.items() if column.kind == kind]
+        return tuple(sorted(names, key=lambda name: found[name].position))
+
+    found_key = primary_key(key("partition_key"), key("clustering"))
+    if found_key != shape.primary_key():
+        problems.append(f"its key is {found_key}, the contract's is {shape.primary_key()}")
+    if problems:
+        fix = (
+            "drop the table (the job re-creates it on start, empty) "
+            f"or set {variable} to a new table's name"
+        )
+        if len(problems) == len(removed):  # only columns to drop
+            drops = ", ".join(f"ALTER TABLE {where} DROP {name}" for name in removed)
+            fix = f"{drops}; or {fix}"
+        else:
+            fix = f"Cassandra cannot change a column's type or a table's key: {fix}"
+        raise SchemaMismatch(
+            f"table {where} does not match the contract: {'; '.join(problems)}. Fix: {fix}"
+        )
+    return [name for name in shape.columns if name not in found]
 
 
 def ensure_schema(session: Session, settings: CassandraSettings) -> None:
-    """Create the keyspace and both tables if missing, then check their columns.
+    """Create the keyspace and both tables if missing, then bring existing tables up to date.
 
-    Raise ``SchemaMismatch`` when a table that already existed has other columns than the
-    pipeline writes: fix it by dropping the table or pointing CASSANDRA_TABLE elsewhere.
+    A column the contract has and an existing table lacks is added (``ALTER TABLE ... ADD``,
+    logged). Raise ``SchemaMismatch`` (see ``check_table``) when a table has a column the
+    contract does not, a column of another type, or another key; nothing is altered then.
     """
     for statement in schema_statements(settings):
         log.info("cassandra: %s", statement)
         session.execute(statement)
-    expected = {
-        settings.table: users_table_columns(),
-        settings.dead_letter_table: dict(DEAD_LETTER_COLUMNS),
-    }
-    for table, columns in expected.items():
+    tables = (
+        (settings.table, USERS, "CASSANDRA_TABLE"),
+        (settings.dead_letter_table, DEAD_LETTERS, "CASSANDRA_DEAD_LETTER_TABLE"),
+    )
+    missing: dict[str, list[tuple[str, str]]] = {}
+    for table, shape, variable in tables:
+        where = f"{settings.keyspace}.{table}"
         found = table_columns(session, settings.keyspace, table)
-        if found != columns:
-            raise SchemaMismatch(
-                f"table {settings.keyspace}.{table} has columns {found}, the pipeline writes "
-                f"{columns}: drop the table (it is re-created on start) or use another name"
+        missing[where] = [
+            (name, shape.columns[name]) for name in check_table(found, shape, where, variable)
+        ]
+    for where, columns in missing.items():
+        for name, cql_type in columns:
+            statement = f"ALTER TABLE {where} ADD IF NOT EXISTS {name} {cql_type}"
+            log.info(
+                "cassandra: %s lacks contract column %s, adding it: %s", where, name, statement
             )
+            session.execute(statement)

@@ -1,7 +1,8 @@
 """Turn one raw randomuser.me user into the pipeline's record (``pipeline.contract``), or a skip.
 
-The field names here are checked against ``contract.FIELDS`` by the tests and by the producer,
-which validates every record before sending it.
+Each contract field says where its value is in a served user (``contract.Served``, ``Joined``,
+``SendTime``); this module knows how to read those, and builds the record field by field in
+contract order. A new field is one line in the contract.
 
 Pure: no I/O, no clock. The caller passes ``produced_at`` so the timestamp is taken as close to
 the send as possible. Only the contract's fields are copied, so the login's password, salt and
@@ -10,9 +11,11 @@ hashes can never leave this function.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from pipeline.contract import FIELDS, Field, Joined, SendTime, Served
 
 
 @dataclass(frozen=True)
@@ -57,36 +60,83 @@ def _text_or_int(raw: Mapping[str, Any], path: str) -> str:
     return str(value)
 
 
+def _integer(raw: Mapping[str, Any], path: str) -> int:
+    value = _get(raw, path)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _Missing(path, f"non-integer ({type(value).__name__})")
+    return value
+
+
+# A reader takes the served user and the send time and returns the field's value.
+_Reader = Callable[[Mapping[str, Any], int], Any]
+
+
+def _served_reader(source: Served, kind: str) -> _Reader:
+    path = source.path
+    if kind == "long":
+        return lambda raw, _: _integer(raw, path)
+    read = _text_or_int if source.numeric else _text
+    return lambda raw, _: read(raw, path)
+
+
+def _reader(field: Field) -> _Reader:
+    """How to read ``field``'s value; a source its kind cannot hold is a contract error."""
+    source = field.source
+    if isinstance(source, SendTime) and field.kind == "long":
+        return lambda _, produced_at: produced_at
+    if isinstance(source, Served) and field.kind in ("string", "long"):
+        return _served_reader(source, field.kind)
+    if isinstance(source, Joined) and field.kind == "string":
+        parts = [_served_reader(part, "string") for part in source.parts]
+        template = source.template
+        return lambda raw, produced_at: template.format(*(part(raw, produced_at) for part in parts))
+    raise TypeError(f"contract field {field.name!r} ({field.kind}) cannot come from {source!r}")
+
+
+def _optional(read: _Reader) -> _Reader:
+    def read_or_none(raw: Mapping[str, Any], produced_at: int) -> Any:
+        try:
+            return read(raw, produced_at)
+        except _Missing:
+            return None
+
+    return read_or_none
+
+
+def formatter(fields: Sequence[Field]) -> Callable[[Mapping[str, Any], int], dict[str, Any] | Skip]:
+    """A function that builds the record of ``fields`` from a served user, field by field.
+
+    It reads each field from where its source says, in order, and returns ``Skip`` naming the
+    first required value that is missing or of the wrong type; an optional one is then None.
+    Raise ``TypeError`` for a field whose kind its source cannot give (say, a joined long).
+    """
+    readers = tuple(
+        (field.name, _reader(field) if field.required else _optional(_reader(field)))
+        for field in fields
+    )
+
+    def build(raw: Mapping[str, Any], produced_at: int) -> dict[str, Any] | Skip:
+        try:
+            return {name: read(raw, produced_at) for name, read in readers}
+        except _Missing as missing:
+            return Skip(missing.reason)
+
+    return build
+
+
+_build_record = formatter(FIELDS)
+
+
 def format_user(raw: Mapping[str, Any], produced_at: int) -> dict[str, Any] | Skip:
     """Return the contract record for ``raw`` (a user as served), or ``Skip`` naming the problem.
 
-    ``id`` is the stable ``login.uuid``; ``address`` is "<number> <street>, <city>, <state>,
-    <country>"; ``post_code`` is always a string; ``picture`` is the medium URL; ``dob`` and
+    Each field is read from where the contract says, in contract order: ``id`` is the stable
+    ``login.uuid``; ``address`` is "<number> <street>, <city>, <state>, <country>";
+    ``post_code`` is always a string; ``picture`` is the medium URL; ``dob`` and
     ``registered_date`` are the date strings as served; ``produced_at`` is epoch milliseconds.
-    The result passes ``contract.validate`` (the producer checks it again before sending).
+    ``Skip`` names the first required value that is missing or of the wrong type. The result
+    passes ``contract.validate`` (the producer checks it again before sending).
     """
     if type(produced_at) is not int:
         raise TypeError(f"produced_at must be epoch milliseconds (int), got {produced_at!r}")
-    try:
-        record: dict[str, Any] = {
-            "id": _text(raw, "login.uuid"),
-            "first_name": _text(raw, "name.first"),
-            "last_name": _text(raw, "name.last"),
-            "gender": _text(raw, "gender"),
-            "address": (
-                f"{_text_or_int(raw, 'location.street.number')} "
-                f"{_text(raw, 'location.street.name')}, {_text(raw, 'location.city')}, "
-                f"{_text(raw, 'location.state')}, {_text(raw, 'location.country')}"
-            ),
-            "post_code": _text_or_int(raw, "location.postcode"),
-            "email": _text(raw, "email"),
-            "username": _text(raw, "login.username"),
-            "dob": _text(raw, "dob.date"),
-            "registered_date": _text(raw, "registered.date"),
-            "phone": _text(raw, "phone"),
-            "picture": _text(raw, "picture.medium"),
-            "produced_at": produced_at,
-        }
-    except _Missing as missing:
-        return Skip(missing.reason)
-    return record
+    return _build_record(raw, produced_at)

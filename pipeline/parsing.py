@@ -41,27 +41,34 @@ from pyspark.sql.types import (
     TimestampType,
 )
 
-from pipeline.contract import FIELD_NAMES, FIELDS, LONG_MAX, LONG_MIN, MAX_STRING_BYTES
+from pipeline.contract import (
+    DEAD_LETTER_COLUMNS,
+    FIELD_NAMES,
+    FIELDS,
+    LONG_MAX,
+    LONG_MIN,
+    MAX_STRING_BYTES,
+    REJECTION_REASON,
+    REJECTION_TIME,
+)
 
-SPARK_TYPES: dict[str, DataType] = {"string": StringType(), "long": LongType()}
+SPARK_TYPES: dict[str, DataType] = {
+    "string": StringType(),
+    "long": LongType(),
+    "int": IntegerType(),
+    "timestamp": TimestampType(),
+    "bytes": BinaryType(),
+}
 ARROW_TYPES: dict[str, pa.DataType] = {"string": pa.string(), "long": pa.int64()}
 
-REASON = "reason"
-
-# A dead letter: where the message came from, its bytes as received, and why it was rejected.
-# (The table adds ``rejected_at``; see ``cassandra_schema.DEAD_LETTER_COLUMNS``.)
+# The dead-letter columns ``classify`` fills, in contract order: copies of the Kafka source's
+# columns and the reason. ``rejected_rows`` adds the rest (the time of the write).
+_CLASSIFIED_DEAD_LETTER = tuple(c for c in DEAD_LETTER_COLUMNS if c.source != REJECTION_TIME)
 DEAD_LETTER_SCHEMA = StructType(
-    [
-        StructField("topic", StringType()),
-        StructField("partition", IntegerType()),
-        StructField("offset", LongType()),
-        StructField("kafka_timestamp", TimestampType()),
-        StructField("raw_key", BinaryType()),
-        StructField("raw_value", BinaryType()),
-        StructField(REASON, StringType()),
-    ]
+    [StructField(c.name, SPARK_TYPES[c.kind]) for c in _CLASSIFIED_DEAD_LETTER]
 )
-DEAD_LETTER_COLUMNS: tuple[str, ...] = tuple(DEAD_LETTER_SCHEMA.fieldNames())
+# The column that says why a message was rejected: null for a valid one.
+REASON: str = next(c.name for c in DEAD_LETTER_COLUMNS if c.source == REJECTION_REASON)
 
 # The Kafka source's schema (Spark's), for static DataFrames shaped like a micro-batch.
 KAFKA_SOURCE_SCHEMA = StructType(
@@ -75,8 +82,13 @@ KAFKA_SOURCE_SCHEMA = StructType(
         StructField("timestampType", IntegerType()),
     ]
 )
-# The Kafka source's columns that classify reads, in the order the Arrow batches carry them.
-KAFKA_COLUMNS = ("topic", "partition", "offset", "timestamp", "key", "value")
+# The Kafka source's columns that classify reads, in the order the Arrow batches carry them: the
+# message, and the ones its dead letter copies.
+KAFKA_COLUMNS: tuple[str, ...] = tuple(
+    dict.fromkeys(
+        ["value", *(c.source for c in _CLASSIFIED_DEAD_LETTER if c.source != REJECTION_REASON)]
+    )
+)
 
 # Reasons for a whole message; field-level reasons name the field (see ``field_problem``).
 EMPTY_MESSAGE = "empty message"
@@ -244,11 +256,14 @@ def classify_batch(batch: pa.RecordBatch) -> tuple[pa.RecordBatch, int]:
         pa.array(column, type=field.type)
         for column, field in zip(columns, _ARROW_FIELDS, strict=True)
     ]
-    passed = [batch.column(name) for name in ("topic", "partition", "offset", "timestamp")]
-    passed += [batch.column("key"), batch.column("value"), pa.array(reasons, type=pa.string())]
-    names = [*FIELD_NAMES, *DEAD_LETTER_COLUMNS]
+    reason_array = pa.array(reasons, type=pa.string())
+    dead_letter = [
+        reason_array if c.source == REJECTION_REASON else batch.column(c.source)
+        for c in _CLASSIFIED_DEAD_LETTER
+    ]
+    names = [*FIELD_NAMES, *DEAD_LETTER_SCHEMA.fieldNames()]
     rejected = len(reasons) - reasons.count(None)
-    return pa.RecordBatch.from_arrays([*arrays, *passed], names=names), rejected
+    return pa.RecordBatch.from_arrays([*arrays, *dead_letter], names=names), rejected
 
 
 def arrow_classifier(
@@ -283,8 +298,15 @@ def valid_rows(classified: DataFrame) -> DataFrame:
 
 
 def rejected_rows(classified: DataFrame) -> DataFrame:
-    """The dead-letter columns of the messages ``classify`` rejected."""
-    return classified.where(F.col(REASON).isNotNull()).select(*DEAD_LETTER_COLUMNS)
+    """The messages ``classify`` rejected, as dead letters: ``contract.DEAD_LETTER_COLUMNS``.
+
+    The time of the rejection is when Spark runs the query (the micro-batch's time).
+    """
+    columns = [
+        F.current_timestamp().alias(c.name) if c.source == REJECTION_TIME else F.col(c.name)
+        for c in DEAD_LETTER_COLUMNS
+    ]
+    return classified.where(F.col(REASON).isNotNull()).select(*columns)
 
 
 def split_records(kafka: DataFrame) -> tuple[DataFrame, DataFrame]:

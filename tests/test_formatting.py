@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from pipeline import contract
-from pipeline.formatting import Skip, format_user
+from pipeline.contract import Field, Joined, Served
+from pipeline.formatting import Skip, format_user, formatter
 
 FIXTURES = Path(__file__).parent / "fixtures"
 PRODUCED_AT = 1_716_000_000_123
@@ -124,3 +125,42 @@ def test_a_non_integer_produced_at_is_a_programming_error() -> None:
     raw = _users_by_nat_and_first()["Brad"]
     with pytest.raises(TypeError, match="produced_at"):
         format_user(raw, True)  # bool is not a long
+
+
+def test_a_field_added_to_the_contract_is_read_from_where_it_says() -> None:
+    build = formatter(
+        (
+            *contract.FIELDS,
+            Field("age", "long", Served("dob.age")),
+            Field("cell", "string", Served("cell"), required=False),
+            Field(
+                "coordinates",
+                "string",
+                Joined(
+                    "{} / {}",
+                    (
+                        Served("location.coordinates.latitude"),
+                        Served("location.coordinates.longitude"),
+                    ),
+                ),
+            ),
+        )
+    )
+    raw = _users_by_nat_and_first()["Kimberly"]
+
+    assert build(raw, PRODUCED_AT) == {
+        **_format(raw),
+        "age": 42,
+        "cell": "(555) 332-1187",
+        "coordinates": "-47.5763 / -56.5418",
+    }
+    without_cell = {key: value for key, value in raw.items() if key != "cell"}
+    assert build(without_cell, PRODUCED_AT)["cell"] is None  # optional
+    assert build({**raw, "dob": {**raw["dob"], "age": "42"}}, PRODUCED_AT) == Skip(
+        "non-integer (str) dob.age"
+    )
+
+
+def test_a_field_whose_source_cannot_give_its_kind_is_refused_by_name() -> None:
+    with pytest.raises(TypeError, match="contract field 'age' \\(long\\) cannot come from"):
+        formatter([Field("age", "long", Joined("{}", (Served("dob.age"),)))])

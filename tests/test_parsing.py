@@ -203,9 +203,13 @@ def test_rejected_rows_carry_the_message_and_where_it_came_from(spark: SparkSess
     valid, rejected = parsing.split_records(kafka_frame(spark, [encode(user()), bad]))
 
     assert valid.count() == 1
-    assert rejected.columns == list(parsing.DEAD_LETTER_COLUMNS)
+    assert rejected.columns == [c.name for c in contract.DEAD_LETTER_COLUMNS]
+    before = datetime.now()
     [row] = rejected.collect()
-    assert row.asDict() == {
+    dead_letter = row.asDict()
+    # The time of the rejection is when the query ran.
+    assert before <= dead_letter.pop("rejected_at") <= datetime.now()
+    assert dead_letter == {
         "topic": "users_created",
         "partition": 1,
         "offset": 1,

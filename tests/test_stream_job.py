@@ -28,7 +28,7 @@ from conftest import count_when_ready, topic_end_offsets
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
 
-from pipeline import config, contract, spark_jars
+from pipeline import cassandra_schema, config, contract, spark_jars
 from script.pipeline_status import checkpoint_offsets
 
 REPO = Path(__file__).resolve().parents[1]
@@ -38,6 +38,9 @@ LOGS = REPO / ".stack" / "logs"
 
 VALID_BEFORE, VALID_WHILE_DOWN = 150, 50
 MESSAGES_PER_BATCH = 30  # small batches, so the first run is stopped with work left
+# The users table exists before the job first starts, made when the contract had no such field:
+# the job must add the column and fill it.
+ADDED_FIELD = "picture"
 BATCH_LINE = re.compile(r"batch (\d+): (\d+) rows in, (\d+) written, (\d+) rejected, [\d.]+ s")
 
 
@@ -221,6 +224,14 @@ def scenario(
     runs: list[Run] = []
     job: subprocess.Popen[bytes] | None = None
     try:
+        cassandra_session.execute(cassandra_schema.keyspace_cql(keyspace, 1))
+        users = cassandra_schema.USERS
+        older = {name: cql for name, cql in users.columns.items() if name != ADDED_FIELD}
+        cassandra_session.execute(
+            cassandra_schema.table_cql(
+                keyspace, table, cassandra_schema.TableShape(older, users.partition_key)
+            )
+        )
         send_valid(VALID_BEFORE, 0)
         job = start_job(env, log)
         wait_until(lambda: count(cassandra_session, keyspace, table) > 0, job, log, "rows", 240)
@@ -269,6 +280,18 @@ def test_every_valid_message_becomes_one_row_equal_to_what_was_sent(
     stored = [row._asdict() for row in rows]
     assert len(stored) == len(scenario.sent) == VALID_BEFORE + VALID_WHILE_DOWN
     assert {row["id"]: row for row in stored} == scenario.sent
+
+
+def test_a_field_the_existing_table_lacked_is_added_once_and_written(
+    scenario: Scenario, cassandra_session: Any, settings: config.Settings
+) -> None:
+    where = f"{scenario.keyspace}.{settings.cassandra.table}"
+    text = scenario.runs[0].log.read_text(errors="replace")  # both runs
+    assert text.count(f"cassandra: {where} lacks contract column {ADDED_FIELD}, adding it") == 1
+    rows = cassandra_session.execute(f"SELECT id, {ADDED_FIELD} FROM {where}")
+    assert {row[0]: row[1] for row in rows} == {
+        user_id: record[ADDED_FIELD] for user_id, record in scenario.sent.items()
+    }
 
 
 def test_every_malformed_message_becomes_one_dead_letter_with_its_reason(
