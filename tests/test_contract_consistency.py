@@ -29,19 +29,6 @@ def served_records() -> list[dict]:
     return [record for record in records if isinstance(record, dict)]
 
 
-@pytest.fixture(scope="module")
-def spark() -> Iterator[SparkSession]:
-    session = (
-        SparkSession.builder.master("local[1]")
-        .appName("test_contract_consistency")
-        .config("spark.ui.enabled", "false")
-        .config("spark.sql.shuffle.partitions", "1")
-        .getOrCreate()
-    )
-    yield session
-    session.stop()
-
-
 def test_spark_schema_has_the_contract_fields_in_order_with_their_types() -> None:
     schema = parsing.spark_schema()
     assert tuple(schema.fieldNames()) == contract.FIELD_NAMES
