@@ -20,7 +20,8 @@ from script import stack
 from script.airflow_api import AirflowClient
 from script.layout import StackError
 from script.pipeline_status import cassandra_session, count_rows, percentile, stream_progress
-from script.services import STANDIN, STREAM, airflow
+from script.services import STANDIN, STREAM
+from script.services.airflow import airflow_admin, url
 from script.services.standin import standin_url
 
 DAG_ID = config.DAG_ID
@@ -50,7 +51,7 @@ def choose_api(offline: bool, env_url: str | None) -> tuple[str, bool]:
 
 
 def client() -> AirflowClient:
-    return AirflowClient(airflow.url(), *airflow.airflow_admin())
+    return AirflowClient(url(), *airflow_admin())
 
 
 STALL_SECONDS = 300  # no committed batch for this long while messages wait: the job is stuck
@@ -166,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
     latencies = [r.written_us / 1000 - r.produced_at for r in rows]
     elapsed = time.monotonic() - began
 
-    user, _ = airflow.airflow_admin()
+    user, _ = airflow_admin()
     print()
     print("Pipeline run report")
     print(f"  users API          {api_url}{' (bundled stand-in)' if standin else ''}")

@@ -6,7 +6,7 @@ from pipeline import config
 from script import pipeline_status as ps
 from script import stack
 from script.airflow_api import AirflowClient, AirflowError
-from script.services import airflow
+from script.services.airflow import airflow_admin, url
 
 DAG_ID = config.DAG_ID
 
@@ -75,7 +75,7 @@ def pipeline_lines(up_now: set[str]) -> list[str]:
         lines.append("  cassandra is down: no row counts")
     if "airflow-api-server" in up_now:
         try:
-            run = AirflowClient(airflow.url(), *airflow.airflow_admin()).last_run(DAG_ID)
+            run = AirflowClient(url(), *airflow_admin()).last_run(DAG_ID)
         except (AirflowError, requests.RequestException) as exc:
             run, lines = None, [*lines, f"  last DAG run: unknown ({exc})"]
         if run:
