@@ -14,7 +14,6 @@ import sys
 from pipeline.config import ConfigError
 from script import run_pipeline, stack, status, suite, supervise
 from script.airflow_api import AirflowError
-from script.jars import ensure_downloads
 from script.layout import VENV_BIN, StackError, say
 from script.services import STACK, STREAM
 from script.services.airflow import airflow_env
@@ -101,7 +100,7 @@ def main(argv: list[str]) -> int:
         elif args.command == "stream":
             (stack.stop_service if args.action == "stop" else stack.start_service)(STREAM)
         elif args.command == "jars":
-            for name, path in ensure_downloads().items():
+            for name, path in stack.downloads().items():
                 print(f"{name}: {path}")
     except (StackError, AirflowError, ConfigError) as exc:
         say(f"ERROR: {exc}")

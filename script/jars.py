@@ -1,4 +1,4 @@
-"""The jars of the local stack, resolved once with Maven into .stack/jars.
+"""Resolving jars once with Maven into .stack/jars: each service says which (`download`).
 
 Kafka (broker and ZooKeeper), Cassandra, and the Spark job's connectors; a Spark job never
 downloads anything at start-up.
@@ -98,21 +98,3 @@ def spark_jars() -> list[Path]:
     from pipeline.spark_jars import jars_argument
 
     return [Path(j) for j in jars_argument(resolve_spark_jars()).split(",")]
-
-
-def ensure_downloads() -> dict[str, Path]:
-    """Every jar the stack and the Spark job need, resolved once into .stack/jars."""
-    v = versions()
-    return {
-        "kafka": resolve_service_jars(
-            "kafka",
-            "org.apache.kafka",
-            f"kafka_{v['KAFKA_SCALA_VERSION']}",
-            v["KAFKA_VERSION"],
-            pom="kafka-jars.pom.xml",
-        ),
-        "cassandra": resolve_service_jars(
-            "cassandra", "org.apache.cassandra", "cassandra-all", v["CASSANDRA_VERSION"]
-        ),
-        "spark": resolve_spark_jars(),
-    }

@@ -10,8 +10,8 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Iterable
+from pathlib import Path
 
-from script.jars import ensure_downloads
 from script.layout import CONF, DATA, LOGS, REPO, RUN, STATE, StackError, say
 from script.procs import memory_kb, port_open
 from script.services import ALL, ON_DEMAND, STACK, Service
@@ -101,10 +101,16 @@ def up(names: Iterable[str] | None = None) -> list[str]:
     for service in STACK:  # fail before any download when a port is taken
         if service.name in wanted and not service.pid() and _port_busy(service):
             raise StackError(_port_taken(service))
-    ensure_downloads()
+    downloads()
     started = [s.name for s in STACK if s.name in wanted and start_service(s)]
     say(f"stack up in {time.monotonic() - started_at:.0f}s; `./run.sh status` for details")
     return started
+
+
+def downloads() -> dict[str, Path]:
+    """What every service runs from (jars), resolved once into .stack/jars: name -> where."""
+    found = {s.name: s.download() for s in ALL}
+    return {name: path for name, path in found.items() if path}
 
 
 def down(names: Iterable[str] | None = None) -> None:

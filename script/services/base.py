@@ -58,6 +58,10 @@ class Service:
         """None when it is ready for the pipeline, else what is still missing (shown)."""
         raise NotImplementedError
 
+    def download(self) -> Path | None:
+        """Resolve what it runs from (jars) once, before any service starts; where it is."""
+        return None
+
     def set_up(self) -> None:
         """Once it is ready, on every `up`: idempotent (e.g. the pipeline's topic)."""
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pipeline import config
-from script.layout import DATA, JARS, LOGS, STACK_CONF, say
+from script.jars import resolve_service_jars
+from script.layout import DATA, JARS, LOGS, STACK_CONF, say, versions
 from script.procs import port_open, spawn
 from script.services.base import Service, java, render
 
@@ -15,6 +18,10 @@ class Cassandra(Service):
     @property
     def port(self) -> int:
         return config.load().cassandra.port
+
+    def download(self) -> Path:
+        version = versions()["CASSANDRA_VERSION"]
+        return resolve_service_jars("cassandra", "org.apache.cassandra", "cassandra-all", version)
 
     def start(self) -> None:
         (DATA / "cassandra").mkdir(parents=True, exist_ok=True)

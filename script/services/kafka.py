@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pipeline import config
-from script.layout import DATA, JARS, LOGS, STACK_CONF, StackError, say
+from script.jars import resolve_service_jars
+from script.layout import DATA, JARS, LOGS, STACK_CONF, StackError, say, versions
 from script.procs import spawn
 from script.services.base import Service, java, render
+
+
+def kafka_jars() -> Path:
+    """Kafka's jars (the broker's and ZooKeeper's), resolved once into .stack/jars/kafka."""
+    v = versions()
+    artifact = f"kafka_{v['KAFKA_SCALA_VERSION']}"
+    return resolve_service_jars(
+        "kafka", "org.apache.kafka", artifact, v["KAFKA_VERSION"], pom="kafka-jars.pom.xml"
+    )
 
 
 class Kafka(Service):
@@ -16,6 +28,9 @@ class Kafka(Service):
     def port(self) -> int:
         """The listener's: the port of KAFKA_BOOTSTRAP_SERVERS' first broker."""
         return int(config.load().kafka.bootstrap_servers.split(",")[0].rpartition(":")[2])
+
+    def download(self) -> Path:
+        return kafka_jars()
 
     def start(self) -> None:
         (DATA / "kafka").mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pipeline import config
 from script import supervise
-from script.jars import spark_jars
+from script.jars import resolve_spark_jars, spark_jars
 from script.layout import REPO, RUN, STACK_CONF, VENV_BIN
 from script.procs import pid_file, port_open, read_pid, spawn, stop_tree
 from script.services.base import Service
@@ -31,6 +31,9 @@ class StreamJob(Service):
     def port(self) -> int:
         """The Spark UI's."""
         return config.load().stream.ui_port
+
+    def download(self) -> Path:
+        return resolve_spark_jars()
 
     def start(self) -> None:
         env = stream_env()

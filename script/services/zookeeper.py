@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
 from pipeline import config
 from script.layout import DATA, JARS, STACK_CONF
 from script.procs import spawn
 from script.services.base import Service, java, render
+from script.services.kafka import kafka_jars
 
 
 class ZooKeeper(Service):
@@ -17,6 +19,9 @@ class ZooKeeper(Service):
     @property
     def port(self) -> int:
         return config.load().stack.zookeeper_port
+
+    def download(self) -> Path:
+        return kafka_jars()  # ZooKeeper runs from Kafka's jars
 
     def start(self) -> None:
         (DATA / "zookeeper").mkdir(parents=True, exist_ok=True)
