@@ -338,6 +338,15 @@ def install_stop_handlers(spark: SparkSession, stop: threading.Event) -> Any:
     return handler
 
 
+NO_TOPIC_YET = "no partition of the topic yet: waiting for it to be created (KAFKA_TOPIC)"
+
+
+def no_partitions_yet(progress: dict) -> bool:
+    """A query progress report whose Kafka source has no partition to read (no topic yet)."""
+    ends = [source.get("endOffset") for source in progress.get("sources", [])]
+    return bool(ends) and all(not end or end == "{}" for end in ends)
+
+
 def run_until_stopped(
     query: StreamingQuery,
     sink: CassandraSink,
@@ -353,13 +362,16 @@ def run_until_stopped(
     schema metadata before every write and waits for that uninterruptibly: when Cassandra went
     away at the wrong moment, it may wait forever. A new process has a new session.)
     """
-    seen, moved = None, time.monotonic()
+    seen, moved, told = None, time.monotonic(), False
     while query.isActive and not stop.wait(1.0):
         progress = query.lastProgress
         stamp = progress["timestamp"] if progress else None
         now = time.monotonic()
         if stamp != seen:
             seen, moved = stamp, now
+            if not told and progress and no_partitions_yet(progress):
+                log.info("%s", NO_TOPIC_YET)
+                told = True
         elif now - moved > stall_seconds:
             log.error(
                 "no progress for %.0f s (batch %s was the last written): exiting so that the "

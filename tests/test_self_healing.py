@@ -34,6 +34,7 @@ from script.layout import DATA, LOGS
 from script.pipeline_status import stream_progress
 from script.procs import read_pid
 from script.services.stream import READY, stream_command, stream_env
+from spark_stream import NO_TOPIC_YET
 
 REPO = Path(__file__).resolve().parents[1]
 RATE = 1000  # users per second offered, as the issue asks
@@ -384,7 +385,7 @@ def test_a_topic_created_under_the_job_is_read_and_oversize_values_become_dead_l
 ) -> None:
     job = side_job("topic", topic=False)
     job.start()  # the topic does not exist yet
-    time.sleep(3)  # a few empty triggers on a topic that is not there
+    job.wait_for(lambda: NO_TOPIC_YET in job.text(), "the job to report no topic yet", 60)
     producer.ensure_topic(config.load({**os.environ, **job.env}).kafka)
     big = "x" * (contract.MAX_STRING_BYTES + 1)
     refused = [
