@@ -29,7 +29,7 @@ from pipeline.randomuser import FetchError, RandomUserClient, iter_batches, run_
 
 log = logging.getLogger(__name__)
 
-CLIENT_ID = "user_automation"
+CLIENT_ID = config.DAG_ID  # the Kafka client id names the DAG that produces
 _LOGGED_PROBLEMS = 10  # log the first few skips/failures one by one, then only count them
 # kafka-python's default, set explicitly because Sender gives up after as long without progress.
 DELIVERY_TIMEOUT_MS = 120_000
