@@ -39,6 +39,17 @@ def bench(extra: list[str]) -> int:
     return benchmark.main(extra)
 
 
+def worker(extra: list[str]) -> int:
+    """`./run.sh worker NAME ARGS`: the benchmark's and the fault runs' own processes."""
+    from script.benchmark import classify_rate
+    from script.harness import loadgen
+
+    workers = {"loadgen": loadgen.main, "classify_rate": classify_rate.main}
+    if not extra or extra[0] not in workers:
+        raise StackError(f"./run.sh worker NAME: one of {', '.join(workers)}")
+    return workers[extra[0]](extra[1:])
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="./run.sh",
@@ -65,6 +76,7 @@ def parser() -> argparse.ArgumentParser:
         ("airflow", "the airflow CLI against the local stack (e.g. airflow dags list)"),
         ("bench", "the benchmark (`./run.sh bench --help`)"),
         ("supervise", "run a command under the supervisor (used by `stream`)"),
+        ("worker", "a process of the tools' own: loadgen, classify_rate"),
     ):
         commands.add_parser(name, help=f"{help_text}; arguments passed on", add_help=False)
     return p
@@ -76,6 +88,7 @@ PASS_ON = {
     "airflow": airflow,
     "bench": bench,
     "supervise": supervise.main,
+    "worker": worker,
 }
 
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 import json
 
 from pipeline import contract
-from script.benchmark import loadgen, report, stats
+from script.benchmark import report, stats
+from script.harness import loadgen
 
 
 def test_summary_prints_median_min_and_max_over_runs() -> None:

@@ -73,6 +73,7 @@ DIAGRAM_PARTS = {
         "script/status.py",
         "script/suite.py",
         "script/benchmark/",
+        "script/harness/",
     ],
     "stack": ["script/stack.py"],
     "services": ["script/services/"],

@@ -17,7 +17,7 @@ with each run's data, to ``.stack/bench/<timestamp>/results.json`` beside a char
 - ``memory``: PSS of each running service and of the side stream job.
 - ``fetch``: one request per user (the reference's way) against 5,000 per request.
 
-The load comes from ``script.benchmark.loadgen`` (a process of its own); every side job has
+The load comes from ``script.harness.loadgen`` (a process of its own); every side job has
 its own topic, keyspace, checkpoint and Spark UI port, all dropped afterwards (``side``).
 """
 

@@ -16,7 +16,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from pipeline import parsing
-from script.benchmark.loadgen import message, record_id, templates
+from script.harness.loadgen import message, record_id, templates
 
 
 def main(argv: list[str]) -> int:

@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from script import stack
-from script.benchmark import classify_rate, loadgen, parts, report
+from script.benchmark import parts, report
 from script.benchmark.memory import service_pss_mb
 from script.benchmark.stats import RateSearch
 from script.layout import STATE, say
@@ -73,12 +73,7 @@ def ensure_services() -> None:
                 stack.up([service.name])
 
 
-WORKERS = {"loadgen": loadgen.main, "classify_rate": classify_rate.main}
-
-
 def main(argv: list[str]) -> int:
-    if argv[:1] == ["worker"]:  # a process of the benchmark's own (side.WORKER)
-        return WORKERS[argv[1]](argv[2:])
     args = parse_args(argv)
     wanted = [p for p in PARTS if p in args.parts.split(",")]
     ensure_services()

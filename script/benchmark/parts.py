@@ -13,7 +13,7 @@ from pipeline import config, producer
 from pipeline.randomuser import RandomUserClient
 from script.benchmark import stats
 from script.benchmark.memory import service_pss_mb
-from script.benchmark.side import WORKER, LoadGen, SideJob, drop_topic
+from script.harness.side import WORKER, LoadGen, SideJob, drop_topic
 from script.layout import REPO, StackError
 from script.services.stream import stream_env
 

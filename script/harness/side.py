@@ -1,8 +1,8 @@
-"""What the benchmark runs beside the shared stack: its own stream jobs and load generators.
+"""Stream jobs and load generators beside the shared stack (the benchmark's, the fault runs').
 
 A ``SideJob`` is a stream job with a topic, keyspace, checkpoint, Spark UI port and log of its
-own; leaving its ``with`` block stops it and drops all four, so a benchmark leaves nothing
-behind. A ``LoadGen`` is one ``script.benchmark.loadgen`` process.
+own; leaving its ``with`` block stops it and drops all four, so a run leaves nothing behind. A
+``LoadGen`` is one ``script.harness.loadgen`` process.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from script.pipeline_status import cassandra_session, checkpoint_offsets
 from script.procs import memory_kb, pid_alive, port_open, process_tree, stop_tree
 from script.services.stream import READY, spawn_stream_job, stream_env
 
-# The benchmark's own processes (load generator, classify timing): `./run.sh bench worker NAME`.
-WORKER = [sys.executable, "-m", "script", "bench", "worker"]
+# Processes of the tools' own (load generator, classify timing): `./run.sh worker NAME ARGS`.
+WORKER = [sys.executable, "-m", "script", "worker"]
 
 
 def free_port() -> int:
@@ -219,7 +219,7 @@ def drop_topic(settings: config.Settings, topic: str) -> None:
 
 
 class LoadGen:
-    """One load generator process (``script.benchmark.loadgen``), started when constructed."""
+    """One load generator process (``script.harness.loadgen``), started when constructed."""
 
     def __init__(
         self, topic: str, rate: float, *, seconds: float = 0, count: int = 0, tag: str = "bench"

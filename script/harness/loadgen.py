@@ -1,6 +1,6 @@
 """A load generator: valid user records into a Kafka topic at a steady rate, in its own process.
 
-``python -m script.benchmark.loadgen --topic T --rate 1000 --seconds 60`` (``--rate 0``: as fast
+``./run.sh worker loadgen --topic T --rate 1000 --seconds 60`` (``--rate 0``: as fast
 as it can; ``--count N``: stop after N records). It runs apart from the benchmark so that it has
 a GIL of its own, and it prepares everything before the clock starts: a pool of records from
 the bundled stand-in's users, formatted by ``pipeline.formatting.format_user`` and encoded like
@@ -150,7 +150,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="./run.sh bench worker loadgen")
+    parser = argparse.ArgumentParser(prog="./run.sh worker loadgen")
     parser.add_argument("--topic", required=True)
     parser.add_argument("--rate", type=float, default=1000.0, help="records/s; 0: unpaced")
     parser.add_argument("--seconds", type=float, default=0.0, help="0: until --count or SIGTERM")
