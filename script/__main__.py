@@ -39,6 +39,12 @@ def bench(extra: list[str]) -> int:
     return benchmark.main(extra)
 
 
+def faults(extra: list[str]) -> int:
+    from script.faults import cli
+
+    return cli.main(extra)
+
+
 def worker(extra: list[str]) -> int:
     """`./run.sh worker NAME ARGS`: the benchmark's and the fault runs' own processes."""
     from script.benchmark import classify_rate
@@ -75,6 +81,7 @@ def parser() -> argparse.ArgumentParser:
         ("cqlsh", "cqlsh as the configured Cassandra superuser"),
         ("airflow", "the airflow CLI against the local stack (e.g. airflow dags list)"),
         ("bench", "the benchmark (`./run.sh bench --help`)"),
+        ("faults", "break things on purpose, count what was lost (`./run.sh faults --help`)"),
         ("supervise", "run a command under the supervisor (used by `stream`)"),
         ("worker", "a process of the tools' own: loadgen, classify_rate"),
     ):
@@ -87,6 +94,7 @@ PASS_ON = {
     "cqlsh": cqlsh,
     "airflow": airflow,
     "bench": bench,
+    "faults": faults,
     "supervise": supervise.main,
     "worker": worker,
 }

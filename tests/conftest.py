@@ -184,3 +184,22 @@ def compose() -> dict:
     from compose_helpers import compose_with
 
     return compose_with()
+
+
+@pytest.fixture
+def user_pipeline_stays_healthy(settings: config.Settings):
+    """Afterwards every service is up again, and a stream job that was running has caught up."""
+    from script import stack
+    from script.pipeline_status import stream_progress
+    from script.services import STACK, STREAM
+
+    main_job_was_running = STREAM.pid() is not None
+    yield
+    for s in STACK:
+        stack.start_service(s)
+    if main_job_was_running:
+        assert STREAM.pid(), "the user's stream job did not survive"
+        deadline = time.monotonic() + 300
+        while stream_progress(settings).lag:
+            assert time.monotonic() < deadline, "the user's stream job did not catch up"
+            time.sleep(2)

@@ -74,6 +74,7 @@ DIAGRAM_PARTS = {
         "script/suite.py",
         "script/benchmark/",
         "script/harness/",
+        "script/faults/",
     ],
     "stack": ["script/stack.py"],
     "services": ["script/services/"],

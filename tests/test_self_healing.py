@@ -29,10 +29,8 @@ from conftest import count_when_ready
 from kafka import KafkaAdminClient, KafkaProducer
 
 from pipeline import config, contract, producer
-from script import services, stack, supervise
+from script import services, supervise
 from script.layout import DATA, LOGS
-from script.pipeline_status import stream_progress
-from script.procs import read_pid
 from script.services.stream import READY, stream_command, stream_env
 from spark_stream import NO_TOPIC_YET
 
@@ -232,21 +230,6 @@ def side_job(kafka_bootstrap: str, cassandra_session: Any) -> Iterator[Callable[
         admin.close()
 
 
-@pytest.fixture
-def user_pipeline_stays_healthy(settings: config.Settings) -> Iterator[None]:
-    """Afterwards every service is up again, and a stream job that was running has caught up."""
-    main_job_was_running = read_pid("spark-stream") is not None
-    yield
-    for s in services.STACK:
-        stack.start_service(s)
-    if main_job_was_running:
-        assert read_pid("spark-stream"), "the user's stream job did not survive"
-        deadline = time.monotonic() + 300
-        while stream_progress(settings).lag:
-            assert time.monotonic() < deadline, "the user's stream job did not catch up"
-            time.sleep(2)
-
-
 def rows(session: Any, job: SideJob, table: str = "created_users") -> int:
     """Rows in the job's table; -1 while Cassandra does not answer."""
     from cassandra import OperationTimedOut
@@ -282,20 +265,6 @@ def first_new_row(session: Any, job: SideJob, timeout: float) -> float:
     return time.monotonic() - started
 
 
-def restart_under_load(session: Any, job: SideJob, name: str, down_seconds: float) -> float:
-    """Stop service ``name`` once the job writes, start it after ``down_seconds``; return the
-    seconds from the service answering again to the job's next new row."""
-    node = services.named(name)
-    first_new_row(session, job, 60)
-    stack.stop_service(node)
-    time.sleep(down_seconds)
-    stack.start_service(node)  # returns once the service answers its readiness probe
-    resumed = first_new_row(session, job, 120)
-    print(f"\nwriting again {resumed:.1f} s after {name} answered")
-    time.sleep(5)  # more users while the job runs again
-    return resumed
-
-
 @contextmanager
 def cassandra_frozen() -> Iterator[None]:
     """Cassandra stopped with SIGSTOP (it accepts connections and never answers: a wedged node
@@ -307,21 +276,6 @@ def cassandra_frozen() -> Iterator[None]:
         yield
     finally:
         os.kill(pid, signal.SIGCONT)
-
-
-def test_cassandra_stopped_for_30_s_the_job_resumes_by_itself_and_loses_nothing(
-    side_job: Callable[..., SideJob],
-    kafka_bootstrap: str,
-    cassandra_session: Any,
-    user_pipeline_stays_healthy: None,
-) -> None:
-    job = side_job("cassandra")
-    job.start()
-    with Feeder(kafka_bootstrap, job.topic, RATE) as feeder:
-        restart_under_load(cassandra_session, job, "cassandra", down_seconds=30)
-    assert feeder.failed == 0
-    assert_every_acked_user_is_one_equal_row(cassandra_session, job, feeder)
-    assert "write failed" in job.text()  # it did see Cassandra go
 
 
 def test_a_stalled_query_fails_and_its_supervisor_restarts_it(
@@ -340,19 +294,6 @@ def test_a_stalled_query_fails_and_its_supervisor_restarts_it(
     assert_every_acked_user_is_one_equal_row(cassandra_session, job, feeder)
     assert "no progress for" in job.text()
     assert "restart 1" in job.text()
-
-
-def test_the_broker_restarted_the_job_resumes_by_itself_and_loses_nothing(
-    side_job: Callable[..., SideJob],
-    kafka_bootstrap: str,
-    cassandra_session: Any,
-    user_pipeline_stays_healthy: None,
-) -> None:
-    job = side_job("kafka")
-    job.start()
-    with Feeder(kafka_bootstrap, job.topic, RATE) as feeder:
-        restart_under_load(cassandra_session, job, "kafka", down_seconds=0)
-    assert_every_acked_user_is_one_equal_row(cassandra_session, job, feeder)
 
 
 def test_sigterm_stops_the_job_within_30_s_while_a_write_is_retrying(

@@ -1,0 +1,95 @@
+"""`./run.sh faults`: run the scenarios, print the table, keep JSON (and the soak's chart)."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from script import stack
+from script.faults.rig import Outcome, say, write_json
+from script.faults.scenarios import FULL, SCENARIOS, SHORT
+from script.layout import STATE
+from script.services import STACK
+
+NEEDED = ["zookeeper", "kafka", "cassandra"]  # what the scenarios run against
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="./run.sh faults",
+        description="Break the pipeline on purpose and count: users sent, rows, dead letters, "
+        "lost (must be 0), extra (must be 0), time to recover.",
+    )
+    p.add_argument(
+        "--scenarios",
+        default=",".join(SCENARIOS),
+        help="comma-separated, of: %(default)s",
+    )
+    p.add_argument("--short", action="store_true", help="the suite's shorter durations")
+    args = p.parse_args(argv)
+    unknown = set(args.scenarios.split(",")) - set(SCENARIOS)
+    if unknown:
+        p.error(f"unknown scenario(s) {', '.join(sorted(unknown))}; known: {', '.join(SCENARIOS)}")
+    return args
+
+
+def table(outcomes: list[Outcome]) -> str:
+    head = f"{'SCENARIO':<52}{'TRIED':>6}{'SENT':>9}{'ROWS':>9}{'DEAD':>6}{'LOST':>6}{'EXTRA':>6}"
+    lines = [head + f"{'RECOVER':>9}"]
+    for o in outcomes:
+        recover = f"{o.recover_s:.1f}s" if o.recover_s is not None else "-"
+        lines.append(
+            f"{o.scenario:<52}{o.tried:>6}{o.sent:>9,}{o.rows:>9,}{o.dead_letters:>6}"
+            f"{o.lost:>6}{o.extra:>6}{recover:>9}"
+        )
+    lines += [f"  {o.scenario}: {o.note.rstrip('; ')}" for o in outcomes if o.note]
+    return "\n".join(lines)
+
+
+def chart(path, outcome: Outcome) -> None:
+    """The soak's lag and the job's PSS over time."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t = [s["t"] for s in outcome.samples]
+    fig, (lag, pss) = plt.subplots(2, 1, figsize=(8, 5), sharex=True)
+    lag.plot(t, [s["lag"] for s in outcome.samples])
+    lag.set_ylabel("lag (messages)")
+    pss.plot(t, [s["job_pss_mb"] for s in outcome.samples])
+    pss.set_ylabel("stream job PSS (MB)")
+    pss.set_xlabel("seconds")
+    pss.set_ylim(bottom=0)
+    fig.suptitle(outcome.scenario)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    durations = SHORT if args.short else FULL
+    out = STATE / "faults" / time.strftime("%Y%m%d-%H%M%S")
+    stack.up(NEEDED)
+    outcomes: list[Outcome] = []
+    try:
+        for name in args.scenarios.split(","):
+            say(f"{name}: running")
+            started = time.monotonic()
+            outcome = SCENARIOS[name](durations)
+            outcomes.append(outcome)
+            elapsed = time.monotonic() - started
+            say(f"{name}: lost {outcome.lost}, extra {outcome.extra} ({elapsed:.0f}s)")
+            if outcome.samples:
+                out.mkdir(parents=True, exist_ok=True)
+                chart(out / f"{name}.png", outcome)
+                say(f"{name}: chart {out / f'{name}.png'}")
+    finally:
+        write_json(out / "results.json", outcomes)
+        print()
+        print(table(outcomes))
+        print(f"\nJSON: {out / 'results.json'}")
+        for service in STACK:  # what a scenario stopped runs again
+            if service.name in NEEDED:
+                stack.start_service(service)
+    return 0 if all(o.ok for o in outcomes) else 1

@@ -1,0 +1,273 @@
+"""The fault scenarios: each offers users, breaks one thing, and returns its counted ``Outcome``.
+
+Every scenario takes ``short``: the suite's version (seconds instead of minutes, the same
+faults). Durations are the issue's: Cassandra down 30 s, a 10-minute soak at 2,000 users/s.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pipeline import config, producer
+from script.faults.rig import Feeder, Outcome, SupervisedJob, restart, say, tally
+from script.procs import memory_kb
+from script.services import named
+
+RATE = 1000  # users per second offered while a fault happens
+
+
+@dataclass(frozen=True)
+class Durations:
+    cassandra_down: float  # seconds Cassandra is stopped
+    between_kills: float  # seconds of load between two SIGKILLs of the job
+    users: int  # users of a producer run (Kafka restart, API faults)
+    soak: float  # seconds of the soak
+    soak_rate: float  # users per second offered during the soak
+    sample_every: float  # seconds between two memory samples
+
+
+FULL = Durations(30, 8, 30_000, 600, 2000, 10)
+SHORT = Durations(10, 4, 8_000, 40, 2000, 5)
+
+
+def _feed_until_recovered(job: SupervisedJob, feeder: Feeder, outcome: Outcome) -> Outcome:
+    """Stop the feeder, wait until the job has read everything, count."""
+    feeder.stop()
+    if feeder.failed:
+        outcome.note += f"{feeder.failed} sends refused by Kafka (not counted as sent); "
+    job.wait_drained(300)
+    return tally(outcome, job, feeder.acked)
+
+
+def stream_job_killed(d: Durations) -> Outcome:
+    """SIGKILL the stream job at three moments of one run: while it writes, while its
+    supervisor's restart warms up, and right after it committed a batch."""
+    outcome = Outcome("stream job SIGKILLed x3 (supervisor restarts it)")
+    with SupervisedJob("kill") as job:
+        job.start()
+        with Feeder(job.settings, RATE) as feeder:
+            job.next_row(120)
+            time.sleep(d.between_kills)
+            job.kill_job()  # 1: mid-stream, batches in flight
+            outcome.tried += 1
+            job.wait_for(lambda: job.restarts() >= 1 and job.job_pid() is not None, "restart", 60)
+            time.sleep(2)
+            job.kill_job()  # 2: the restarted job warming up, before its query runs
+            outcome.tried += 1
+            job.wait_for(lambda: job.restarts() >= 2 and job.job_pid() is not None, "restart", 60)
+            job.next_row(300)
+            commits = job.folder / "checkpoint" / "commits"
+            before = {p.name for p in commits.iterdir()}
+            job.wait_for(lambda: {p.name for p in commits.iterdir()} - before, "a commit", 120)
+            job.kill_job()  # 3: just after a commit, the next batch starting
+            outcome.tried += 1
+            killed = time.monotonic()
+            job.wait_for(lambda: job.restarts() >= 3, "restart", 60)
+            job.next_row(300)
+            outcome.recover_s = time.monotonic() - killed
+            time.sleep(d.between_kills)
+        outcome.note += f"restarts {job.restarts()}; "
+        return _feed_until_recovered(job, feeder, outcome)
+
+
+def cassandra_down(d: Durations) -> Outcome:
+    outcome = Outcome(f"Cassandra down {d.cassandra_down:.0f} s mid-run")
+    with SupervisedJob("cassandra") as job:
+        job.start()
+        with Feeder(job.settings, RATE) as feeder:
+            job.next_row(120)
+            answered = restart(named("cassandra"), d.cassandra_down)
+            outcome.tried = 1
+            job.next_row(300)
+            outcome.recover_s = time.monotonic() - answered
+            time.sleep(d.between_kills)
+        outcome.note += f"job restarts {job.restarts()}; "
+        return _feed_until_recovered(job, feeder, outcome)
+
+
+def kafka_restarted(d: Durations) -> Outcome:
+    """The broker restarted while the real producer sends from the stand-in: every user it
+    reports sent is in Cassandra, or the run fails naming its counts (never under-counts)."""
+    from standin import StandIn
+
+    outcome = Outcome("Kafka broker restarted mid-run (producer side)")
+    with SupervisedJob("kafka") as job, StandIn() as api:
+        job.start()
+        env = {
+            **job.env,
+            "USERS_API_URL": api.url,
+            "USERS_TOTAL": str(d.users),
+            "USERS_PER_SECOND": str(RATE),
+            "USERS_SEED": job.name,
+        }
+        result: dict[str, Any] = {}
+        run = threading.Thread(target=_produce, args=(config.load(env), result), daemon=True)
+        run.start()
+        job.next_row(120)
+        time.sleep(d.users / RATE / 4)
+        answered = restart(named("kafka"), 0)
+        outcome.tried = 1
+        job.next_row(300)
+        outcome.recover_s = time.monotonic() - answered
+        run.join(timeout=d.users / RATE * 3 + 300)
+        job.wait_drained(300)
+        in_kafka = topic_records(job)
+        tally(outcome, job, in_kafka)
+        if "stats" in result:
+            reported = result["stats"].sent
+            outcome.note += f"producer: {reported:,} sent; "
+            outcome.lost += max(0, reported - len(in_kafka))  # reported but not there
+        else:
+            outcome.note += f"producer failed loudly: {str(result.get('error'))[:120]}; "
+        return outcome
+
+
+def _produce(settings: config.Settings, result: dict[str, Any]) -> None:
+    try:
+        result["stats"] = producer.run(settings)
+    except Exception as exc:  # noqa: BLE001 - the outcome reports it
+        result["error"] = exc
+
+
+def topic_records(job: SupervisedJob) -> dict[str, dict[str, Any]]:
+    """The latest record of each id in the job's topic (what Cassandra should hold)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(
+        bootstrap_servers=job.settings.kafka.bootstrap_servers, enable_auto_commit=False
+    )
+    try:
+        parts = [TopicPartition(job.topic, p) for p in consumer.partitions_for_topic(job.topic)]
+        ends = consumer.end_offsets(parts)
+        consumer.assign(parts)
+        consumer.seek_to_beginning()
+        out: dict[str, dict[str, Any]] = {}
+        while any(consumer.position(tp) < end for tp, end in ends.items()):
+            for batch in consumer.poll(timeout_ms=1000).values():
+                for message in batch:
+                    record = json.loads(message.value)
+                    out[record["id"]] = record
+        return out
+    finally:
+        consumer.close()
+
+
+# Messages written straight to the topic: (what, key, value); all but the last are dead letters.
+BAD_MESSAGES: list[tuple[str, bytes | None, bytes | None]] = [
+    ("not UTF-8", b"k", b"\xff\xfe{}"),
+    ("not JSON", b"k", b"{not json"),
+    ("an array", b"k", b"[1, 2]"),
+    ("empty", b"k", b""),
+    ("no value", b"k", None),
+    ("1 MB", b"k", b'{"id": "' + b"x" * 1_000_000 + b'"}'),
+    ("missing id", b"k", None),  # filled in from a valid user below
+    ("wrong type", b"k", None),
+    ("extra field", b"k", None),
+    ("oversize id", b"k", None),
+]
+
+
+def _bad_values(sample: dict[str, Any]) -> list[tuple[str, bytes | None]]:
+    from pipeline import contract
+
+    def enc(record: dict[str, Any]) -> bytes:
+        return json.dumps(record, ensure_ascii=False).encode()
+
+    filled = {
+        "missing id": enc({k: v for k, v in sample.items() if k != "id"}),
+        "wrong type": enc({**sample, "produced_at": "yesterday"}),
+        "extra field": enc({**sample, "is_admin": True}),
+        "oversize id": enc({**sample, "id": "x" * (contract.MAX_STRING_BYTES + 1)}),
+    }
+    return [(what, filled.get(what, value)) for what, _, value in BAD_MESSAGES]
+
+
+def bad_messages(d: Durations) -> Outcome:
+    """Bad messages between good ones: each bad one a dead letter with its reason, a duplicate
+    id a correct upsert (the later record wins), and the stream never stops."""
+    from kafka import KafkaProducer
+
+    from script.faults.rig import users
+
+    outcome = Outcome("bad messages on the topic (10 kinds) + a duplicate id")
+    with SupervisedJob("bad") as job:
+        job.start()
+        good = list(users(200))
+        expected = {}
+        sender = KafkaProducer(
+            bootstrap_servers=job.settings.kafka.bootstrap_servers, max_request_size=2_000_000
+        )
+        now = int(time.time() * 1000)
+        bad = _bad_values({**good[0], "produced_at": now})
+        for n, record in enumerate(good):
+            record = {**record, "produced_at": now}
+            sender.send(job.topic, key=record["id"].encode(), value=producer.encode_value(record))
+            expected[record["id"]] = record
+            if n < len(bad):
+                what, value = bad[n]
+                sender.send(job.topic, key=b"bad", value=value)
+                outcome.tried += 1
+        sender.flush()
+        job.wait_drained(300)
+        # A duplicate id in a later batch: the newer record replaces the row.
+        again = {**good[5], "produced_at": now + 1, "email": "changed@example.com"}
+        sender.send(job.topic, key=again["id"].encode(), value=producer.encode_value(again))
+        expected[again["id"]] = again
+        sender.flush()
+        sender.close()
+        job.wait_drained(300)
+        job.wait_for(lambda: job.count("dead_letters") >= outcome.tried, "dead letters", 120)
+        tally(outcome, job, expected)
+        reasons = _dead_letter_reasons(job)
+        outcome.note += f"restarts {job.restarts()}; reasons: {reasons}; "
+        if job.restarts() or outcome.dead_letters != outcome.tried:
+            outcome.lost += abs(outcome.tried - outcome.dead_letters)
+        return outcome
+
+
+def _dead_letter_reasons(job: SupervisedJob) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for row in job.session().execute(f"SELECT reason FROM {job.keyspace}.dead_letters"):
+        reason = row.reason.split(":")[0]
+        counts[reason] = counts.get(reason, 0) + 1
+    return counts
+
+
+def soak(d: Durations) -> Outcome:
+    """``d.soak`` seconds at ``d.soak_rate`` users/s: lag bounded, memory flat, count exact."""
+    length = f"{d.soak / 60:.0f} min" if d.soak >= 60 else f"{d.soak:.0f} s"
+    outcome = Outcome(f"soak {length} at {d.soak_rate:,.0f} users/s")
+    with SupervisedJob("soak") as job:
+        job.start()
+        with Feeder(job.settings, d.soak_rate) as feeder:
+            started = time.monotonic()
+            while time.monotonic() - started < d.soak:
+                time.sleep(d.sample_every)
+                pss = memory_kb(job.process.pid)[0] / 1024 if job.process else 0
+                sample = {"t": round(time.monotonic() - started, 1), "lag": job.lag()}
+                outcome.samples.append({**sample, "job_pss_mb": round(pss)})
+                say(f"  soak {sample['t']:.0f}s: lag {sample['lag']:,}, job PSS {pss:.0f} MB")
+            outcome.tried = 1
+        _feed_until_recovered(job, feeder, outcome)
+        lags = [s["lag"] for s in outcome.samples]
+        mems = [s["job_pss_mb"] for s in outcome.samples]
+        third = max(1, len(mems) // 3)
+        outcome.note += (
+            f"lag max {max(lags):,}; job PSS first third {sorted(mems[:third])[third // 2]} MB, "
+            f"last third {sorted(mems[-third:])[third // 2]} MB; restarts {job.restarts()}; "
+        )
+        return outcome
+
+
+SCENARIOS: dict[str, Callable[[Durations], Outcome]] = {
+    "kill": stream_job_killed,
+    "cassandra": cassandra_down,
+    "kafka": kafka_restarted,
+    "bad": bad_messages,
+    "soak": soak,
+}
