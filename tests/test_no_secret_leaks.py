@@ -177,3 +177,39 @@ def test_postgres_asks_for_a_password_over_tcp() -> None:
     ]
     tcp = [rule for rule in rules if rule[0].startswith("host")]
     assert tcp and all(rule[-1] == "scram-sha-256" for rule in tcp), tcp
+
+
+def test_cqlsh_reads_the_password_from_a_private_file_not_its_command_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import script.__main__ as cli
+    from script.services import cassandra
+
+    password = f"pw-{tmp_path.name}"
+    monkeypatch.setenv("CASSANDRA_USERNAME", "someone")
+    monkeypatch.setenv("CASSANDRA_PASSWORD", password)
+    monkeypatch.setattr(cassandra, "CONF", tmp_path)
+    calls: list[list[str]] = []
+    monkeypatch.setattr(cli.subprocess, "call", lambda argv: calls.append(argv) or 0)
+
+    assert cli.cqlsh(["-e", "SELECT 1"]) == 0
+
+    (argv,) = calls
+    assert not any(password in arg for arg in argv)
+    credentials = Path(argv[argv.index("--credentials") + 1])
+    assert credentials.stat().st_mode & 0o777 == 0o600
+    assert credentials.read_text().split("\n")[:3] == [
+        "[plain_text_auth]",
+        "username = someone",
+        f"password = {password}",
+    ]
+
+
+def test_the_stream_jobs_command_line_holds_no_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    from script.services.stream import stream_command, stream_env
+
+    marker = f"pw-{os.getpid()}-stream"
+    for name in ("CASSANDRA_PASSWORD", "POSTGRES_PASSWORD", "AIRFLOW_ADMIN_PASSWORD"):
+        monkeypatch.setenv(name, marker)
+    argv = stream_command(stream_env())
+    assert argv[0].endswith("spark-submit") and not any(marker in arg for arg in argv)
