@@ -57,6 +57,7 @@ class Postgres(Service):
             )
         LOGS.mkdir(parents=True, exist_ok=True)
         self.log.touch()
+        self.log.chmod(0o600)  # it may predate the private umask
         if os.geteuid() == 0:
             shutil.chown(self.log, "postgres", "postgres")
         _run_pg(
