@@ -8,22 +8,24 @@ supervise) take them as they are.
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 
 from pipeline.config import ConfigError
 from script import run_pipeline, stack, status, suite, supervise
 from script.airflow_api import AirflowError
-from script.layout import VENV_BIN, StackError, say
+from script.layout import UMASK, VENV_BIN, StackError, say
 from script.services import STACK, STREAM
 from script.services.airflow import airflow_env
+from script.services.cassandra import cqlsh_credentials
 
 
 def cqlsh(extra: list[str]) -> int:
     from pipeline import config
 
     s = config.load().cassandra
-    login = ["-u", s.username, "-p", s.password]
+    login = ["--credentials", str(cqlsh_credentials())]  # a password in argv is public
     return subprocess.call(
         [str(VENV_BIN / "cqlsh"), "--request-timeout=120", *login, s.host, str(s.port), *extra]
     )
@@ -105,6 +107,7 @@ def main(argv: list[str]) -> int:
     args, extra = p.parse_known_args(argv)
     if extra and args.command not in PASS_ON:
         p.error(f"unrecognized arguments: {' '.join(extra)}")
+    os.umask(UMASK)  # what any command writes is the user's alone (`up` also fixes what is there)
     try:
         if args.command is None:
             return run_pipeline.run(args)

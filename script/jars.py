@@ -41,7 +41,8 @@ def _mvn_copy(pom: Path, dest: Path, properties: dict[str, str], what: str) -> N
     shutil.rmtree(dest, ignore_errors=True)
     tmp.rename(dest)
     count = len(list(dest.glob("*.jar")))
-    say(f"  {count} jars in {dest.relative_to(REPO)} ({time.monotonic() - started:.0f}s)")
+    shown = dest.relative_to(REPO) if dest.is_relative_to(REPO) else dest  # STACK_STATE_DIR
+    say(f"  {count} jars in {shown} ({time.monotonic() - started:.0f}s)")
 
 
 def _resolved(dest: Path, key: str) -> bool:

@@ -4,10 +4,14 @@ Everything the stack downloads or writes lives under `.stack/` (git-ignored; `ST
 read by `pipeline/config.py` like every setting, moves it): `venv/`, `jars/` (Maven downloads),
 `data/` (service data), `logs/` (one log per service), `run/` (pid files), `conf/` (generated
 config). Versions are pinned in `stack/versions.env`; static service config lives in `stack/`.
+It holds users' names, emails and phones and the stack's passwords: it is its owner's alone
+(`private_state`).
 """
 
 from __future__ import annotations
 
+import os
+import stat
 import sys
 from pathlib import Path
 
@@ -42,3 +46,54 @@ def versions() -> dict[str, str]:
             key, _, value = line.partition("=")
             pairs[key.strip()] = value.strip()
     return pairs
+
+
+# What the stack's processes create is their owner's alone: files 0600, directories 0700.
+UMASK = 0o077
+
+
+def private_state() -> None:
+    """Make `.stack/` its owner's alone, from now on and for what is already there.
+
+    Sets the umask of this process (and so of everything it spawns) to UMASK, and takes group
+    and other access off the state dir, each directory in it and in `data/`, and everything in
+    `logs/`, `run/` and `conf/` that this user owns (a service running as another user, such as
+    Postgres when the stack runs as root, owns its own files and keeps them private itself). An
+    access ACL granted on purpose (the postgres user's traverse right, see
+    `script/services/postgres.py`) is kept.
+    """
+    os.umask(UMASK)
+    STATE.mkdir(parents=True, exist_ok=True)
+    paths = [STATE, *_children(STATE), *_children(DATA)]
+    for top in (LOGS, RUN, CONF):
+        if top.is_dir():
+            paths += [
+                Path(root, name) for root, dirs, files in os.walk(top) for name in dirs + files
+            ]
+    for path in paths:
+        _owner_only(path)
+
+
+def _children(path: Path) -> list[Path]:
+    return [p for p in path.iterdir() if p.is_dir() and not p.is_symlink()] if path.is_dir() else []
+
+
+def _owner_only(path: Path) -> None:
+    try:
+        info = path.lstat()
+    except FileNotFoundError:
+        return  # gone meanwhile (a rotated log)
+    if info.st_uid != os.geteuid() or stat.S_ISLNK(info.st_mode) or not info.st_mode & 0o077:
+        return
+    mode = stat.S_IMODE(info.st_mode) & ~0o077
+    if stat.S_ISDIR(info.st_mode) and has_acl(path):
+        mode |= 0o010  # the group bits of a directory with an ACL are its mask: keep its x
+    path.chmod(mode)
+
+
+def has_acl(path: Path) -> bool:
+    """True when ``path`` carries a POSIX access ACL (more than its mode bits)."""
+    try:
+        return "system.posix_acl_access" in os.listxattr(path, follow_symlinks=False)
+    except OSError:
+        return False  # a file system without extended attributes has no ACLs

@@ -9,7 +9,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from script.layout import LOGS, REPO, RUN, say
+from script.layout import LOGS, REPO, RUN, UMASK, say
 
 # --------------------------------------------------------------------------- processes
 
@@ -85,6 +85,7 @@ def spawn(name: str, cmd: list[str], env: dict[str, str] | None = None) -> int:
         env=env,
         cwd=REPO,
         start_new_session=True,
+        umask=UMASK,  # what it writes (data, logs) is the stack owner's alone
     )
     write_pid(name, proc.pid)
     return proc.pid

@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from script.layout import CONF, DATA, LOGS, REPO, RUN, STATE, StackError, say
+from script.layout import CONF, DATA, LOGS, REPO, RUN, STATE, StackError, private_state, say
 from script.procs import memory_kb, port_open
 from script.services import ALL, ON_DEMAND, STACK, Service
 
@@ -98,6 +98,9 @@ def up(names: Iterable[str] | None = None) -> list[str]:
     if unknown:
         raise StackError(f"unknown service(s): {', '.join(sorted(unknown))}")
     started_at = time.monotonic()
+    for service in ALL:  # grants first, so that a running service never loses its way
+        service.share_state()
+    private_state()
     for service in STACK:  # fail before any download when a port is taken
         if service.name in wanted and not service.pid() and _port_busy(service):
             raise StackError(_port_taken(service))

@@ -25,6 +25,8 @@ LOGS = config.state_dir() / "logs"
 
 # Spark's Python workers run this interpreter, which has the parser's packages (msgspec, pyarrow).
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+# What the suite writes under .stack/ is private, as when `./run.sh test` runs it.
+os.umask(0o077)
 
 
 def require_port(service: str, host: str, port: int, log: str) -> None:

@@ -54,6 +54,10 @@ class Airflow(Service):
             args = [str(VENV_BIN / "airflow"), component]
             if component == "api-server":
                 args += ["--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"]
+            elif component in ("scheduler", "triggerer"):
+                # Their log servers (:8793, :8794) bind to every interface, and nothing needs
+                # them: tasks run on this machine and the API server reads their log files.
+                args += ["--skip-serve-logs"]
             spawn(name, args, env)
 
     def probe(self) -> str | None:
@@ -114,10 +118,7 @@ def airflow_admin() -> tuple[str, str]:
             HOME.mkdir(parents=True, exist_ok=True)
             password = secrets.token_urlsafe(12)
             write_secret(saved, password)
-            say(
-                f"  airflow: generated admin login {user} / {password} "
-                f"(printed once; kept in {saved.relative_to(REPO)})"
-            )
+            say(f"  airflow: generated a password for admin {user!r}: `cat {saved}`")
     return user, password
 
 
@@ -152,6 +153,10 @@ def airflow_env() -> dict[str, str]:
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
             "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "10",
             "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(LOGS / "airflow-tasks"),
+            # Task logs hold the users' data: the owner's alone (Airflow's defaults are 0o775
+            # and 0o664, set with chmod whatever the umask).
+            "AIRFLOW__LOGGING__FILE_TASK_HANDLER_NEW_FOLDER_PERMISSIONS": "0o700",
+            "AIRFLOW__LOGGING__FILE_TASK_HANDLER_NEW_FILE_PERMISSIONS": "0o600",
         }
     )
     return env

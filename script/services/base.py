@@ -62,6 +62,10 @@ class Service:
         """Resolve what it runs from (jars) once, before any service starts; where it is."""
         return None
 
+    def share_state(self) -> None:
+        """On every `up`, before `.stack/` is made private (`layout.private_state`): what a
+        service that runs as another user needs to reach in it (idempotent)."""
+
     def set_up(self) -> None:
         """Once it is ready, on every `up`: idempotent (e.g. the pipeline's topic)."""
 

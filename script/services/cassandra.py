@@ -6,8 +6,8 @@ from pathlib import Path
 
 from pipeline import config
 from script.jars import resolve_service_jars
-from script.layout import DATA, JARS, LOGS, STACK_CONF, say, versions
-from script.procs import port_open, spawn
+from script.layout import CONF, DATA, JARS, LOGS, STACK_CONF, say, versions
+from script.procs import port_open, spawn, write_secret
 from script.services.base import Service, java, render
 
 
@@ -73,6 +73,15 @@ class Cassandra(Service):
             except NoHostAvailable as exc:
                 reason += f"; setting up the role as cassandra/cassandra failed too: {exc}"
         return f"authenticated query as {s.username!r} failed ({reason[:300]})"
+
+
+def cqlsh_credentials() -> Path:
+    """cqlsh's credentials file (`--credentials`) for the configured superuser, 0600 in
+    `.stack/conf`: cqlsh reads the password from it instead of from its command line."""
+    s = config.load().cassandra
+    path = CONF / "cqlsh-credentials"
+    write_secret(path, f"[plain_text_auth]\nusername = {s.username}\npassword = {s.password}\n")
+    return path
 
 
 def _superuser_cql(username: str, password: str) -> str:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import subprocess
 from pathlib import Path
 
 from pipeline import config
-from script.layout import DATA, LOGS, RUN, StackError, say, versions
+from script.layout import DATA, LOGS, RUN, STATE, StackError, say, versions
 from script.procs import pid_alive
 from script.services.base import Service
 
@@ -56,6 +57,7 @@ class Postgres(Service):
             )
         LOGS.mkdir(parents=True, exist_ok=True)
         self.log.touch()
+        self.log.chmod(0o600)  # it may predate the private umask
         if os.geteuid() == 0:
             shutil.chown(self.log, "postgres", "postgres")
         _run_pg(
@@ -71,6 +73,7 @@ class Postgres(Service):
                 "start",
                 "-o",
                 f"-p {self.port} -c listen_addresses=127.0.0.1 -k {PG_SOCKET} "
+                "-c unix_socket_permissions=0700 "
                 "-c shared_buffers=64MB -c max_connections=100",
             ],
             "pg_ctl start",
@@ -94,6 +97,12 @@ class Postgres(Service):
             return f"no connection as {user!r} ({str(exc).strip()[:120]})"
         conn.close()
         return None
+
+    def share_state(self) -> None:
+        """The postgres user keeps its way through the private state dir (when there is one:
+        on a new machine, `start` installs PostgreSQL and grants it then)."""
+        if os.geteuid() == 0 and _postgres_user_exists():
+            grant_traverse()
 
     def pid(self) -> int | None:
         try:
@@ -144,20 +153,88 @@ def as_postgres(cmd: list[str]) -> list[str]:
 
 
 def _pg_dirs() -> None:
+    LOGS.mkdir(parents=True, exist_ok=True)
     for path in (PG_DATA, PG_SOCKET):
         path.mkdir(parents=True, exist_ok=True)
         if os.geteuid() == 0:
             shutil.chown(path, "postgres", "postgres")
             path.chmod(0o700)
     if os.geteuid() == 0:
-        for parent in PG_DATA.parents:
-            if parent == Path("/"):
-                break
-            if not os.stat(parent).st_mode & 0o001:
-                raise StackError(
-                    f"the postgres user cannot reach {PG_DATA}: {parent} is not "
-                    f"world-executable (chmod o+x {parent}) or set STACK_STATE_DIR"
-                )
+        grant_traverse()
+
+
+def grant_traverse() -> None:
+    """Let the postgres user pass through to its data, socket and log, and no further.
+
+    The state dir is its owner's alone (`layout.private_state`) and may sit in a home that is
+    (`/root` is 0700): each directory on the way that the postgres user cannot pass gets an
+    ACL entry `u:postgres:x` (traverse, not list or read), top down, so only those that need
+    one get one.
+    """
+    # The stack's own directories are private (0700) by design: name postgres in each, even
+    # where it may pass today (before `private_state` first runs).
+    own = [STATE, DATA, RUN, LOGS]
+    for path in own:
+        path.mkdir(parents=True, exist_ok=True)
+    _grant(own)
+    while blocked := _blocked_dirs():  # the ancestors, wherever the repository is cloned
+        first = blocked[0]
+        _grant([first])
+        say(f"  postgres: the postgres user may now pass {first} (ACL u:postgres:x)")
+        if _blocked_dirs()[:1] == [first]:
+            raise StackError(f"the postgres user still cannot pass {first} after setfacl")
+
+
+def _grant(dirs: list[Path]) -> None:
+    names = " ".join(map(str, dirs))
+    result = subprocess.run(
+        [_setfacl(), "-m", "u:postgres:x", *map(str, dirs)], capture_output=True, text=True
+    )
+    if result.returncode != 0:
+        raise StackError(
+            f"the postgres user cannot reach {PG_DATA}: `setfacl -m u:postgres:x {names}` "
+            f"failed ({result.stderr.strip()}); give it that right another way (chmod o+x) or "
+            "set STACK_STATE_DIR to a directory it can reach"
+        )
+
+
+def _postgres_user_exists() -> bool:
+    try:
+        pwd.getpwnam("postgres")
+    except KeyError:
+        return False
+    return True
+
+
+def _blocked_dirs() -> list[Path]:
+    """The directories on the postgres user's ways that it cannot pass, top down."""
+    targets = (PG_DATA, PG_SOCKET, LOGS / "postgres.log")
+    dirs = sorted({d for t in targets for d in t.parents}, key=lambda d: len(d.parts))
+    # access(2) as the postgres user itself, so its groups and any ACL count.
+    check = 'for d; do [ -x "$d" ] || printf "%s\\n" "$d"; done'
+    result = subprocess.run(
+        as_postgres(["sh", "-c", check, "sh", *map(str, dirs)]), capture_output=True, text=True
+    )
+    return [Path(line) for line in result.stdout.splitlines()]
+
+
+def _setfacl() -> str:
+    found = shutil.which("setfacl")
+    if found:
+        return found
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        say("installing setfacl (Debian's acl package) to let postgres reach its files ...")
+        subprocess.run(["apt-get", "update", "-qq"], check=True)
+        subprocess.run(
+            ["apt-get", "install", "-y", "-qq", "acl"],
+            check=True,
+            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+        )
+        return _setfacl()
+    raise StackError(
+        "setfacl not found: install it (sudo apt-get install acl) so that the postgres user "
+        "can reach its data in a private state dir, and run again"
+    )
 
 
 def _run_pg(cmd: list[str], what: str) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 from pipeline import config
 from script import supervise
 from script.jars import resolve_spark_jars, spark_jars
-from script.layout import REPO, RUN, STACK_CONF, VENV_BIN
+from script.layout import REPO, RUN, STACK_CONF, UMASK, VENV_BIN
 from script.procs import pid_file, port_open, read_pid, spawn, stop_tree
 from script.services.base import Service
 
@@ -85,6 +85,9 @@ def stream_env() -> dict[str, str]:
     env["PYSPARK_PYTHON"] = sys.executable
     env["SPARK_CONF_DIR"] = str(STACK_CONF / "spark")  # log4j2.properties
     env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
+    # The Spark UI binds to SPARK_LOCAL_IP, else to every interface; the driver's default
+    # address (spark.driver.host) is derived from it too.
+    env["SPARK_LOCAL_IP"] = "127.0.0.1"
     return env
 
 
@@ -101,6 +104,13 @@ def stream_command(env: dict[str, str] | None = None) -> list[str]:
         config.load(env).stack.spark_driver_memory,
         "--conf",
         f"spark.ui.port={s.ui_port}",
+        # Localhost only: the driver's RPC and block manager ports, and no kill links in the UI.
+        "--conf",
+        "spark.driver.bindAddress=127.0.0.1",
+        "--conf",
+        "spark.driver.host=127.0.0.1",
+        "--conf",
+        "spark.ui.killEnabled=false",
         "--conf",
         "spark.sql.shuffle.partitions=4",
         str(REPO / "spark_stream.py"),
@@ -118,4 +128,5 @@ def spawn_stream_job(overrides: dict[str, str], log: Path) -> subprocess.Popen:
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            umask=UMASK,
         )
