@@ -7,6 +7,7 @@ when the stream job has caught up with what the DAG sent.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,3 +91,14 @@ def count_rows(session, keyspace: str, table: str) -> int | None:
     if meta is None or table not in meta.tables:
         return None
     return session.execute(f"SELECT COUNT(*) FROM {keyspace}.{table}", timeout=120).one()[0]
+
+
+def reasons(session, keyspace: str, table: str, limit: int = 100_000) -> Counter[str]:
+    """Dead letters by reason (CQL groups only by key columns, so the grouping is done here),
+    over at most ``limit`` rows; empty when the table does not exist yet."""
+    from cassandra.query import SimpleStatement
+
+    if count_rows(session, keyspace, table) is None:
+        return Counter()
+    query = SimpleStatement(f"SELECT reason FROM {keyspace}.{table} LIMIT {limit}", fetch_size=5000)
+    return Counter(row.reason for row in session.execute(query, timeout=120))

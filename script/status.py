@@ -69,6 +69,9 @@ def pipeline_lines(up_now: set[str]) -> list[str]:
                 except (ReadTimeout, OperationTimedOut) as exc:  # a status line, not a failure
                     shown = f"count timed out ({exc.__class__.__name__})"
                 lines.append(f"  {c.keyspace}.{table:<{28 - len(c.keyspace)}}{shown:>10}")
+                if table == c.dead_letter_table and rows:
+                    for reason, n in ps.reasons(session, c.keyspace, table).most_common(10):
+                        lines.append(f"    {n:>10,}  {reason[:90]}")
         finally:
             cluster.shutdown()
     else:
