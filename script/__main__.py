@@ -22,7 +22,7 @@ from script.services.airflow import airflow_env
 def cqlsh(extra: list[str]) -> int:
     from pipeline import config
 
-    s = config.load().cassandra
+    s = config.cassandra_admin()  # a superuser: the stream job's role may not change the schema
     login = ["-u", s.username, "-p", s.password]
     return subprocess.call(
         [str(VENV_BIN / "cqlsh"), "--request-timeout=120", *login, s.host, str(s.port), *extra]
