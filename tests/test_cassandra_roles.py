@@ -20,6 +20,7 @@ from cassandra.cluster import NoHostAvailable
 from conftest import cassandra_cluster
 
 from pipeline import cassandra_schema, config, contract
+from script.services.cassandra import drop_side_keyspace, set_up_side_keyspace
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -303,3 +304,40 @@ def test_an_admin_the_node_does_not_know_yet_is_made_as_cassandra_cassandra(
     finally:
         cassandra_session.execute(f'DROP ROLE IF EXISTS "{name}"')
     assert (row.is_superuser, row.can_login) == (True, True)
+
+
+def test_a_side_job_gets_its_keyspace_and_a_role_of_its_own_and_both_are_dropped(
+    cassandra_session: Any, unique: str
+) -> None:
+    """What the benchmark's and the tests' own stream jobs use: the pipeline's writer role
+    keeps exactly its grants."""
+    overrides = {"CASSANDRA_KEYSPACE": f"side_{unique}"}
+    shared = config.load().cassandra.username
+    before = (
+        permissions(cassandra_session, shared) if _role_exists(cassandra_session, shared) else None
+    )
+    try:
+        added = set_up_side_keyspace(overrides)
+        side = config.load({**overrides, **added}).cassandra
+        assert side.username not in (shared, config.cassandra_admin().username)
+        assert permissions(cassandra_session, side.username) == {
+            (f"<keyspace side_{unique}>", "SELECT"),
+            (f"<keyspace side_{unique}>", "MODIFY"),
+        }
+        session = login(side)
+        try:
+            cassandra_schema.check_schema(session, side)
+        finally:
+            session.cluster.shutdown()
+    finally:
+        drop_side_keyspace(overrides)
+    assert not _role_exists(cassandra_session, side.username)
+    assert schema(cassandra_session, f"side_{unique}") == {}
+    if before is not None:
+        assert permissions(cassandra_session, shared) == before
+
+
+def _role_exists(session: Any, role: str) -> bool:
+    return bool(
+        list(session.execute("SELECT role FROM system_auth.roles WHERE role = %s", (role,)))
+    )

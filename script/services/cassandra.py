@@ -4,6 +4,9 @@ set-up creates the schema and the stream job's least-privilege role (pipeline/ca
 
 from __future__ import annotations
 
+import os
+import secrets
+from collections.abc import Mapping
 from pathlib import Path
 
 from pipeline import cassandra_schema, config
@@ -100,6 +103,40 @@ class Cassandra(Service):
             f"  cassandra: keyspace {writer.keyspace} is there; the stream job's role "
             f"{writer.username!r} may only read and write its rows"
         )
+
+
+def side_role(keyspace: str) -> str:
+    """The role of a stream job of its own on ``keyspace`` (see ``set_up_side_keyspace``)."""
+    return f"w_{keyspace}"[:48]
+
+
+def set_up_side_keyspace(overrides: Mapping[str, str]) -> dict[str, str]:
+    """Set-up for a stream job of its own (tests, benchmark) on the keyspace ``overrides`` name:
+    the schema, and a role of its own with a fresh password, so the pipeline's writer keeps
+    exactly its grants. Returns the login to add to the job's environment."""
+    env = {**os.environ, **overrides}
+    keyspace = config.load(env).cassandra.keyspace
+    login = {"CASSANDRA_USERNAME": side_role(keyspace), "CASSANDRA_PASSWORD": secrets.token_hex(16)}
+    session = cassandra_schema.connect(config.cassandra_admin(env))
+    try:
+        cassandra_schema.set_up(session, config.load({**env, **login}).cassandra)
+    finally:
+        session.cluster.shutdown()
+    return login
+
+
+def drop_side_keyspace(overrides: Mapping[str, str]) -> None:
+    """Drop what ``set_up_side_keyspace`` made: the keyspace and its role."""
+    env = {**os.environ, **overrides}
+    keyspace = cassandra_schema.identifier(
+        config.load(env).cassandra.keyspace, "CASSANDRA_KEYSPACE"
+    )
+    session = cassandra_schema.connect(config.cassandra_admin(env))
+    try:
+        session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=120)
+        session.execute(f'DROP ROLE IF EXISTS "{side_role(keyspace)}"')
+    finally:
+        session.cluster.shutdown()
 
 
 def _cql(username: str, password: str, query: str) -> list:
