@@ -61,7 +61,7 @@ def parser() -> argparse.ArgumentParser:
     commands.add_parser("jars", help="resolve the jars only")
     for name, help_text in (
         ("test", "the test suite against the stack (starts and stops what it needs)"),
-        ("cqlsh", "cqlsh as the configured Cassandra superuser"),
+        ("cqlsh", "cqlsh as the Cassandra admin (CASSANDRA_ADMIN_USERNAME)"),
         ("airflow", "the airflow CLI against the local stack (e.g. airflow dags list)"),
         ("bench", "the benchmark (`./run.sh bench --help`)"),
         ("supervise", "run a command under the supervisor (used by `stream`)"),

@@ -341,3 +341,30 @@ def _role_exists(session: Any, role: str) -> bool:
     return bool(
         list(session.execute("SELECT role FROM system_auth.roles WHERE role = %s", (role,)))
     )
+
+
+def test_airflow_gets_no_cassandra_setting_and_the_job_no_admin_login(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Even when the user exported them for set-up: the local stack's environments."""
+    from script.services.airflow import airflow_env
+    from script.services.stream import stream_env
+
+    exported = {
+        "CASSANDRA_USERNAME": "pipeline_writer",
+        "CASSANDRA_PASSWORD": "writer-secret",
+        "CASSANDRA_ADMIN_USERNAME": "ops",
+        "CASSANDRA_ADMIN_PASSWORD": "admin-secret",
+    }
+    for name, value in exported.items():
+        monkeypatch.setenv(name, value)
+    airflow = airflow_env()
+    job = stream_env()
+    assert [name for name in airflow if name.startswith("CASSANDRA")] == []
+    assert not {"writer-secret", "admin-secret"} & set(airflow.values())
+    assert (job["CASSANDRA_USERNAME"], job["CASSANDRA_PASSWORD"]) == (
+        "pipeline_writer",
+        "writer-secret",
+    )
+    assert [name for name in job if name.startswith("CASSANDRA_ADMIN")] == []
+    assert "admin-secret" not in job.values()
