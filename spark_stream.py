@@ -26,10 +26,13 @@ Exactly-once effect: the Kafka offsets of each micro-batch are in the checkpoint
 worst replays the one it was in. A replay changes nothing: users are keyed by their stable
 ``id`` and dead letters by (topic, partition, offset), and Cassandra writes are upserts.
 
-On start the job creates the keyspace and tables if missing, adds a contract column an existing
-table lacks (``pipeline/cassandra_schema.py``), and exits with a one-line reason when Cassandra
-is down or refuses the login (status 1: worth another try) or a setting, the connector jars or
-a table's columns are wrong (status 2: a restart cannot help). SIGTERM or SIGINT lets the
+The job logs in as its own role (``CASSANDRA_USERNAME``), which may only read and write the
+keyspace's rows: set-up (``./run.sh up``, Compose's ``cassandra-init``) creates the keyspace,
+the tables and the role with the admin login (``pipeline/cassandra_schema.py``). On start the
+job checks that both tables have the contract's columns and exits with a one-line reason when
+Cassandra is down (status 1: worth another try) or refuses the login, or a setting, the
+connector jars or a table is missing or wrong (status 2: a restart cannot help; a missing table
+or column names the set-up to run). SIGTERM or SIGINT lets the
 running batch finish (or abandons one that is retrying) and stops the job within 30 s, status 0.
 """
 
@@ -129,6 +132,7 @@ FATAL_ERRORS = (
     config.ConfigError,
     cassandra_schema.LoginRefused,
     cassandra_schema.SchemaMismatch,
+    cassandra_schema.SchemaMissing,
     ConnectorMissing,
 )
 
@@ -425,10 +429,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def prepare_cassandra(cassandra: CassandraSettings) -> None:
-    """Log in with the job's credentials; create the keyspace and tables, or add new columns."""
+    """Log in with the job's credentials; check that set-up made both tables as the contract
+    says (the job's role may not create or alter them)."""
     session = cassandra_schema.connect(cassandra)
     try:
-        cassandra_schema.ensure_schema(session, cassandra)
+        cassandra_schema.check_schema(session, cassandra)
     finally:
         session.cluster.shutdown()
 

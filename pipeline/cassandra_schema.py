@@ -1,20 +1,32 @@
-"""The Cassandra side of the pipeline: the keyspace, the users table and the dead-letter table.
+"""The Cassandra side of the pipeline: the keyspace, the tables and the stream job's role.
 
-Both tables are derived from ``pipeline.contract``; the DDL builders are pure, ``connect`` and
-``ensure_schema`` are the I/O. Every ``CREATE`` is ``IF NOT EXISTS``, so running the job again
-changes nothing; ``ensure_schema`` then compares an existing table with the contract, because
-``IF NOT EXISTS`` silently keeps a table that has drifted: a column the contract gained is added,
-anything else that differs stops the job with the fix.
+Both tables are derived from ``pipeline.contract``; the DDL builders are pure, ``connect``,
+``set_up`` and ``check_schema`` are the I/O. Two logins, two jobs:
+
+- set-up (``set_up``, logged in as the admin, ``CASSANDRA_ADMIN_USERNAME``): creates the
+  keyspace and both tables, adds a column the contract gained to an existing table, and makes
+  the stream job's role (``CASSANDRA_USERNAME``) with its password and exactly SELECT and
+  MODIFY on the keyspace. Every step is idempotent: the local stack runs it on every
+  ``./run.sh up``, Compose's one-shot ``cassandra-init`` on every ``up``
+  (``python -m pipeline.cassandra_schema``).
+- the stream job (``check_schema``, logged in as its role): only checks that the tables have
+  the contract's columns, and stops with the fix when set-up has not run.
+
+``IF NOT EXISTS`` silently keeps a table that has drifted, so set-up compares an existing table
+with the contract: a column the contract gained is added, anything else that differs stops it
+with the fix.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
+from pipeline import config
 from pipeline.config import CassandraSettings, ConfigError
 from pipeline.contract import (
     CQL_TYPES,
@@ -70,6 +82,22 @@ class LoginRefused(CassandraUnavailable):
 
 class SchemaMismatch(RuntimeError):
     """An existing table's columns differ from what the pipeline writes."""
+
+
+class SchemaMissing(RuntimeError):
+    """A table or a contract column is not there yet: set-up has not run since it changed."""
+
+
+# What set-up tells a job that found no schema to run (the local stack, then Compose).
+RUN_SET_UP = (
+    "run the set-up, which creates and updates the schema with the admin login: "
+    "`./run.sh up` (local stack) or `docker compose up cassandra-init` (Compose)"
+)
+
+# The only permissions the stream job's role holds: read and write rows of the keyspace's
+# tables (MODIFY is INSERT, UPDATE, DELETE and TRUNCATE). The connector reads the system
+# tables it needs (system.local, system.peers, system_schema) with any login.
+WRITER_PERMISSIONS = ("SELECT", "MODIFY")
 
 
 def identifier(value: str, variable: str) -> str:
@@ -148,7 +176,7 @@ def connect(settings: CassandraSettings, connect_timeout: float = 10) -> Session
         errors = getattr(exc, "errors", None) or {}
         detail = "; ".join(str(error) for error in errors.values()) or str(exc)
         if "authentic" in detail.lower() or "password" in detail.lower():
-            fix = "check CASSANDRA_USERNAME and CASSANDRA_PASSWORD"
+            fix = f"check {settings.login_variables}"
             raise LoginRefused(f"cannot connect to {where}: {detail} ({fix})") from exc
         fix = "is Cassandra up? check CASSANDRA_HOST and CASSANDRA_PORT (`./run.sh status`)"
         raise CassandraUnavailable(f"cannot connect to {where}: {detail} ({fix})") from exc
@@ -199,8 +227,7 @@ def check_table(
         problems.append(f"its key is {found_key}, the contract's is {shape.primary_key()}")
     if problems:
         fix = (
-            "drop the table (the job re-creates it on start, empty) "
-            f"or set {variable} to a new table's name"
+            f"drop the table (set-up re-creates it, empty) or set {variable} to a new table's name"
         )
         if len(problems) == len(removed):  # only columns to drop
             drops = ", ".join(f"ALTER TABLE {where} DROP {name}" for name in removed)
@@ -213,6 +240,12 @@ def check_table(
     return [name for name in shape.columns if name not in found]
 
 
+TABLES = (
+    ("table", USERS, "CASSANDRA_TABLE"),
+    ("dead_letter_table", DEAD_LETTERS, "CASSANDRA_DEAD_LETTER_TABLE"),
+)
+
+
 def ensure_schema(session: Session, settings: CassandraSettings) -> None:
     """Create the keyspace and both tables if missing, then bring existing tables up to date.
 
@@ -223,12 +256,9 @@ def ensure_schema(session: Session, settings: CassandraSettings) -> None:
     for statement in schema_statements(settings):
         log.info("cassandra: %s", statement)
         session.execute(statement)
-    tables = (
-        (settings.table, USERS, "CASSANDRA_TABLE"),
-        (settings.dead_letter_table, DEAD_LETTERS, "CASSANDRA_DEAD_LETTER_TABLE"),
-    )
     missing: dict[str, list[tuple[str, str]]] = {}
-    for table, shape, variable in tables:
+    for attribute, shape, variable in TABLES:
+        table = getattr(settings, attribute)
         where = f"{settings.keyspace}.{table}"
         found = table_columns(session, settings.keyspace, table)
         missing[where] = [
@@ -241,3 +271,145 @@ def ensure_schema(session: Session, settings: CassandraSettings) -> None:
                 "cassandra: %s lacks contract column %s, adding it: %s", where, name, statement
             )
             session.execute(statement)
+
+
+def check_schema(session: Session, settings: CassandraSettings) -> None:
+    """What the stream job does instead of creating: both tables are there with the contract's
+    columns, or ``SchemaMissing`` (a table or column set-up has not made yet, naming the fix)
+    or ``SchemaMismatch`` (see ``check_table``). Reads ``system_schema`` only."""
+    for attribute, shape, variable in TABLES:
+        table = identifier(getattr(settings, attribute), variable)
+        where = f"{settings.keyspace}.{table}"
+        found = table_columns(session, settings.keyspace, table)
+        if not found:
+            raise SchemaMissing(f"table {where} does not exist ({variable}): {RUN_SET_UP}")
+        lacking = check_table(found, shape, where, variable)
+        if lacking:
+            raise SchemaMissing(
+                f"table {where} lacks the contract's column(s) {', '.join(lacking)}: {RUN_SET_UP}"
+            )
+
+
+def _quoted(password: str) -> str:
+    """``password`` as a CQL string literal (role statements take no bind markers)."""
+    return "'" + password.replace("'", "''") + "'"
+
+
+def admin_role_cql(username: str, password: str) -> str:
+    """What, run as cassandra/cassandra, gives the configured admin its login and password."""
+    if username == "cassandra":
+        return f"ALTER ROLE cassandra WITH PASSWORD = {_quoted(password)}"
+    role = identifier(username, "CASSANDRA_ADMIN_USERNAME")
+    return (
+        f'CREATE ROLE IF NOT EXISTS "{role}" WITH SUPERUSER = true AND LOGIN = true '
+        f"AND PASSWORD = {_quoted(password)}"
+    )
+
+
+def writer_role_statements(writer: CassandraSettings) -> list[str]:
+    """The CQL that makes ``writer.username`` a login with ``writer.password`` and
+    ``WRITER_PERMISSIONS`` on ``writer.keyspace``: created if missing, its password and
+    attributes set again, so a changed password takes effect. Holds the password: never log
+    these."""
+    role = f'"{identifier(writer.username, "CASSANDRA_USERNAME")}"'
+    keyspace = identifier(writer.keyspace, "CASSANDRA_KEYSPACE")
+    password = _quoted(writer.password)
+    return [
+        f"CREATE ROLE IF NOT EXISTS {role} WITH LOGIN = true AND PASSWORD = {password}",
+        f"ALTER ROLE {role} WITH PASSWORD = {password} AND LOGIN = true AND SUPERUSER = false",
+        *(f"GRANT {p} ON KEYSPACE {keyspace} TO {role}" for p in WRITER_PERMISSIONS),
+    ]
+
+
+# Data resources as LIST PERMISSIONS names them, and as GRANT and REVOKE name them.
+_DATA_RESOURCE = re.compile(r"^<(all keyspaces|keyspace (\w+)|table (\w+\.\w+))>$")
+
+
+def extra_permissions(writer: CassandraSettings, granted: list[tuple[str, str]]) -> list[str]:
+    """REVOKE statements for what ``granted`` (resource, permission), as ``LIST ALL
+    PERMISSIONS OF`` the role shows it, holds on data beyond ``WRITER_PERMISSIONS`` on
+    ``writer.keyspace``: another keyspace, a table, all keyspaces, or CREATE, ALTER, DROP..."""
+    role = f'"{writer.username}"'
+    wanted = {(f"<keyspace {writer.keyspace}>", p) for p in WRITER_PERMISSIONS}
+    revokes = []
+    for resource, permission in granted:
+        found = _DATA_RESOURCE.match(resource)
+        if found is None or (resource, permission) in wanted:
+            continue
+        _, keyspace, table = found.groups()
+        target = (
+            f"KEYSPACE {keyspace}" if keyspace else f"TABLE {table}" if table else "ALL KEYSPACES"
+        )
+        revokes.append(f"REVOKE {permission} ON {target} FROM {role}")
+    return revokes
+
+
+def set_up(session: Session, writer: CassandraSettings) -> None:
+    """Run as the admin (``session``): the schema (``ensure_schema``), then the stream job's
+    role ``writer.username`` with ``writer.password`` and only SELECT and MODIFY on the
+    keyspace: any other permission on data it holds is taken back. Idempotent.
+    ``ConfigError`` when the writer is the admin itself."""
+    admin = getattr(session.cluster.auth_provider, "username", None)
+    if writer.username == admin:
+        raise ConfigError(
+            f"CASSANDRA_USERNAME={writer.username!r} is the admin login: give the stream job a "
+            "role of its own (default pipeline_writer), set-up grants it only read and write"
+        )
+    ensure_schema(session, writer)
+    for statement in writer_role_statements(writer):
+        session.execute(statement)
+    rows = session.execute(f'LIST ALL PERMISSIONS OF "{writer.username}" NORECURSIVE')
+    for statement in extra_permissions(writer, [(r.resource, r.permission) for r in rows]):
+        log.warning("cassandra: role %s needs no more than this: %s", writer.username, statement)
+        session.execute(statement)
+    log.info(
+        "cassandra: role %s may log in and %s rows of keyspace %s, nothing else",
+        writer.username,
+        " and ".join(WRITER_PERMISSIONS),
+        writer.keyspace,
+    )
+
+
+def admin_session(admin: CassandraSettings) -> Session:
+    """A session as the admin. A fresh node knows only cassandra/cassandra: when the admin's
+    login is refused and differs from that, give it its password (``admin_role_cql``) as
+    cassandra/cassandra first."""
+    try:
+        return connect(admin)
+    except LoginRefused:
+        if (admin.username, admin.password) == ("cassandra", "cassandra"):
+            raise
+    default = connect(replace(admin, username="cassandra", password="cassandra"))
+    try:
+        default.execute(admin_role_cql(admin.username, admin.password))
+    finally:
+        default.cluster.shutdown()
+    log.info("cassandra: admin %s given its password (%s)", admin.username, admin.login_variables)
+    return connect(admin)
+
+
+def main() -> int:
+    """``python -m pipeline.cassandra_schema``: set-up as the admin (Compose's cassandra-init).
+
+    Exit 0 when done, 1 when Cassandra is not reachable (worth another try), 2 when a setting,
+    the login or an existing table is wrong (the message names the fix).
+    """
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        writer = config.load().cassandra
+        session = admin_session(config.cassandra_admin())
+        try:
+            set_up(session, writer)
+        finally:
+            session.cluster.shutdown()
+    except (ConfigError, LoginRefused, SchemaMismatch) as exc:
+        log.error("%s", exc)
+        return 2
+    except CassandraUnavailable as exc:
+        log.error("%s", exc)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

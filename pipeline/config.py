@@ -17,7 +17,7 @@ import re
 import sys
 import textwrap
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -25,12 +25,15 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 # The id of the DAG that runs the producer (dags/kafka_stream.py); tools trigger it by this id.
 DAG_ID = "user_automation"
 
-# Who reads a variable. The first three are the pipeline, the same in Compose and in the local
+# Who reads a variable. The first four are the pipeline, the same in Compose and in the local
 # stack; STACK is the local stack's own tooling (./run.sh, script/), which also reads the
 # pipeline's variables to create the topic, probe Cassandra and submit the stream job.
 DAG = "DAG"
 STREAM_JOB = "stream job"
 SUBMIT = "spark-submit"  # the stream job's launch line: --master, --jars, --conf spark.ui.port
+# Cassandra's set-up: the local stack's `up` and Compose's cassandra-init (`python -m
+# pipeline.cassandra_schema`) create the keyspace, the tables and the stream job's role.
+SETUP = "Cassandra set-up"
 STACK = "local stack"
 
 # How a variable's value is read (see ``_parse``).
@@ -185,21 +188,58 @@ VARIABLES: tuple[Variable, ...] = (
         STREAM_JOB,
     ),
     _var("CASSANDRA_PORT", "9042", "CQL port", STREAM_JOB, kind=WHOLE, minimum=1),
+    # The stream job's own role: set-up grants it SELECT and MODIFY on the keyspace, nothing else.
     _var(
         "CASSANDRA_USERNAME",
-        "cassandra",
-        "login of the stream job (and the local superuser)",
+        "pipeline_writer",
+        "the stream job's login: a role that may only read and write the keyspace's rows "
+        "(set-up creates it)",
         STREAM_JOB,
+        SETUP,
     ),
-    _var("CASSANDRA_PASSWORD", "cassandra", "its password", STREAM_JOB),
-    _var("CASSANDRA_KEYSPACE", "spark_streams", "keyspace the stream job creates", STREAM_JOB),
-    _var("CASSANDRA_TABLE", "created_users", "table of users", STREAM_JOB),
-    _var("CASSANDRA_DEAD_LETTER_TABLE", "dead_letters", "table of rejected messages", STREAM_JOB),
+    # A local-stack default, like the superuser's; Compose generates one into .env.
+    _var(
+        "CASSANDRA_PASSWORD",
+        "pipeline_writer",
+        "its password; change it (set-up sets the role's password to this on every run)",
+        STREAM_JOB,
+        SETUP,
+    ),
+    # Never read by the job or the DAG: only set-up creates the schema and the writer's role.
+    _var(
+        "CASSANDRA_ADMIN_USERNAME",
+        "cassandra",
+        "a superuser: set-up creates the keyspace, tables and writer role with it; "
+        "`./run.sh cqlsh` logs in with it",
+        SETUP,
+    ),
+    _var(
+        "CASSANDRA_ADMIN_PASSWORD",
+        "cassandra",
+        "its password; set-up gives it to the role (logging in once as cassandra/cassandra) "
+        "when the node does not know it yet",
+        SETUP,
+    ),
+    _var(
+        "CASSANDRA_KEYSPACE",
+        "spark_streams",
+        "keyspace set-up creates and the stream job writes",
+        STREAM_JOB,
+        SETUP,
+    ),
+    _var("CASSANDRA_TABLE", "created_users", "table of users", STREAM_JOB, SETUP),
+    _var(
+        "CASSANDRA_DEAD_LETTER_TABLE",
+        "dead_letters",
+        "table of rejected messages",
+        STREAM_JOB,
+        SETUP,
+    ),
     _var(
         "CASSANDRA_REPLICATION_FACTOR",
         "1",
         "replication of the keyspace",
-        STREAM_JOB,
+        SETUP,
         kind=WHOLE,
         minimum=1,
     ),
@@ -437,6 +477,17 @@ class CassandraSettings:
     table: str
     dead_letter_table: str
     replication_factor: int
+    # The variables that hold this login, for error messages.
+    login_variables: str = "CASSANDRA_USERNAME and CASSANDRA_PASSWORD"
+
+
+@dataclass(frozen=True)
+class CassandraLogin:
+    """The admin's login (CASSANDRA_ADMIN_*): set-up and ``./run.sh cqlsh`` use it, through
+    ``cassandra_admin()``; the stream job and the DAG never do."""
+
+    username: str
+    password: str = field(repr=False)
 
 
 @dataclass(frozen=True)
@@ -484,6 +535,7 @@ class Settings:
     kafka: KafkaSettings
     api: ApiSettings
     cassandra: CassandraSettings
+    cassandra_admin: CassandraLogin
     stream: StreamSettings
     stack: StackSettings
 
@@ -532,6 +584,10 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
             dead_letter_table=_text(env, "CASSANDRA_DEAD_LETTER_TABLE"),
             replication_factor=_int(env, "CASSANDRA_REPLICATION_FACTOR"),
         ),
+        cassandra_admin=CassandraLogin(
+            username=_text(env, "CASSANDRA_ADMIN_USERNAME"),
+            password=_text(env, "CASSANDRA_ADMIN_PASSWORD"),
+        ),
         stream=StreamSettings(
             master=_text(env, "SPARK_MASTER"),
             checkpoint_dir=_text(env, "SPARK_CHECKPOINT_DIR"),
@@ -561,6 +617,18 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
             airflow_parallelism=_int(env, "AIRFLOW__CORE__PARALLELISM"),
             standin_port=_int(env, "USERS_STANDIN_PORT"),
         ),
+    )
+
+
+def cassandra_admin(env: Mapping[str, str] | None = None) -> CassandraSettings:
+    """The Cassandra settings with the admin login (``CASSANDRA_ADMIN_*``) in place of the
+    stream job's: for set-up and ``./run.sh cqlsh`` only, never for the job or the DAG."""
+    settings = load(env)
+    return replace(
+        settings.cassandra,
+        username=settings.cassandra_admin.username,
+        password=settings.cassandra_admin.password,
+        login_variables="CASSANDRA_ADMIN_USERNAME and CASSANDRA_ADMIN_PASSWORD",
     )
 
 

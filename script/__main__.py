@@ -24,7 +24,7 @@ from script.services.cassandra import cqlsh_credentials
 def cqlsh(extra: list[str]) -> int:
     from pipeline import config
 
-    s = config.load().cassandra
+    s = config.cassandra_admin()  # a superuser: the stream job's role may not change the schema
     login = ["--credentials", str(cqlsh_credentials())]  # a password in argv is public
     return subprocess.call(
         [str(VENV_BIN / "cqlsh"), "--request-timeout=120", *login, s.host, str(s.port), *extra]
@@ -80,7 +80,7 @@ def parser() -> argparse.ArgumentParser:
     commands.add_parser("jars", help="resolve the jars only")
     for name, help_text in (
         ("test", "the test suite against the stack (starts and stops what it needs)"),
-        ("cqlsh", "cqlsh as the configured Cassandra superuser"),
+        ("cqlsh", "cqlsh as the Cassandra admin (CASSANDRA_ADMIN_USERNAME)"),
         ("airflow", "the airflow CLI against the local stack (e.g. airflow dags list)"),
         ("bench", "the benchmark (`./run.sh bench --help`)"),
         ("faults", "break things on purpose, count what was lost (`./run.sh faults --help`)"),

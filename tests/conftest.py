@@ -78,8 +78,9 @@ def cassandra_cluster(c: config.CassandraSettings, password: str | None = None):
 
 @pytest.fixture(scope="session")
 def cassandra_session(settings: config.Settings):
-    """A cassandra-driver session logged in as the configured superuser."""
-    c = settings.cassandra
+    """A cassandra-driver session logged in as the admin (CASSANDRA_ADMIN_USERNAME), which
+    creates the tests' keyspaces and roles; the stream job's role may not."""
+    c = config.cassandra_admin()
     require_port("Cassandra", c.host, c.port, "cassandra.log")
     cluster = cassandra_cluster(c)
     session = cluster.connect()

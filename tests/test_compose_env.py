@@ -103,9 +103,11 @@ def test_the_spark_job_reaches_cassandra_by_service_name_and_port(compose: dict[
     assert env["CASSANDRA_HOST"] == "cassandra" and "cassandra" in services(compose)
     cassandra_ports = {parse_port(p)[2] for p in services(compose)["cassandra"]["ports"]}
     assert int(env["CASSANDRA_PORT"]) in cassandra_ports
-    assert (
-        env["CASSANDRA_PASSWORD"]
-        == environment(services(compose)["cassandra"])["CASSANDRA_PASSWORD"]
+    # The role cassandra-init creates, with the password the job logs in with.
+    init = environment(services(compose)["cassandra-init"])
+    assert (env["CASSANDRA_USERNAME"], env["CASSANDRA_PASSWORD"]) == (
+        init["CASSANDRA_USERNAME"],
+        init["CASSANDRA_PASSWORD"],
     )
 
 
@@ -166,7 +168,7 @@ def test_pipeline_variables_in_compose_are_ones_the_config_reads(compose: dict[s
 
 def test_host_ports_bind_to_localhost_by_default() -> None:
     secrets_only = {k: f"x-{k}" for k, v in read_env_file(ENV_EXAMPLE).items() if not v}
-    doc = resolve(raw_compose(), {**versions(), **secrets_only, "CASSANDRA_PASSWORD": "x"})
+    doc = resolve(raw_compose(), {**versions(), **secrets_only, "CASSANDRA_ADMIN_PASSWORD": "x"})
     ports = published_ports(doc)
     assert ports, "no port is published"
     for port, (name, host_ip, _) in ports.items():

@@ -53,6 +53,7 @@ EXPECTED_SERVICES = {
     "spark-worker",
     "spark-stream",
     "cassandra",
+    "cassandra-init",
 }
 SCALABLE = {"spark-worker"}
 MEMORY_BUDGET = 8 * 1024**3  # the README advises giving Docker 6-8 GB
@@ -139,7 +140,8 @@ def test_one_compose_up_has_an_order_that_starts_everything(compose: dict[str, A
         "control-center": {"broker", "schema-registry"},
         "spark-worker": {"spark-master"},
         "kafka-init": {"broker"},
-        "spark-stream": {"spark-master", "spark-worker", "broker", "kafka-init", "cassandra"},
+        "spark-stream": {"spark-master", "spark-worker", "broker", "kafka-init", "cassandra-init"},
+        "cassandra-init": {"cassandra"},
         "airflow-init": {"postgres"},
         "airflow-scheduler": {"postgres", "airflow-init", "broker", "kafka-init"},
     }
@@ -191,6 +193,79 @@ def test_kafka_init_runs_kafka_topics_create_if_not_exists_with_the_partitions(
     assert flags["--topic"] == config.DEFAULTS["KAFKA_TOPIC"]
     assert flags["--partitions"] == (partitions or config.DEFAULTS["KAFKA_TOPIC_PARTITIONS"])
     assert flags["--replication-factor"] == "1"
+
+
+def test_cassandra_init_sets_up_schema_and_role_as_the_admin_before_the_job_starts(
+    compose: dict[str, Any],
+) -> None:
+    all_services = services(compose)
+    init, stream = all_services["cassandra-init"], all_services["spark-stream"]
+    assert is_one_shot(init), 'cassandra-init runs once: restart must be "no"'
+    assert init["depends_on"] == {"cassandra": {"condition": "service_healthy"}}
+    assert stream["depends_on"]["cassandra-init"] == {"condition": "service_completed_successfully"}
+    # The local stack's set-up code, from the job's own image (which copies pipeline/).
+    assert init["command"] == ["python", "-m", "pipeline.cassandra_schema"]
+    assert init["image"] == stream["image"]
+    init_env, job_env = environment(init), environment(stream)
+    cassandra_env = environment(all_services["cassandra"])
+    # The admin the image's superuser becomes, and the role the job logs in as.
+    admin = config.load(init_env).cassandra_admin
+    assert (admin.username, admin.password) == (
+        cassandra_env["CASSANDRA_ADMIN_USERNAME"],
+        cassandra_env["CASSANDRA_ADMIN_PASSWORD"],
+    )
+    assert config.load(init_env).cassandra == config.load(job_env).cassandra
+    assert config.load(job_env).cassandra.username != admin.username
+    assert not [key for key in job_env if key.startswith("CASSANDRA_ADMIN_")], (
+        "the stream job must not get the admin login"
+    )
+
+
+def test_no_airflow_service_has_a_cassandra_login(compose: dict[str, Any]) -> None:
+    """The DAG only produces to Kafka: no Airflow container holds a Cassandra login."""
+    for name, service in services(compose).items():
+        if name.startswith("airflow"):
+            cassandra = [key for key in environment(service) if key.startswith("CASSANDRA")]
+            assert cassandra == [], f"{name} has {cassandra}"
+
+
+FAKE_CQLSH = """#!/usr/bin/env bash
+# Logs in when -u and -p are the one login the fake node knows ($KNOWN, "user:password").
+while [[ $# -gt 0 ]]; do
+    case "$1" in -u) user="$2"; shift ;; -p) password="$2"; shift ;; esac
+    shift
+done
+[[ "$user:$password" == "$KNOWN" ]]
+"""
+
+
+@pytest.mark.parametrize(
+    ("known", "healthy"),
+    [
+        ("admin:s3cret", True),  # set up: the configured admin
+        ("cassandra:cassandra", True),  # a fresh node, before cassandra-init
+        ("admin:another", False),  # neither: the admin's password was changed elsewhere
+    ],
+    ids=["admin", "fresh node", "neither"],
+)
+def test_cassandras_healthcheck_takes_the_admin_or_a_fresh_nodes_default(
+    tmp_path: Path, known: str, healthy: bool
+) -> None:
+    cassandra = services(
+        compose_with(CASSANDRA_ADMIN_USERNAME="admin", CASSANDRA_ADMIN_PASSWORD="s3cret")
+    )["cassandra"]
+    kind, script = cassandra["healthcheck"]["test"]
+    assert kind == "CMD-SHELL"
+    (tmp_path / "cqlsh").write_text(FAKE_CQLSH)
+    (tmp_path / "cqlsh").chmod(0o755)
+    env = {
+        **environment(cassandra),
+        "PATH": f"{tmp_path}:{os.environ['PATH']}",
+        "KNOWN": known,
+    }
+    # Compose turns $$ into $ before the shell sees it.
+    result = run(["bash", "-c", script.replace("$$", "$")], env=env)
+    assert (result.returncode == 0) == healthy, result.stderr
 
 
 def test_the_stream_job_is_restarted_and_given_time_to_stop(compose: dict[str, Any]) -> None:

@@ -118,8 +118,8 @@ def test_the_cqlsh_commands_log_in_to_the_cassandra_container(compose: dict[str,
             assert service["image"].startswith("cassandra:"), (where, service["image"])
             env = environment(service)  # as Compose sets it from .env.example
             assert (command["user"], command["password"]) == (
-                env["CASSANDRA_USERNAME"],
-                env["CASSANDRA_PASSWORD"],
-            ), f"{where}: cqlsh logs in as {command['user']}, Compose sets another login"
+                env["CASSANDRA_ADMIN_USERNAME"],
+                env["CASSANDRA_ADMIN_PASSWORD"],
+            ), f"{where}: cqlsh logs in as {command['user']}, Compose sets another admin login"
             assert command["host"] == "localhost", where  # run inside the container
             assert int(command["port"]) in container_ports(service), (where, command["port"])

@@ -21,6 +21,7 @@ from pipeline.formatting import Skip, format_user
 from pipeline.randomuser import RandomUserClient, iter_batches
 from script.pipeline_status import checkpoint_offsets
 from script.procs import stop_tree
+from script.services.cassandra import drop_side_keyspace, set_up_side_keyspace
 from script.services.stream import spawn_stream_job
 from standin import StandIn
 
@@ -50,6 +51,8 @@ def e2e(settings, kafka_bootstrap, cassandra_session, standin, airflow_client):
         "SPARK_TRIGGER_INTERVAL": "1 second",
         "SPARK_UI_PORT": "4061",
     }
+    # The job may only check its tables: set-up makes them and a writer role of its own.
+    overrides.update(set_up_side_keyspace(overrides))
     job = spawn_stream_job(overrides, log_path)
     try:
         airflow_client.wait_for_dag(DAG_ID)
@@ -75,7 +78,7 @@ def e2e(settings, kafka_bootstrap, cassandra_session, standin, airflow_client):
         }
     finally:
         stop_tree("e2e stream job", job.pid, timeout=60)
-        cassandra_session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=60)
+        drop_side_keyspace(overrides)
 
 
 def wait_for_rows(

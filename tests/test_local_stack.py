@@ -207,7 +207,8 @@ def test_cassandra_keeps_rows_across_down_and_up(cassandra_session, settings, un
     assert up.returncode == 0, up.stdout + up.stderr
     print(f"cassandra restarted in {time.monotonic() - started:.0f}s")
 
-    cluster = cassandra_cluster(settings.cassandra)  # a fresh connection to the new process
+    # A fresh connection to the new process, as the admin that made the keyspace.
+    cluster = cassandra_cluster(config.cassandra_admin())
     session = cluster.connect()
     rows = {r.id: r.note for r in session.execute(f"SELECT id, note FROM {ks}.kept")}
     session.execute(f"DROP KEYSPACE {ks}")

@@ -31,6 +31,7 @@ from kafka import KafkaAdminClient, KafkaProducer
 from pipeline import config, contract, producer
 from script import services, supervise
 from script.layout import DATA, LOGS
+from script.services.cassandra import drop_side_keyspace, set_up_side_keyspace
 from script.services.stream import READY, stream_command, stream_env
 from spark_stream import NO_TOPIC_YET
 
@@ -211,6 +212,8 @@ def side_job(kafka_bootstrap: str, cassandra_session: Any) -> Iterator[Callable[
 
     def make(name: str, overrides: dict[str, str] | None = None, topic: bool = True) -> SideJob:
         job = SideJob(name, overrides)
+        # The job may only check its tables: set-up makes them and a writer role of its own.
+        job.env.update({**set_up_side_keyspace(job.env), **(overrides or {})})
         if topic:
             producer.ensure_topic(config.load({**os.environ, **job.env}).kafka)
         jobs.append(job)
@@ -222,7 +225,7 @@ def side_job(kafka_bootstrap: str, cassandra_session: Any) -> Iterator[Callable[
         for job in jobs:
             if job.process is not None:
                 job.stop()
-            cassandra_session.execute(f"DROP KEYSPACE IF EXISTS {job.keyspace}", timeout=120)
+            drop_side_keyspace(job.env)
             if job.topic in admin.list_topics():
                 admin.delete_topics([job.topic])
             subprocess.run(["rm", "-rf", str(job.folder)], check=False)

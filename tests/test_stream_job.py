@@ -3,7 +3,8 @@
 One scenario, shared by the tests below: valid and malformed messages go to a fresh topic; the
 job starts, is stopped with SIGTERM mid-stream (to its whole process group, as
 ``./run.sh stream stop`` does), more messages arrive while it is down, and a second run of the
-job catches up. Each run has its own topic, keyspace and checkpoint folder.
+job catches up. Each run has its own topic, keyspace, checkpoint folder and Cassandra role: the
+job logs in as a writer role that set-up made, which may only read and write that keyspace.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -38,8 +40,8 @@ LOGS = REPO / ".stack" / "logs"
 
 VALID_BEFORE, VALID_WHILE_DOWN = 150, 50
 MESSAGES_PER_BATCH = 30  # small batches, so the first run is stopped with work left
-# The users table exists before the job first starts, made when the contract had no such field:
-# the job must add the column and fill it.
+# The users table exists before set-up runs, made when the contract had no such field: set-up
+# must add the column, and the job fill it.
 ADDED_FIELD = "picture"
 BATCH_LINE = re.compile(r"batch (\d+): (\d+) rows in, (\d+) written, (\d+) rejected, [\d.]+ s")
 
@@ -107,6 +109,7 @@ class Run:
 @dataclass
 class Scenario:
     keyspace: str
+    role: str
     sent: dict[str, dict[str, Any]]  # id -> record
     dead: dict[tuple[int, int], tuple[bytes | None, str]]  # (partition, offset) -> value, reason
     runs: list[Run]
@@ -187,7 +190,7 @@ def scenario(
     settings: config.Settings, kafka_bootstrap: str, cassandra_session: Any
 ) -> Iterator[Scenario]:
     suffix = uuid.uuid4().hex[:10]
-    topic, keyspace = f"stream_job_{suffix}", f"stream_job_{suffix}"
+    topic, keyspace, role = f"stream_job_{suffix}", f"stream_job_{suffix}", f"writer_{suffix}"
     checkpoint = TEST_DATA / f"stream-job-{suffix}" / "checkpoint"
     log = LOGS / f"test-stream-job-{suffix}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -199,6 +202,8 @@ def scenario(
         "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         "KAFKA_TOPIC": topic,
         "CASSANDRA_KEYSPACE": keyspace,
+        "CASSANDRA_USERNAME": role,
+        "CASSANDRA_PASSWORD": secrets.token_hex(12),
         "SPARK_CHECKPOINT_DIR": str(checkpoint),
         "SPARK_TRIGGER_INTERVAL": "1 second",
         "SPARK_MAX_OFFSETS_PER_TRIGGER": str(MESSAGES_PER_BATCH),
@@ -232,6 +237,7 @@ def scenario(
                 keyspace, table, cassandra_schema.TableShape(older, users.partition_key)
             )
         )
+        cassandra_schema.set_up(cassandra_session, config.load(env).cassandra)
         send_valid(VALID_BEFORE, 0)
         job = start_job(env, log)
         wait_until(lambda: count(cassandra_session, keyspace, table) > 0, job, log, "rows", 240)
@@ -258,7 +264,7 @@ def scenario(
             120,
         )
         runs.append(stop_job(job, log, log_offset))
-        yield Scenario(keyspace, sent, dead, runs)
+        yield Scenario(keyspace, role, sent, dead, runs)
     finally:
         if job is not None and job.poll() is None:  # a failed wait left it running
             os.killpg(job.pid, signal.SIGKILL)
@@ -267,6 +273,7 @@ def scenario(
         admin.delete_topics([topic])
         admin.close()
         cassandra_session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}")
+        cassandra_session.execute(f'DROP ROLE IF EXISTS "{role}"')
         shutil.rmtree(checkpoint.parent, ignore_errors=True)
 
 
@@ -282,12 +289,19 @@ def test_every_valid_message_becomes_one_row_equal_to_what_was_sent(
     assert {row["id"]: row for row in stored} == scenario.sent
 
 
-def test_a_field_the_existing_table_lacked_is_added_once_and_written(
+def test_the_job_writes_as_its_own_role_the_column_set_up_added(
     scenario: Scenario, cassandra_session: Any, settings: config.Settings
 ) -> None:
     where = f"{scenario.keyspace}.{settings.cassandra.table}"
     text = scenario.runs[0].log.read_text(errors="replace")  # both runs
-    assert text.count(f"cassandra: {where} lacks contract column {ADDED_FIELD}, adding it") == 1
+    assert (
+        text.count(
+            f"cassandra {settings.cassandra.host}:{settings.cassandra.port} as "
+            f"{scenario.role} into {where}"
+        )
+        == 2
+    )
+    assert "adding it" not in text  # set-up altered the table, the job only checked it
     rows = cassandra_session.execute(f"SELECT id, {ADDED_FIELD} FROM {where}")
     assert {row[0]: row[1] for row in rows} == {
         user_id: record[ADDED_FIELD] for user_id, record in scenario.sent.items()
@@ -366,3 +380,40 @@ def test_the_job_stops_at_once_naming_host_port_and_user(
     [line] = [line for line in result.stdout.splitlines() if "ERROR spark_stream" in line]
     assert f"Cassandra at {c.host}:{c.port} as user {c.username!r}" in line
     assert expected in line
+
+
+def test_the_job_stops_naming_the_set_up_when_a_table_is_missing(
+    cassandra_session: Any, settings: config.Settings, unique: str
+) -> None:
+    keyspace, role = f"no_set_up_{unique}", f"writer_{unique}"
+    env = {
+        "CASSANDRA_KEYSPACE": keyspace,
+        "CASSANDRA_USERNAME": role,
+        "CASSANDRA_PASSWORD": secrets.token_hex(12),
+    }
+    try:
+        cassandra_schema.set_up(cassandra_session, config.load(env).cassandra)
+        dead = f"{keyspace}.{settings.cassandra.dead_letter_table}"
+        cassandra_session.execute(f"DROP TABLE {dead}")  # as if set-up predates the table
+        job_env = {
+            **os.environ,
+            "PYTHONPATH": str(REPO),
+            "PYSPARK_PYTHON": sys.executable,
+            "SPARK_CONF_DIR": str(REPO / "stack" / "spark"),
+            "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+            **env,
+        }
+        result = subprocess.run(
+            stream_command(free_port()), env=job_env, capture_output=True, text=True, timeout=120
+        )
+        tables = cassandra_schema.table_columns(
+            cassandra_session, keyspace, settings.cassandra.dead_letter_table
+        )
+    finally:
+        cassandra_session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}")
+        cassandra_session.execute(f'DROP ROLE IF EXISTS "{role}"')
+    assert result.returncode == 2  # a restart cannot help
+    [line] = [line for line in result.stdout.splitlines() if "ERROR spark_stream" in line]
+    assert f"table {dead} does not exist (CASSANDRA_DEAD_LETTER_TABLE)" in line
+    assert "`./run.sh up`" in line and "cassandra-init" in line
+    assert tables == {}  # the job did not create it

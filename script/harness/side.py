@@ -21,6 +21,7 @@ from pipeline import config, producer
 from script.layout import DATA, LOGS, REPO, StackError
 from script.pipeline_status import cassandra_session, checkpoint_offsets
 from script.procs import memory_kb, pid_alive, port_open, process_tree, stop_tree
+from script.services.cassandra import drop_side_keyspace, set_up_side_keyspace
 from script.services.stream import READY, spawn_stream_job, stream_env
 
 # Processes of the tools' own (load generator, classify timing): `./run.sh worker NAME ARGS`.
@@ -63,6 +64,9 @@ class SideJob:
 
     def __enter__(self) -> SideJob:
         producer.ensure_topic(self.settings.kafka)
+        # Its keyspace's schema and a writer role of its own, as set-up makes them.
+        self.env.update(set_up_side_keyspace(self.env))
+        self.settings = config.load({**os.environ, **self.env})
         return self
 
     def __exit__(self, *_exc: object) -> None:
@@ -123,11 +127,9 @@ class SideJob:
         finally:
             if self._consumer is not None:
                 self._consumer.close()
-            session = self.session()
-            try:
-                session.execute(f"DROP KEYSPACE IF EXISTS {self.keyspace}", timeout=120)
-            finally:
+            if self._cluster is not None:
                 self._cluster.shutdown()
+            drop_side_keyspace(self.env)
             drop_topic(self.settings, self.topic)
             shutil.rmtree(self.checkpoint, ignore_errors=True)
 

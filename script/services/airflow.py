@@ -133,7 +133,8 @@ def airflow_env() -> dict[str, str]:
     login = f"{quote(user, safe='')}:{quote(password, safe='')}"
     s = config.load().stack
     database_url = f"postgresql+psycopg2://{login}@127.0.0.1:{s.postgres_port}/{db}"
-    env = dict(os.environ)
+    # The DAG only produces to Kafka: no Cassandra setting, login above all, reaches Airflow.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CASSANDRA_")}
     env.update(
         {
             "AIRFLOW_HOME": str(HOME),

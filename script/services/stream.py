@@ -80,7 +80,8 @@ class StreamJob(Service):
 
 def stream_env() -> dict[str, str]:
     """Environment of the stream job (and of the test suite, which spawns jobs of its own)."""
-    env = dict(os.environ)
+    # The job logs in as its own role (CASSANDRA_USERNAME); the admin's login is set-up's alone.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CASSANDRA_ADMIN_")}
     env["PYTHONPATH"] = str(REPO)
     env["PYSPARK_PYTHON"] = sys.executable
     env["SPARK_CONF_DIR"] = str(STACK_CONF / "spark")  # log4j2.properties
