@@ -25,6 +25,7 @@ from script.layout import DATA, LOGS, REPO, StackError
 from script.pipeline_status import cassandra_session, checkpoint_offsets
 from script.procs import pid_alive, process_tree
 from script.services import STACK, Service, named
+from script.services.cassandra import drop_side_keyspace, set_up_side_keyspace
 from script.services.stream import READY, stream_command, stream_env
 
 
@@ -82,6 +83,8 @@ class SupervisedJob:
 
     def __enter__(self) -> SupervisedJob:
         producer.ensure_topic(self.settings.kafka)
+        self.env.update(set_up_side_keyspace(self.env))  # its schema, and a role of its own
+        self.settings = config.load(self.env)
         return self
 
     def __exit__(self, *_exc: object) -> None:
@@ -155,10 +158,10 @@ class SupervisedJob:
             self.stop()
         finally:
             try:
-                self.session().execute(f"DROP KEYSPACE IF EXISTS {self.keyspace}", timeout=120)
-            finally:
                 if self._cluster is not None:
                     self._cluster.shutdown()
+                drop_side_keyspace(self.env)
+            finally:
                 drop_topic(self.settings, self.topic)
                 shutil.rmtree(self.folder, ignore_errors=True)
 
