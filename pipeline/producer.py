@@ -53,7 +53,14 @@ _CODECS = {
 
 
 class RunFailed(RuntimeError):
-    """The run did not deliver what it should have; the message carries the counts."""
+    """The run did not deliver what it should have; the message carries the counts.
+
+    ``stats`` is the failed run's ``RunStats`` once ``run`` is done with it.
+    """
+
+    def __init__(self, message: str, stats: RunStats | None = None) -> None:
+        super().__init__(message)
+        self.stats = stats
 
 
 def _servers(kafka: KafkaSettings) -> list[str]:
@@ -281,6 +288,15 @@ class Sender:
             )
 
 
+def stall_bound_seconds(kafka: KafkaSettings) -> float:
+    """The longest a run takes to fail once the broker stops answering (README says so).
+
+    A send waits for room at most one delivery timeout (or the first send fails, which stops
+    the run), the flush waits for the rest at most another and 5 s, closing at most another.
+    """
+    return 3 * kafka.delivery_timeout_seconds + 5
+
+
 def send_records(
     producer: KafkaProducer, kafka: KafkaSettings, records: Iterable[Mapping[str, Any]]
 ) -> Sender:
@@ -441,6 +457,8 @@ class RunStats:
         return (
             f"sent {self.sent}, skipped {self.skipped}, failed {self.failed} of {self.fetched} "
             f"fetched in {self.seconds:.1f}s ({self.rate:.0f} users/s{pace}) to {self.topic}; "
+            f"at most {self.most_in_flight} in flight (limit {self.max_in_flight}) and "
+            f"{self.most_pages_held} page(s) held; "
             f"replay with USERS_SEED={self.seed} USERS_START_PAGE={self.first_page}"
         )
 
@@ -482,17 +500,20 @@ def run(settings: Settings, run_id: str | None = None) -> RunStats:
     except BaseException as exc:
         _finish(stats, producer, sender, pages, started)
         exc.add_note(f"producer counts: {stats.summary()}")
+        if isinstance(exc, RunFailed):
+            exc.stats = stats
         raise
     _finish(stats, producer, sender, pages, started)
     if fetch_error is not None:
-        raise RunFailed(f"{fetch_error} -- {stats.summary()}") from fetch_error
+        raise RunFailed(f"{fetch_error} -- {stats.summary()}", stats) from fetch_error
     if stats.failed:
         raise RunFailed(
             f"{stats.failed} send(s) failed ({dict(stats.errors)}); the run stopped there -- "
-            f"{stats.summary()}"
+            f"{stats.summary()}",
+            stats,
         )
     if stats.sent == 0:
-        raise RunFailed(f"nothing was sent -- {stats.summary()}")
+        raise RunFailed(f"nothing was sent -- {stats.summary()}", stats)
     return stats
 
 
