@@ -283,7 +283,7 @@ def test_a_broker_that_stops_answering_fails_the_run_in_bounded_time_and_memory_
 
     stats = failure.value.stats
     assert stats is not None
-    # Bounded time: well inside the three delivery timeouts the README gives as the bound.
+    # Bounded time: within the bound the README gives (three delivery timeouts and 10 s).
     assert took < producer.stall_bound_seconds(settings.kafka)
     # Bounded memory: never more sends awaiting the broker than the limit, never more than the
     # page being sent and the one fetched ahead; fetching stopped with the sends.
