@@ -134,6 +134,53 @@ def test_odd_entries_are_counted_skips_and_exactly_the_valid_users_are_sent(
         assert value == expected, (page, index)
 
 
+def test_api_faults_the_client_retries_cost_no_user_and_odd_entries_on_retried_pages_count(
+    kafka_bootstrap: str, topic: str, standin: StandIn
+) -> None:
+    """One run meets each fault the client retries, a page each, then a page of odd entries."""
+    standin.add_faults(
+        {"status": 500},
+        {},
+        {"status": 429, "retry_after": "0"},
+        {},
+        {"delay": 3},  # past the read timeout below
+        {},
+        {"truncate": 0.5},
+        {},
+        {"error_body": True},
+        {"edits": [{"user": 5, "replace": None}, {"user": 6, "surrogate": "location.city"}]},
+    )
+    settings = settings_for(
+        kafka_bootstrap,
+        topic,
+        standin,
+        USERS_TOTAL="500",
+        USERS_PER_REQUEST="100",
+        USERS_SEED="api-faults",
+        USERS_API_READ_TIMEOUT="1",
+    )
+    stats = producer.run(settings)
+    assert len(standin.requests) == 10 and standin.pending_faults == 0
+    assert dict(stats.skip_reasons) == {
+        "entry is null, not an object": 1,
+        "invalid: field 'address' is not UTF-8 (a lone surrogate)": 1,
+    }
+    assert (stats.fetched, stats.sent, stats.skipped, stats.failed) == (500, 498, 2, 0)
+
+    count, received = messages_by_key(kafka_bootstrap, topic)
+    served = [
+        (page, index, raw)
+        for page in range(1, 6)
+        for index, raw in enumerate(generate_users("api-faults", page, 100))
+    ]
+    valid = [raw for page, index, raw in served if not (page == 5 and index in (5, 6))]
+    assert count == len(received) == len(valid)
+    assert set(received) == {raw["login"]["uuid"] for raw in valid}
+    for raw in valid:
+        value = received[raw["login"]["uuid"]]
+        assert value == format_user(raw, value["produced_at"])
+
+
 def test_a_failed_run_retried_with_the_same_run_id_ends_with_exactly_the_users_asked_for(
     kafka_bootstrap: str, topic: str, standin: StandIn
 ) -> None:
