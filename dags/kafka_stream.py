@@ -3,16 +3,22 @@
 The work lives in ``pipeline.producer.run`` (fetch -> format -> validate -> send, with the
 budget, endpoints and sizes read from the environment by ``pipeline.config``); this file only
 schedules it. The task returns the run's counts, never the users themselves.
+
+A failed attempt is retried (``DAG_TASK_RETRIES``, ``DAG_TASK_RETRY_DELAY_SECONDS``) and each
+attempt is bounded (``DAG_TASK_TIMEOUT_SECONDS``). Without an explicit seed the seed comes
+from the DAG run's id, so a retry fetches the same users: the ones sent twice are upserts.
 """
 
 from __future__ import annotations
+
+from datetime import timedelta
 
 import pendulum
 from airflow.sdk import Param, dag, get_current_context, task
 
 # The deployments put the repository on PYTHONPATH. Only the settings are imported at parse
 # time (the standard library only); Kafka and the API client are imported by the task.
-from pipeline.config import DAG_ID
+from pipeline.config import DAG_ID, load_task
 
 # A parameter left at its default means "use the environment" (pipeline/config.py); a trigger's
 # conf overrides the variable for that run.
@@ -32,6 +38,7 @@ PARAMS = {
 }
 # Taken now: Airflow's Param.resolve() overwrites a Param's value with the run's.
 PARAM_DEFAULTS = {name: param.value for name, param in PARAMS.items()}
+TASK = load_task()
 
 
 def run_overrides(params: dict[str, object]) -> dict[str, object]:
@@ -45,7 +52,12 @@ def run_overrides(params: dict[str, object]) -> dict[str, object]:
     start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
     catchup=False,
     tags=["randomuser", "kafka"],
-    default_args={"owner": "airflow", "retries": 0},
+    default_args={
+        "owner": "airflow",
+        "retries": TASK.retries,
+        "retry_delay": timedelta(seconds=TASK.retry_delay_seconds),
+        "execution_timeout": timedelta(seconds=TASK.timeout_seconds),
+    },
     params=PARAMS,
 )
 def user_automation() -> None:
@@ -57,12 +69,14 @@ def user_automation() -> None:
 
         The run is bounded by USERS_TOTAL users, or else USERS_RUN_SECONDS, and paced at
         USERS_PER_SECOND; it fails when the API gives up, when a send fails or when nothing
-        was sent.
+        was sent. The seed is the run's ``seed``, else USERS_SEED, else derived from the run id:
+        every attempt of one DAG run fetches the same users.
         """
         from pipeline import config, producer
 
-        params = run_overrides(dict(get_current_context()["params"]))
-        return producer.run(config.load_for_run(params)).as_dict()
+        context = get_current_context()
+        params = run_overrides(dict(context["params"]))
+        return producer.run(config.load_for_run(params), run_id=context["run_id"]).as_dict()
 
     stream_users()
 

@@ -115,11 +115,21 @@ VARIABLES: tuple[Variable, ...] = (
     _var(
         "KAFKA_MAX_IN_FLIGHT_RECORDS",
         "20000",
-        "most sends awaiting the broker's acknowledgement; at the limit a send waits, and a "
-        "broker that acknowledges nothing for the producer's delivery timeout (120 s) fails "
-        "the run",
+        "most sends awaiting the broker's acknowledgement (the producer's memory bound, with "
+        "one page fetched ahead); at the limit a send waits, and a broker that acknowledges "
+        "nothing for `KAFKA_DELIVERY_TIMEOUT_SECONDS` fails the run",
         DAG,
         kind=WHOLE,
+        minimum=1,
+    ),
+    # kafka-python's own default; the bound of a run against a broker that stopped answering.
+    _var(
+        "KAFKA_DELIVERY_TIMEOUT_SECONDS",
+        "120",
+        "a send the broker has not acknowledged this long fails, and the run stops and fails "
+        "with its counts",
+        DAG,
+        kind=NUMBER,
         minimum=1,
     ),
     # randomuser.me (or the bundled stand-in)
@@ -159,7 +169,8 @@ VARIABLES: tuple[Variable, ...] = (
     _var(
         "USERS_SEED",
         "",
-        "randomuser seed; empty: a fresh one per run (logged, so a run can be replayed)",
+        "randomuser seed; empty: derived from the DAG run's id (a retry fetches the same users), "
+        "or a fresh one outside Airflow (logged, so a run can be replayed)",
         DAG,
     ),
     _var("USERS_START_PAGE", "1", "first page of the seed", DAG, kind=WHOLE, minimum=1),
@@ -179,6 +190,25 @@ VARIABLES: tuple[Variable, ...] = (
         "base of the exponential backoff (with jitter; `Retry-After` wins)",
         DAG,
         kind=NUMBER,
+    ),
+    # The DAG's task. A retry fetches the same users (same seed); Cassandra upserts by id.
+    _var("DAG_TASK_RETRIES", "2", "retries of the DAG's task after a failure", DAG, kind=WHOLE),
+    _var(
+        "DAG_TASK_RETRY_DELAY_SECONDS",
+        "30",
+        "wait before each retry of the DAG's task",
+        DAG,
+        kind=NUMBER,
+    ),
+    # Far above a default run (60 s) and a stalled broker's bound (about 3 delivery timeouts).
+    _var(
+        "DAG_TASK_TIMEOUT_SECONDS",
+        "3600",
+        "Airflow's `execution_timeout` of one attempt of the DAG's task (raise it for runs of "
+        "more than about an hour)",
+        DAG,
+        kind=NUMBER,
+        minimum=1,
     ),
     # Cassandra
     _var(
@@ -449,6 +479,7 @@ class KafkaSettings:
     linger_ms: int
     batch_size: int
     max_in_flight_records: int
+    delivery_timeout_seconds: float
 
 
 @dataclass(frozen=True)
@@ -531,6 +562,25 @@ class StackSettings:
 
 
 @dataclass(frozen=True)
+class TaskSettings:
+    """How Airflow runs the DAG's task: retries, the wait between them, one attempt's limit."""
+
+    retries: int
+    retry_delay_seconds: float
+    timeout_seconds: float
+
+
+def load_task(env: Mapping[str, str] | None = None) -> TaskSettings:
+    """The DAG task's settings (read when Airflow parses the DAG); ``ConfigError`` if unusable."""
+    env = os.environ if env is None else env
+    return TaskSettings(
+        retries=_int(env, "DAG_TASK_RETRIES"),
+        retry_delay_seconds=_float(env, "DAG_TASK_RETRY_DELAY_SECONDS"),
+        timeout_seconds=_float(env, "DAG_TASK_TIMEOUT_SECONDS"),
+    )
+
+
+@dataclass(frozen=True)
 class Settings:
     kafka: KafkaSettings
     api: ApiSettings
@@ -538,6 +588,7 @@ class Settings:
     cassandra_admin: CassandraLogin
     stream: StreamSettings
     stack: StackSettings
+    task: TaskSettings
 
 
 def load(env: Mapping[str, str] | None = None) -> Settings:
@@ -559,6 +610,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
             linger_ms=_int(env, "KAFKA_LINGER_MS"),
             batch_size=_int(env, "KAFKA_BATCH_SIZE"),
             max_in_flight_records=_int(env, "KAFKA_MAX_IN_FLIGHT_RECORDS"),
+            delivery_timeout_seconds=_float(env, "KAFKA_DELIVERY_TIMEOUT_SECONDS"),
         ),
         api=ApiSettings(
             url=_text(env, "USERS_API_URL"),
@@ -617,6 +669,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
             airflow_parallelism=_int(env, "AIRFLOW__CORE__PARALLELISM"),
             standin_port=_int(env, "USERS_STANDIN_PORT"),
         ),
+        task=load_task(env),
     )
 
 

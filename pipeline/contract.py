@@ -145,7 +145,8 @@ class InvalidRecord(ValueError):
 def validate(record: Mapping[str, Any]) -> None:
     """Raise ``InvalidRecord`` unless ``record`` has exactly the contract's fields and types.
 
-    Required fields must be present and non-empty; ``bool`` is not accepted as a long.
+    Required fields must be present and non-empty; ``bool`` is not accepted as a long; a string
+    must be encodable as UTF-8 (no lone surrogate) and at most ``MAX_STRING_BYTES`` long.
     """
     extra = set(record) - set(FIELD_NAMES)
     if extra:
@@ -163,8 +164,12 @@ def validate(record: Mapping[str, Any]) -> None:
             )
         if field.kind == "long" and not LONG_MIN <= value <= LONG_MAX:
             raise InvalidRecord(f"field {field.name!r} is outside the 64-bit range")
-        if (
-            field.kind == "string"
-            and len(value.encode("utf-8", "surrogatepass")) > MAX_STRING_BYTES
-        ):
-            raise InvalidRecord(f"field {field.name!r} is over {MAX_STRING_BYTES} bytes")
+        if field.kind == "string":
+            try:
+                size = len(value.encode("utf-8"))
+            except UnicodeEncodeError:  # a lone surrogate, served as a JSON escape ("\ud800")
+                raise InvalidRecord(
+                    f"field {field.name!r} is not UTF-8 (a lone surrogate)"
+                ) from None
+            if size > MAX_STRING_BYTES:
+                raise InvalidRecord(f"field {field.name!r} is over {MAX_STRING_BYTES} bytes")

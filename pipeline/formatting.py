@@ -127,16 +127,32 @@ def formatter(fields: Sequence[Field]) -> Callable[[Mapping[str, Any], int], dic
 _build_record = formatter(FIELDS)
 
 
-def format_user(raw: Mapping[str, Any], produced_at: int) -> dict[str, Any] | Skip:
+def format_user(raw: Any, produced_at: int) -> dict[str, Any] | Skip:
     """Return the contract record for ``raw`` (a user as served), or ``Skip`` naming the problem.
 
     Each field is read from where the contract says, in contract order: ``id`` is the stable
     ``login.uuid``; ``address`` is "<number> <street>, <city>, <state>, <country>";
     ``post_code`` is always a string; ``picture`` is the medium URL; ``dob`` and
     ``registered_date`` are the date strings as served; ``produced_at`` is epoch milliseconds.
-    ``Skip`` names the first required value that is missing or of the wrong type. The result
+    ``Skip`` names the first required value that is missing or of the wrong type, or says that
+    ``raw`` is not an object at all (``null``, a string, a number, an array). The result
     passes ``contract.validate`` (the producer checks it again before sending).
     """
     if type(produced_at) is not int:
         raise TypeError(f"produced_at must be epoch milliseconds (int), got {produced_at!r}")
+    if not isinstance(raw, dict):  # a `results` entry may be anything JSON can hold
+        return Skip(f"entry is {_json_type(raw)}, not an object")
     return _build_record(raw, produced_at)
+
+
+def _json_type(value: Any) -> str:
+    """The JSON name of a parsed value's type, for skip reasons."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    return "an array" if isinstance(value, list) else type(value).__name__

@@ -4,7 +4,10 @@
 benchmark and offline runs): fetch a page, format each user, validate it against the contract,
 send it keyed by its id, until the run's budget is spent; then flush, log and return the counts.
 Sends are paced at ``USERS_PER_SECOND`` (``Pacer``) and never more than
-``KAFKA_MAX_IN_FLIGHT_RECORDS`` await the broker (``Sender``); the next page is fetched meanwhile.
+``KAFKA_MAX_IN_FLIGHT_RECORDS`` await the broker (``Sender``); the next page is fetched meanwhile,
+never more than one ahead (``Prefetcher``): together they bound the producer's memory. A served
+entry that cannot become a record is a skip counted by its reason, never an error; a send that
+fails, or a broker that stops answering, stops the run, which fails with its counts.
 """
 
 from __future__ import annotations
@@ -31,8 +34,10 @@ log = logging.getLogger(__name__)
 
 CLIENT_ID = config.DAG_ID  # the Kafka client id names the DAG that produces
 _LOGGED_PROBLEMS = 10  # log the first few skips/failures one by one, then only count them
-# kafka-python's default, set explicitly because Sender gives up after as long without progress.
-DELIVERY_TIMEOUT_MS = 120_000
+# kafka-python's request timeout, unless the delivery timeout is shorter.
+REQUEST_TIMEOUT_MS = 30_000
+# Pages fetched while the current one is sent: with the in-flight bound, what bounds memory.
+PAGES_AHEAD = 1
 # A paced run that fell behind (the prefetch thread parsing a page holds the GIL for tens of ms)
 # sends the records it missed at once, but only this many seconds' worth: a longer stall is not
 # made up for, so it never ends in a flood.
@@ -48,7 +53,14 @@ _CODECS = {
 
 
 class RunFailed(RuntimeError):
-    """The run did not deliver what it should have; the message carries the counts."""
+    """The run did not deliver what it should have; the message carries the counts.
+
+    ``stats`` is the failed run's ``RunStats`` once ``run`` is done with it.
+    """
+
+    def __init__(self, message: str, stats: RunStats | None = None) -> None:
+        super().__init__(message)
+        self.stats = stats
 
 
 def _servers(kafka: KafkaSettings) -> list[str]:
@@ -63,13 +75,21 @@ def _unreachable(kafka: KafkaSettings, exc: Exception) -> RunFailed:
 
 
 def producer_config(kafka: KafkaSettings) -> dict[str, Any]:
-    """The kafka-python producer settings: durable (acks=all, idempotent), batched, compressed."""
+    """The kafka-python producer settings: durable (acks=all, idempotent), batched, compressed.
+
+    No wait is longer than ``KAFKA_DELIVERY_TIMEOUT_SECONDS``: a send's whole delivery, one
+    request (kafka-python wants it below the delivery timeout less the linger) and a ``send()``
+    blocked on the topic's metadata.
+    """
+    delivery_ms = int(kafka.delivery_timeout_seconds * 1000)
     return {
         "bootstrap_servers": _servers(kafka),
         "client_id": CLIENT_ID,
         "acks": "all",
         "enable_idempotence": True,
-        "delivery_timeout_ms": DELIVERY_TIMEOUT_MS,
+        "delivery_timeout_ms": delivery_ms,
+        "request_timeout_ms": max(1, min(REQUEST_TIMEOUT_MS, delivery_ms - kafka.linger_ms)),
+        "max_block_ms": delivery_ms,
         "compression_type": None if kafka.compression == "none" else kafka.compression,
         "linger_ms": kafka.linger_ms,
         "batch_size": kafka.batch_size,
@@ -151,7 +171,8 @@ class Sender:
     At most ``kafka.max_in_flight_records`` sends are unresolved at once: kafka-python has no
     ``buffer_memory`` bound, so without this a stalled broker would let a run queue every page
     in memory. At the limit ``send`` waits until the broker resolves some (each acknowledgement
-    or failure makes room), and raises ``RunFailed`` when none resolves for ``stall_seconds``.
+    or failure makes room), and raises ``RunFailed`` when none resolves for ``stall_seconds``
+    (default: the delivery timeout). ``most_in_flight`` is the most that were ever unresolved.
     """
 
     def __init__(
@@ -159,12 +180,15 @@ class Sender:
         producer: KafkaProducer,
         kafka: KafkaSettings,
         *,
-        stall_seconds: float = DELIVERY_TIMEOUT_MS / 1000,
+        stall_seconds: float | None = None,
     ) -> None:
         self.producer = producer
         self.kafka = kafka
         self.topic = kafka.topic
-        self.stall_seconds = stall_seconds
+        self.stall_seconds = (
+            kafka.delivery_timeout_seconds if stall_seconds is None else stall_seconds
+        )
+        self.most_in_flight = 0
         self.queued = 0
         self.delivered = 0
         self.failed = 0
@@ -216,7 +240,7 @@ class Sender:
             self.invalid[reason] += 1
             if sum(self.invalid.values()) <= _LOGGED_PROBLEMS:
                 log.warning(
-                    "not sending record %s: %s",
+                    "not sending record %r: %s",
                     record.get(contract.PRIMARY_KEY),
                     reason,
                 )
@@ -225,6 +249,9 @@ class Sender:
         future = self.producer.send(self.topic, key=encode_key(record), value=encode_value(record))
         with self._resolved:
             self.queued += 1
+            self.most_in_flight = max(
+                self.most_in_flight, self.queued - self.delivered - self.failed
+            )
         future.add_callback(self._on_delivered)
         future.add_errback(self._on_failed)
         return True
@@ -242,12 +269,35 @@ class Sender:
             if self.failed <= _LOGGED_PROBLEMS:
                 log.error("send to %s failed: %s", self.topic, exc)
 
-    def flush(self, timeout: float | None = None) -> None:
-        """Wait for every queued send; then every future has been counted as delivered or failed."""
-        self.producer.flush(timeout=timeout)
+    def flush(self) -> None:
+        """Wait for every queued send; then every future has been counted as delivered or failed.
+
+        Each send should resolve within the delivery timeout (and a linger); ``RunFailed`` if
+        some did not by then: after a broker stall kafka-python may leave a send in flight
+        unresolved for good.
+        """
+        try:
+            self.producer.flush(timeout=self.kafka.delivery_timeout_seconds + 1)
+        except KafkaTimeoutError:
+            pass  # counted below
         unresolved = self.in_flight
         if unresolved:
-            raise RunFailed(f"{unresolved} send(s) still unresolved after flush()")
+            raise RunFailed(
+                f"{unresolved} send(s) to {self.topic} still unresolved after waiting "
+                f"KAFKA_DELIVERY_TIMEOUT_SECONDS={self.kafka.delivery_timeout_seconds:g} for them "
+                f"(queued {self.queued}, delivered {self.delivered}, failed {self.failed}); "
+                "check the broker with `./run.sh status` and its log"
+            )
+
+
+def stall_bound_seconds(kafka: KafkaSettings) -> float:
+    """The longest a run takes to fail once the broker stops answering (README says so).
+
+    A send waits for room at most one delivery timeout (or the first send fails, which stops
+    the run), the flush waits for the rest at most another and a second, closing at most
+    another; 10 s more cover set-up, the page being fetched and a busy machine.
+    """
+    return 3 * kafka.delivery_timeout_seconds + 10
 
 
 def send_records(
@@ -264,31 +314,60 @@ def send_records(
 _DONE = object()
 
 
-def prefetched(items: Iterable[Any]) -> Iterator[Any]:
-    """``items``, with the next one fetched in a background thread while the caller works.
+class Prefetcher:
+    """Iterates ``items`` while a background thread fetches up to ``ahead`` of them ahead.
 
-    The next page downloads while this one is formatted and sent; an exception raised by
-    ``items`` is re-raised in the caller at the point where that item would have come.
+    The next page downloads while this one is formatted and sent. An item is held from when
+    its fetch starts until the caller asks for the one after it, and never more than
+    ``ahead + 1`` are held (``most_held`` says how many were): pages do not pile up in memory
+    when sending is slow. An exception raised by ``items`` is re-raised in the caller where
+    that item would have come; a caller that stops early stops the thread.
     """
-    ahead: queue.Queue[tuple[Any, BaseException | None]] = queue.Queue(maxsize=1)
 
-    def pump() -> None:
+    def __init__(self, items: Iterable[Any], ahead: int = PAGES_AHEAD) -> None:
+        self._items = items
+        self._limit = ahead + 1
+        self._ready: queue.Queue[tuple[Any, BaseException | None]] = queue.Queue()
+        self._room = threading.Condition()
+        self._stopped = False
+        self.held = 0
+        self.most_held = 0
+
+    def _pump(self) -> None:
         try:
-            for item in items:
-                ahead.put((item, None))
+            iterator = iter(self._items)
+            while True:
+                with self._room:
+                    while self.held >= self._limit and not self._stopped:
+                        self._room.wait()
+                    if self._stopped:
+                        return
+                    self.held += 1
+                    self.most_held = max(self.most_held, self.held)
+                item = next(iterator, _DONE)
+                self._ready.put((item, None))
+                if item is _DONE:
+                    return
         except BaseException as exc:  # handed to the caller, never swallowed
-            ahead.put((_DONE, exc))
-            return
-        ahead.put((_DONE, None))
+            self._ready.put((_DONE, exc))
 
-    threading.Thread(target=pump, name="prefetch", daemon=True).start()
-    while True:
-        item, error = ahead.get()
-        if error is not None:
-            raise error
-        if item is _DONE:
-            return
-        yield item
+    def __iter__(self) -> Iterator[Any]:
+        threading.Thread(target=self._pump, name="prefetch", daemon=True).start()
+        try:
+            while True:
+                item, error = self._ready.get()
+                if error is not None:
+                    raise error
+                if item is _DONE:
+                    return
+                yield item
+                with self._room:  # the caller is done with ``item``
+                    self.held -= 1
+                    self._room.notify()
+        finally:
+            with self._room:
+                self._stopped = True
+                self._room.notify()
 
 
 def now_ms() -> int:
@@ -337,6 +416,7 @@ class RunStats:
     seed: str
     first_page: int
     paced_per_second: float = 0.0  # USERS_PER_SECOND of the run; 0: unpaced
+    max_in_flight: int = 0  # KAFKA_MAX_IN_FLIGHT_RECORDS: the bound of most_in_flight
     last_page: int = 0
     partitions: int = 0
     fetched: int = 0
@@ -344,6 +424,8 @@ class RunStats:
     skipped: int = 0
     failed: int = 0
     seconds: float = 0.0
+    most_in_flight: int = 0  # the most sends that awaited the broker at once
+    most_pages_held: int = 0  # the most pages in memory at once (being sent or fetched ahead)
     skip_reasons: Counter[str] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)
 
@@ -366,6 +448,9 @@ class RunStats:
             "seconds": round(self.seconds, 3),
             "rate_per_second": round(self.rate, 1),
             "paced_per_second": self.paced_per_second,
+            "max_in_flight": self.max_in_flight,
+            "most_in_flight": self.most_in_flight,
+            "most_pages_held": self.most_pages_held,
             "skip_reasons": dict(self.skip_reasons),
             "errors": dict(self.errors.most_common(5)),
         }
@@ -375,22 +460,31 @@ class RunStats:
         return (
             f"sent {self.sent}, skipped {self.skipped}, failed {self.failed} of {self.fetched} "
             f"fetched in {self.seconds:.1f}s ({self.rate:.0f} users/s{pace}) to {self.topic}; "
+            f"at most {self.most_in_flight} in flight (limit {self.max_in_flight}) and "
+            f"{self.most_pages_held} page(s) held; "
             f"replay with USERS_SEED={self.seed} USERS_START_PAGE={self.first_page}"
         )
 
 
-def run(settings: Settings) -> RunStats:
+def run(settings: Settings, run_id: str | None = None) -> RunStats:
     """One producer pass: fetch -> format -> validate -> send until the budget is spent.
 
-    Sends are paced at ``USERS_PER_SECOND`` and each record's ``produced_at`` is taken when it
-    is sent, after any wait. Raises ``RunFailed`` (after flushing, with the counts) when the API
-    gave up, when any send failed, when the broker stalled or when nothing was sent; records
-    already sent stay sent and are counted.
+    The seed is ``USERS_SEED``, else derived from ``run_id`` (the Airflow DAG run's, so a
+    retry fetches the same users), else random. Sends are paced at ``USERS_PER_SECOND`` and
+    each record's ``produced_at`` is taken when it is sent, after any wait. Every served entry
+    ends as a send or as a skip counted by its reason (``skip_reasons``). Raises ``RunFailed``
+    (after flushing, with the counts) when the API gave up, when a send failed (the run stops
+    there), when the broker stalled or when nothing was sent; records already sent stay sent
+    and are counted. Any exception leaving the run carries the counts as a note.
     """
     api, kafka = settings.api, settings.kafka
-    seed = run_seed(api)
+    seed = run_seed(api, run_id)
     stats = RunStats(
-        topic=kafka.topic, seed=seed, first_page=api.start_page, paced_per_second=api.per_second
+        topic=kafka.topic,
+        seed=seed,
+        first_page=api.start_page,
+        paced_per_second=api.per_second,
+        max_in_flight=kafka.max_in_flight_records,
     )
     budget = f"{api.total} users" if api.total else f"{api.run_seconds:g}s"
     pace = f"{api.per_second:g} users/s" if api.per_second else "unpaced"
@@ -401,54 +495,84 @@ def run(settings: Settings) -> RunStats:
     client = RandomUserClient(api)
     producer = create_producer(kafka)
     sender = Sender(producer, kafka)
-    pacer = Pacer(api.per_second)
+    pages = Prefetcher(iter_batches(client, seed))
     started = time.monotonic()
-    fetch_error: FetchError | None = None
     try:
-        try:
-            for batch in prefetched(iter_batches(client, seed)):
-                stats.fetched += len(batch.users)
-                stats.last_page = batch.page
-                for raw in batch.users:
-                    pacer.wait()
-                    sender.wait_for_room()  # so that produced_at is the time of the send
-                    record = format_user(raw, now_ms())
-                    if isinstance(record, Skip):
-                        _count_skip(stats, record.reason, raw, batch.page)
-                    else:
-                        sender.send(record)
-        except FetchError as exc:
-            fetch_error = exc
+        fetch_error = _produce(pages, sender, Pacer(api.per_second), stats)
         sender.flush()
+    except BaseException as exc:
+        _finish(stats, producer, sender, pages, started)
+        exc.add_note(f"producer counts: {stats.summary()}")
+        if isinstance(exc, RunFailed):
+            exc.stats = stats
+        raise
+    _finish(stats, producer, sender, pages, started)
+    if fetch_error is not None:
+        raise RunFailed(f"{fetch_error} -- {stats.summary()}", stats) from fetch_error
+    if stats.failed:
+        raise RunFailed(
+            f"{stats.failed} send(s) failed ({dict(stats.errors)}); the run stopped there -- "
+            f"{stats.summary()}",
+            stats,
+        )
+    if stats.sent == 0:
+        raise RunFailed(f"nothing was sent -- {stats.summary()}", stats)
+    return stats
+
+
+def _produce(pages: Prefetcher, sender: Sender, pacer: Pacer, stats: RunStats) -> FetchError | None:
+    """Send each served user of ``pages``, or count it skipped; stop at the first failed send.
+
+    Returns the ``FetchError`` that ended the pages early, if one did.
+    """
+    try:
+        for batch in pages:
+            stats.fetched += len(batch.users)
+            stats.last_page = batch.page
+            for raw in batch.users:
+                pacer.wait()
+                sender.wait_for_room()  # so that produced_at is the time of the send
+                if sender.failed:
+                    return None  # a send failed for good: the run fails, see run()
+                record = format_user(raw, now_ms())
+                if isinstance(record, Skip):
+                    _count_skip(stats, record.reason, raw, batch.page)
+                else:
+                    sender.send(record)
+    except FetchError as exc:
+        return exc
+    return None
+
+
+def _finish(
+    stats: RunStats, producer: KafkaProducer, sender: Sender, pages: Prefetcher, started: float
+) -> None:
+    """Close the producer (bounded: after a stall, queued sends may never resolve); count; log."""
+    try:
+        producer.close(timeout=sender.kafka.delivery_timeout_seconds)
+    except KafkaTimeoutError as exc:  # sends still unresolved: counted, and the run fails
+        log.warning("the producer closed with sends unresolved: %s", exc)
     finally:
-        # Bounded: after a broker stall the queued sends may never resolve.
-        producer.close(timeout=DELIVERY_TIMEOUT_MS / 1000)
         stats.seconds = time.monotonic() - started
         stats.sent = sender.delivered
         stats.failed = sender.failed
         stats.errors = sender.errors
         stats.skip_reasons.update(sender.invalid)
         stats.skipped = sum(stats.skip_reasons.values())
+        stats.most_in_flight = sender.most_in_flight
+        stats.most_pages_held = pages.most_held
         log.info("%s", stats.summary())
         if stats.skip_reasons:
             log.warning("skip reasons: %s", dict(stats.skip_reasons))
-    if fetch_error is not None:
-        raise RunFailed(f"{fetch_error} -- {stats.summary()}") from fetch_error
-    if stats.failed:
-        raise RunFailed(
-            f"{stats.failed} send(s) failed ({dict(stats.errors)}) -- {stats.summary()}"
-        )
-    if stats.sent == 0:
-        raise RunFailed(f"nothing was sent -- {stats.summary()}")
-    return stats
 
 
-def _count_skip(stats: RunStats, reason: str, raw: Mapping[str, Any], page: int) -> None:
+def _count_skip(stats: RunStats, reason: str, raw: Any, page: int) -> None:
+    """Count a served entry that is not a record; log the first few (never the entry itself)."""
     stats.skip_reasons[reason] += 1
     if sum(stats.skip_reasons.values()) <= _LOGGED_PROBLEMS:
-        login = raw.get("login")
-        uuid = login.get("uuid") if isinstance(login, Mapping) else None
-        log.warning("skipped user %s on page %d: %s", uuid, page, reason)
+        login = raw.get("login") if isinstance(raw, dict) else None
+        uuid = login.get("uuid") if isinstance(login, dict) else None
+        log.warning("skipped user %r on page %d: %s", uuid, page, reason)
 
 
 def main() -> int:

@@ -9,6 +9,7 @@ run's budget (``USERS_TOTAL`` users, or else ``USERS_RUN_SECONDS``) is spent.
 from __future__ import annotations
 
 import email.utils
+import hashlib
 import logging
 import math
 import random
@@ -20,7 +21,7 @@ from typing import Any
 
 import requests
 
-from pipeline.config import ApiSettings, ConfigError
+from pipeline.config import DAG_ID, ApiSettings, ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +159,7 @@ class RandomUserClient:
             )
         try:
             body = response.json()
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # RecursionError: nested too deep
             raise _Retryable(f"body is not JSON ({len(response.content)} bytes: {exc})") from None
         if not isinstance(body, dict):
             raise _Retryable(f"body is {type(body).__name__}, not an object")
@@ -170,9 +171,23 @@ class RandomUserClient:
         return users
 
 
-def run_seed(api: ApiSettings) -> str:
-    """``USERS_SEED``, or a fresh random seed (logged by the caller so the run can be replayed)."""
-    return api.seed or secrets.token_hex(8)
+def seed_for_run(run_id: str) -> str:
+    """The seed of an Airflow DAG run: the same for every attempt of one run, another per run.
+
+    A retried task thus fetches the users its failed attempt fetched, and the users it missed;
+    the ones sent twice are upserts (same ``id``), not extra rows.
+    """
+    return hashlib.sha256(f"{DAG_ID}|{run_id}".encode()).hexdigest()[:16]
+
+
+def run_seed(api: ApiSettings, run_id: str | None = None) -> str:
+    """``USERS_SEED``; else, in a DAG run, ``seed_for_run(run_id)``; else a fresh random seed.
+
+    The caller logs it, so any run can be replayed.
+    """
+    if api.seed:
+        return api.seed
+    return seed_for_run(run_id) if run_id else secrets.token_hex(8)
 
 
 def iter_batches(

@@ -16,6 +16,12 @@ queues them; each applies to the next ``count`` API requests, in order::
     {"truncate": 0.5}                        send half the body, then close the connection
     {"truncate": 0.5, "declare_full_length": false}   half the body, honest Content-Length
     {"error_body": true}                     200 whose body is {"error": "..."}
+    {"edits": [{"user": 0, "replace": null}, {"user": 1, "surrogate": "name.first"},
+               {"user": 2, "drop": "login.uuid"}, {"user": 3, "set": "phone", "value": 7}]}
+                                             a normal answer with odd entries: an entry
+                                             replaced by any JSON value, a lone surrogate
+                                             (served as the escape \ud800) appended to a
+                                             string, a value dropped or set to another type
     {}                                       a normal answer (lets requests through first)
 
 ``GET /_faults`` shows pending faults and the log of API requests; ``DELETE /_faults`` clears

@@ -284,3 +284,64 @@ def response_body(params: Mapping[str, list[str]]) -> bytes:
 def build_response(params: Mapping[str, list[str]]) -> dict[str, Any]:
     """``response_body`` parsed."""
     return json.loads(response_body(params))
+
+
+LONE_SURROGATE = "\ud800"
+EDIT_KINDS = ("replace", "drop", "set", "surrogate")
+
+
+def check_edit(edit: Mapping[str, Any]) -> None:
+    """``ValueError`` unless ``edit`` is one edit ``edit_body`` knows (see its docstring)."""
+    kinds = [k for k in EDIT_KINDS if k in edit]
+    allowed = {"user", *kinds, *(["value"] if kinds == ["set"] else [])}
+    user = edit.get("user")
+    if len(kinds) != 1 or set(edit) != allowed or type(user) is not int or user < 0:
+        raise ValueError(
+            f"an edit is {{'user': <index>, and one of {', '.join(EDIT_KINDS)}}} "
+            f"('set' with 'value'), not {dict(edit)!r}"
+        )
+    if kinds[0] in ("drop", "set", "surrogate") and not (
+        isinstance(edit[kinds[0]], str) and edit[kinds[0]]
+    ):
+        raise ValueError(f"an edit's {kinds[0]!r} takes a dotted path such as 'name.first'")
+
+
+def _parent(user: Any, path: str) -> tuple[dict[str, Any], str] | None:
+    *steps, last = path.split(".")
+    node = user
+    for step in steps:
+        node = node.get(step) if isinstance(node, dict) else None
+    return (node, last) if isinstance(node, dict) else None
+
+
+def edit_body(body: bytes, edits: Iterable[Mapping[str, Any]]) -> bytes:
+    """``body`` (an API answer) with entries of its ``results`` edited, as odd APIs serve them.
+
+    Each edit names an entry by its index (``user``) and does one of: ``replace`` it with any
+    JSON value (``null``, a string, a number, a list); ``drop`` the value at a dotted path;
+    ``set`` the value at a path to ``value`` (a number where a string is served, an object,
+    ``null``); ``surrogate``: append a lone surrogate to the string at a path. Edits of an
+    index or a path the page does not have change nothing. The body is written with ASCII
+    escapes, so a lone surrogate travels as the JSON text ``\\ud800``, which is legal JSON.
+    """
+    answer = json.loads(body)
+    users = answer["results"]
+    for edit in edits:
+        index = edit["user"]
+        if index >= len(users):
+            continue
+        if "replace" in edit:
+            users[index] = edit["replace"]
+            continue
+        path = edit.get("drop") or edit.get("set") or edit["surrogate"]
+        found = _parent(users[index], path)
+        if found is None:
+            continue
+        parent, key = found
+        if "drop" in edit:
+            parent.pop(key, None)
+        elif "set" in edit:
+            parent[key] = edit["value"]
+        elif isinstance(parent.get(key), str):
+            parent[key] += LONE_SURROGATE
+    return json.dumps(answer, ensure_ascii=True, separators=(",", ":")).encode("ascii")

@@ -18,7 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
 
-from standin.render import VERSION, response_body
+from standin.render import VERSION, check_edit, edit_body, response_body
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,7 @@ class Fault:
     truncate: float | None = None
     declare_full_length: bool = True
     error_body: bool = False
+    edits: list[dict[str, Any]] | None = None  # odd entries in a normal answer: edit_body()
     count: int = 1
 
     @classmethod
@@ -53,6 +54,13 @@ class Fault:
             raise ValueError("count must be at least 1")
         if fault.truncate is not None and not 0 <= fault.truncate < 1:
             raise ValueError("truncate is the fraction of the body to send, in [0, 1)")
+        if fault.edits is not None:
+            if not isinstance(fault.edits, list):
+                raise ValueError("edits is a list of edits")
+            for edit in fault.edits:
+                if not isinstance(edit, dict):
+                    raise ValueError(f"an edit is an object, not {edit!r}")
+                check_edit(edit)
         return fault
 
 
@@ -164,6 +172,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(200, ERROR_BODY)
             return
         body = response_body(parse_qs(query))
+        if fault is not None and fault.edits:
+            body = edit_body(body, fault.edits)
         if fault is None or fault.truncate is None:
             self._send(200, body)
             return

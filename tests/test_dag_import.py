@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -36,7 +37,33 @@ def test_user_automation_runs_daily_without_catchup(dagbag) -> None:
 def test_user_automation_has_one_task_that_streams_users(dagbag) -> None:
     dag = dagbag.dags[config.DAG_ID]
     assert dag.task_ids == ["stream_users"]
-    assert dag.get_task("stream_users").retries == 0
+
+
+def test_the_task_retries_and_is_bounded_as_the_settings_say(dagbag) -> None:
+    task = dagbag.dags[config.DAG_ID].get_task("stream_users")
+    settings = config.load_task({})  # the table's defaults (the test environment sets none)
+    assert settings.retries >= 1
+    assert (task.retries, task.retry_delay, task.execution_timeout) == (
+        settings.retries,
+        timedelta(seconds=settings.retry_delay_seconds),
+        timedelta(seconds=settings.timeout_seconds),
+    )
+
+
+def test_the_task_settings_come_from_the_environment_when_airflow_parses_the_dag(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from airflow.dag_processing.dagbag import DagBag
+
+    monkeypatch.setenv("DAG_TASK_RETRIES", "5")
+    monkeypatch.setenv("DAG_TASK_RETRY_DELAY_SECONDS", "12.5")
+    monkeypatch.setenv("DAG_TASK_TIMEOUT_SECONDS", "99")
+    task = DagBag(dag_folder=str(DAGS)).dags[config.DAG_ID].get_task("stream_users")
+    assert (task.retries, task.retry_delay, task.execution_timeout) == (
+        5,
+        timedelta(seconds=12.5),
+        timedelta(seconds=99),
+    )
 
 
 def test_every_run_param_is_a_typed_dag_param_that_defaults_to_the_environment(dagbag) -> None:

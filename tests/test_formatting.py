@@ -164,3 +164,62 @@ def test_a_field_added_to_the_contract_is_read_from_where_it_says() -> None:
 def test_a_field_whose_source_cannot_give_its_kind_is_refused_by_name() -> None:
     with pytest.raises(TypeError, match="contract field 'age' \\(long\\) cannot come from"):
         formatter([Field("age", "long", Joined("{}", (Served("dob.age"),)))])
+
+
+@pytest.mark.parametrize(
+    ("entry", "reason"),
+    [
+        (None, "entry is null, not an object"),
+        ("Ann", "entry is a string, not an object"),
+        (42, "entry is a number, not an object"),
+        (1.5, "entry is a number, not an object"),
+        (True, "entry is a boolean, not an object"),
+        ([{"gender": "female"}], "entry is an array, not an object"),
+    ],
+)
+def test_a_results_entry_that_is_not_an_object_is_skipped_saying_what_it_is(
+    entry: object, reason: str
+) -> None:
+    assert format_user(entry, PRODUCED_AT) == Skip(reason)
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "reason"),
+    [
+        ("name.first", 7, "non-string (int) name.first"),
+        ("name.first", {"text": "Ann"}, "non-string (dict) name.first"),
+        ("name.first", ["Ann"], "non-string (list) name.first"),
+        ("name.first", None, "missing name.first"),
+        ("location.street.number", "12b", None),  # served as a string by some: taken as it is
+        ("location.street.number", 1.5, "non-string (float) location.street.number"),
+        ("location.postcode", True, "non-string (bool) location.postcode"),
+        ("location", "Dublin", "missing location.street.number"),
+        ("login", None, "missing login.uuid"),
+    ],
+)
+def test_a_served_value_of_another_type_is_skipped_naming_it(
+    path: str, value: object, reason: str | None
+) -> None:
+    raw = json.loads(json.dumps(_response()["results"][0]))
+    *steps, last = path.split(".")
+    node = raw
+    for step in steps:
+        node = node[step]
+    node[last] = value
+    result = format_user(raw, PRODUCED_AT)
+    if reason is None:
+        assert result["address"].startswith(f"{value} ")
+    else:
+        assert result == Skip(reason)
+
+
+def test_a_lone_surrogate_in_a_sent_field_fails_validation_and_elsewhere_is_harmless() -> None:
+    """``"\\ud800"`` is legal JSON but no UTF-8: the record is refused by the contract, by name."""
+    raw = json.loads(json.dumps(_response()["results"][0]).replace('"cell": "', '"cell": "\\ud800'))
+    raw["name"]["last"] += "\ud800"
+    record = _format(raw)  # formatting copies strings as they are
+    with pytest.raises(contract.InvalidRecord, match="field 'last_name' is not UTF-8"):
+        contract.validate(record)
+    raw["name"]["last"] = raw["name"]["last"][:-1]
+    assert "\ud800" in raw["cell"]  # not a field of the record: no harm
+    contract.validate(_format(raw))

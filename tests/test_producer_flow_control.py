@@ -204,3 +204,51 @@ def test_none_compression_sends_uncompressed_batches() -> None:
     kafka = config.load({"KAFKA_COMPRESSION": "none"}).kafka
     assert producer.producer_config(kafka)["compression_type"] is None
     assert producer.producer_config(config.load({}).kafka)["compression_type"] == "lz4"
+
+
+def test_pages_are_fetched_at_most_one_ahead_of_a_slow_sender_and_all_arrive_in_order() -> None:
+    fetched: list[int] = []
+    ahead_when_fetched: list[int] = []
+    taken: list[int] = []
+
+    def pages() -> Iterator[int]:
+        for page in range(1, 11):
+            ahead_when_fetched.append(page - len(taken))  # fetched, not yet finished by the caller
+            fetched.append(page)
+            yield page
+
+    prefetcher = producer.Prefetcher(pages(), ahead=1)
+    for page in prefetcher:
+        time.sleep(0.02)  # a slow sender: the fetcher would run far ahead if it could
+        taken.append(page)
+    assert taken == fetched == list(range(1, 11))
+    assert prefetcher.most_held == 2
+    assert max(ahead_when_fetched) == 2  # the page being sent and the one fetched ahead
+
+
+def test_a_caller_that_stops_early_stops_the_fetching() -> None:
+    fetched: list[int] = []
+
+    def pages() -> Iterator[int]:
+        for page in range(1, 1000):
+            fetched.append(page)
+            yield page
+
+    prefetcher = producer.Prefetcher(pages(), ahead=1)
+    for page in prefetcher:
+        if page == 3:
+            break
+    time.sleep(0.2)  # time for a runaway fetcher to show itself
+    assert fetched == [1, 2, 3, 4]
+
+
+def test_a_fetch_error_reaches_the_caller_where_its_page_would_have_come() -> None:
+    def pages() -> Iterator[int]:
+        yield 1
+        raise RuntimeError("page 2 failed")
+
+    taken = []
+    with pytest.raises(RuntimeError, match="page 2 failed"):
+        for page in producer.Prefetcher(pages()):
+            taken.append(page)
+    assert taken == [1]

@@ -18,6 +18,8 @@ from pipeline.randomuser import (
     backoff_seconds,
     iter_batches,
     parse_retry_after,
+    run_seed,
+    seed_for_run,
 )
 from standin import StandIn, generate_users
 
@@ -218,3 +220,24 @@ def test_backoff_doubles_and_is_capped() -> None:
     waits = [backoff_seconds(n, 1.0, rng) for n in range(1, 10)]
     assert 0.5 <= waits[0] <= 1 and 4 <= waits[3] <= 8
     assert all(15 <= w <= 30 for w in waits[5:])
+
+
+def test_every_attempt_of_one_dag_run_gets_the_same_seed_and_other_runs_other_seeds() -> None:
+    run_ids = [
+        "scheduled__2026-11-27T00:00:00+00:00",
+        "scheduled__2026-11-28T00:00:00+00:00",
+        "manual__2026-11-27T03:41:59.123456+00:00",
+        "manual__2026-11-27T03:41:59.123457+00:00",
+    ]
+    seeds = [seed_for_run(run_id) for run_id in run_ids]
+    assert seeds == [seed_for_run(run_id) for run_id in run_ids]  # a retry: the same users
+    assert len(set(seeds)) == len(run_ids)
+    assert all(seed.isalnum() and len(seed) == 16 for seed in seeds)  # a plain URL value
+
+
+def test_an_explicit_seed_wins_over_the_run_id_and_no_run_id_gives_fresh_seeds() -> None:
+    run_id = "manual__2026-11-27T03:41:59+00:00"
+    assert run_seed(config.load({"USERS_SEED": "mine"}).api, run_id) == "mine"
+    api = config.load({}).api
+    assert run_seed(api, run_id) == seed_for_run(run_id)
+    assert run_seed(api) != run_seed(api)  # outside Airflow: a fresh one per run

@@ -156,6 +156,45 @@ def test_bad_fault_spec_is_refused(standin: StandIn) -> None:
     assert answer.status_code == 400 and "sttus" in answer.json()["error"]
 
 
+def test_edits_serve_odd_entries_in_the_next_page_and_leave_the_rest_as_rendered(
+    standin: StandIn,
+) -> None:
+    standin.clear()
+    edits = [
+        {"user": 0, "replace": None},
+        {"user": 1, "replace": "a string"},
+        {"user": 2, "replace": 42},
+        {"user": 3, "surrogate": "name.first"},
+        {"user": 4, "drop": "login.uuid"},
+        {"user": 5, "set": "email", "value": {"address": "x@example.com"}},
+        {"user": 99, "replace": None},  # not on a page of 8: changes nothing
+    ]
+    answer = requests.post(f"{standin.base_url}/_faults", json={"edits": edits}, timeout=5)
+    assert answer.json() == {"queued": 1}
+    odd = requests.get(standin.url, params={"results": 8, "seed": "odd"}, timeout=5)
+    assert b"\\ud800" in odd.content  # the JSON escape: legal JSON, no UTF-8 of its own
+    served = odd.json()["results"]
+    rendered = generate_users("odd", 1, 8)
+    assert served[:3] == [None, "a string", 42]
+    assert served[3]["name"]["first"] == rendered[3]["name"]["first"] + "\ud800"
+    assert "uuid" not in served[4]["login"]
+    assert served[5]["email"] == {"address": "x@example.com"}
+    untouched = {**served[3], "name": rendered[3]["name"]}
+    assert untouched == rendered[3]
+    assert served[6:] == rendered[6:]
+    after = requests.get(standin.url, params={"results": 8, "seed": "odd"}, timeout=5)
+    assert after.json()["results"] == rendered  # one request only
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [{"user": 0}, {"user": -1, "replace": None}, {"user": 0, "drop": ""}, {"user": 0, "set": "x"}],
+)
+def test_a_bad_edit_is_refused(standin: StandIn, edit: dict[str, Any]) -> None:
+    answer = requests.post(f"{standin.base_url}/_faults", json={"edits": [edit]}, timeout=5)
+    assert answer.status_code == 400 and "edit" in answer.json()["error"]
+
+
 def test_truncated_body_declares_the_full_length_but_sends_less(standin: StandIn) -> None:
     standin.add_faults({"truncate": 0.5})
     with pytest.raises(requests.exceptions.ChunkedEncodingError):
