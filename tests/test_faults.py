@@ -34,6 +34,21 @@ def test_the_broker_restarted_under_the_producer_every_user_reported_sent_is_sto
     assert f"producer: {SHORT.users:,} sent" in outcome.note or "failed loudly" in outcome.note
 
 
+def test_api_faults_and_odd_users_each_end_as_a_row_or_a_counted_skip() -> None:
+    outcome = scenarios.api_faults(SHORT)
+    assert outcome.tried == len([f for f in scenarios.API_FAULTS if f])
+    assert outcome.rows == outcome.sent > 0
+    assert (outcome.lost, outcome.extra) == (0, 0)
+    assert "skipped 6" in outcome.note  # the six odd entries that cannot be users
+
+
+def test_a_task_airflow_retries_ends_with_exactly_the_users_asked_for() -> None:
+    outcome = scenarios.airflow_retry(SHORT)
+    assert outcome.tried == 1 and "run success after 2 attempts" in outcome.note
+    assert outcome.rows == outcome.sent == 10_000
+    assert (outcome.lost, outcome.extra) == (0, 0)
+
+
 def test_each_bad_message_is_a_dead_letter_and_a_duplicate_id_an_upsert() -> None:
     outcome = scenarios.bad_messages(SHORT)
     assert outcome.dead_letters == outcome.tried == len(scenarios.BAD_MESSAGES)

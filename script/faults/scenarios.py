@@ -157,6 +157,104 @@ def topic_records(job: SupervisedJob) -> dict[str, dict[str, Any]]:
         consumer.close()
 
 
+# API faults, one per request, then odd entries: each user ends as a row or a counted skip.
+API_FAULTS: list[dict[str, Any]] = [
+    {"status": 500},
+    {},
+    {"status": 429, "retry_after": "1"},
+    {},
+    {"delay": 3},  # past the read timeout the scenario sets (1 s)
+    {},
+    {"truncate": 0.5},
+    {},
+    {"error_body": True},
+    {
+        "edits": [
+            {"user": 0, "replace": None},
+            {"user": 1, "replace": "a string"},
+            {"user": 2, "replace": 7},
+            {"user": 3, "surrogate": "name.first"},
+            {"user": 4, "drop": "email"},
+            {"user": 5, "set": "name.last", "value": 5},
+            {"user": 6, "set": "location.city", "value": {"a": 1}},
+        ]
+    },
+]
+
+
+def api_faults(d: Durations) -> Outcome:
+    """The real producer against the stand-in serving 500, 429 + Retry-After, a hang past the
+    timeout, a truncated body, a 200 error body, then null/string/number entries, a lone
+    surrogate, a missing field and changed types: every user a row or a counted skip."""
+    from standin import StandIn
+
+    outcome = Outcome("API faults + odd users (real producer)")
+    with SupervisedJob("api") as job, StandIn() as api:
+        job.start()
+        api.add_faults(*API_FAULTS)
+        outcome.tried = len([f for f in API_FAULTS if f])
+        env = {
+            **job.env,
+            "USERS_API_URL": api.url,
+            "USERS_TOTAL": "1000",
+            "USERS_PER_REQUEST": "200",
+            "USERS_PER_SECOND": "0",
+            "USERS_SEED": job.name,
+            "USERS_API_READ_TIMEOUT": "1",
+            "USERS_API_BACKOFF_SECONDS": "0.1",
+        }
+        stats = producer.run(config.load(env))
+        job.wait_drained(300)
+        tally(outcome, job, topic_records(job))
+        outcome.sent = stats.sent
+        unaccounted = stats.fetched - stats.sent - stats.skipped
+        outcome.lost += abs(unaccounted) + abs(stats.sent - outcome.rows)
+        reasons = ", ".join(f"{r} {n}" for r, n in sorted(stats.skip_reasons.items()))
+        outcome.note += f"fetched {stats.fetched:,}, skipped {stats.skipped} ({reasons}); "
+        return outcome
+
+
+def airflow_retry(d: Durations) -> Outcome:
+    """The DAG's task fails half-way (the API gives up on page 2) and Airflow retries it: the
+    retry fetches the same users (the seed comes from the run id), so the run ends with
+    exactly the users it was asked for, the ones sent twice upserted, not extra."""
+    from pipeline.randomuser import seed_for_run
+    from script.airflow_api import AirflowClient
+    from script.services.airflow import airflow_admin, url
+    from standin import StandIn, generate_users
+
+    outcome = Outcome("Airflow task fails half-way, retried by Airflow")
+    airflow = AirflowClient(url(), *airflow_admin())
+    total, per_page = 10_000, config.load().api.per_request
+    with SupervisedJob("retry") as job, StandIn() as api:
+        job.start()
+        retries = config.load().api.max_retries
+        api.add_faults({}, {"status": 503, "retry_after": "0", "count": retries + 1})
+        conf = {"api_url": api.url, "total": total, "users_per_second": 0, "topic": job.topic}
+        airflow.wait_for_dag(config.DAG_ID)
+        airflow.unpause(config.DAG_ID)
+        run_id = airflow.trigger(config.DAG_ID, conf)
+        started = time.monotonic()
+        state = airflow.wait_for_run(config.DAG_ID, run_id, progress=0)
+        task = airflow.call(
+            "GET", f"/dags/{config.DAG_ID}/dagRuns/{run_id}/taskInstances/stream_users"
+        )
+        outcome.tried = task["try_number"] - 1  # the failed attempts Airflow retried
+        outcome.recover_s = time.monotonic() - started
+        job.wait_drained(300)
+        in_kafka = topic_records(job)
+        tally(outcome, job, in_kafka)
+        seed = seed_for_run(run_id)
+        pages = range(1, -(-total // per_page) + 1)
+        served = {u["login"]["uuid"] for p in pages for u in generate_users(seed, p, per_page)}
+        outcome.lost += len(served - in_kafka.keys())  # total is whole pages: all were asked
+        outcome.extra += len(in_kafka.keys() - served)
+        outcome.note += f"run {state} after {task['try_number']} attempts; "
+        if state != "success":
+            outcome.lost += 1
+        return outcome
+
+
 # Messages written straight to the topic: (what, key, value); all but the last are dead letters.
 BAD_MESSAGES: list[tuple[str, bytes | None, bytes | None]] = [
     ("not UTF-8", b"k", b"\xff\xfe{}"),
@@ -268,6 +366,8 @@ SCENARIOS: dict[str, Callable[[Durations], Outcome]] = {
     "kill": stream_job_killed,
     "cassandra": cassandra_down,
     "kafka": kafka_restarted,
+    "api": api_faults,
+    "retry": airflow_retry,
     "bad": bad_messages,
     "soak": soak,
 }
