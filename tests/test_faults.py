@@ -39,7 +39,7 @@ def test_api_faults_and_odd_users_each_end_as_a_row_or_a_counted_skip() -> None:
     assert outcome.tried == len([f for f in scenarios.API_FAULTS if f])
     assert outcome.rows == outcome.sent > 0
     assert (outcome.lost, outcome.extra) == (0, 0)
-    assert "skipped 6" in outcome.note  # the six odd entries that cannot be users
+    assert "skipped 7 " in outcome.note  # the seven odd entries that cannot be users
 
 
 def test_a_task_airflow_retries_ends_with_exactly_the_users_asked_for() -> None:
