@@ -111,6 +111,8 @@ RUN_HERE = {
     "./run.sh up": "stack up in",
     "./run.sh stream": "spark-stream",
     "./run.sh cqlsh": None,  # the CQL below runs through it
+    './run.sh cqlsh -e "SELECT topic, partition, offset, reason FROM spark_streams.dead_letters '
+    'LIMIT 20;"': "rows)",
     "./run.sh airflow dags trigger user_automation": None,  # _trigger
     "./run.sh airflow dags trigger user_automation --conf "
     """'{"total": 10000, "seed": "demo"}'""": None,
