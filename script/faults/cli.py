@@ -34,12 +34,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def table(outcomes: list[Outcome]) -> str:
-    head = f"{'SCENARIO':<52}{'TRIED':>6}{'SENT':>9}{'ROWS':>9}{'DEAD':>6}{'LOST':>6}{'EXTRA':>6}"
+    head = f"{'SCENARIO':<52}{'TRIED':>6}{'SENT':>11}{'ROWS':>11}{'DEAD':>6}{'LOST':>6}{'EXTRA':>6}"
     lines = [head + f"{'RECOVER':>9}"]
     for o in outcomes:
         recover = f"{o.recover_s:.1f}s" if o.recover_s is not None else "-"
         lines.append(
-            f"{o.scenario:<52}{o.tried:>6}{o.sent:>9,}{o.rows:>9,}{o.dead_letters:>6}"
+            f"{o.scenario:<52}{o.tried:>6}{o.sent:>11,}{o.rows:>11,}{o.dead_letters:>6}"
             f"{o.lost:>6}{o.extra:>6}{recover:>9}"
         )
     lines += [f"  {o.scenario}: {o.note.rstrip('; ')}" for o in outcomes if o.note]
