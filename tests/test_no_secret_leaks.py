@@ -186,8 +186,8 @@ def test_cqlsh_reads_the_password_from_a_private_file_not_its_command_line(
     from script.services import cassandra
 
     password = f"pw-{tmp_path.name}"
-    monkeypatch.setenv("CASSANDRA_USERNAME", "someone")
-    monkeypatch.setenv("CASSANDRA_PASSWORD", password)
+    monkeypatch.setenv("CASSANDRA_ADMIN_USERNAME", "someone")
+    monkeypatch.setenv("CASSANDRA_ADMIN_PASSWORD", password)
     monkeypatch.setattr(cassandra, "CONF", tmp_path)
     calls: list[list[str]] = []
     monkeypatch.setattr(cli.subprocess, "call", lambda argv: calls.append(argv) or 0)

@@ -32,7 +32,7 @@ class Durations:
 
 
 FULL = Durations(30, 8, 30_000, 600, 2000, 10)
-SHORT = Durations(10, 4, 8_000, 40, 2000, 5)
+SHORT = Durations(10, 4, 15_000, 40, 2000, 5)
 
 
 def _feed_until_recovered(job: SupervisedJob, feeder: Feeder, outcome: Outcome) -> Outcome:
@@ -110,9 +110,16 @@ def kafka_restarted(d: Durations) -> Outcome:
         run.start()
         job.next_row(120)
         time.sleep(d.users / RATE / 4)
+        before = job.count()
         answered = restart(named("kafka"), 0)
         outcome.tried = 1
-        job.next_row(300)
+        # The next row written; if the producer had sent everything before the broker went, the
+        # job catching up with the topic instead.
+        job.wait_for(
+            lambda: job.count() > before or (not run.is_alive() and job.lag() == 0),
+            "rows after the restart",
+            300,
+        )
         outcome.recover_s = time.monotonic() - answered
         run.join(timeout=d.users / RATE * 3 + 300)
         job.wait_drained(300)
