@@ -60,7 +60,10 @@ class SupervisedJob:
     """A stream job of its own under the supervisor (`./run.sh supervise`), as `./run.sh stream`
     runs the user's: own topic, keyspace, checkpoint, Spark UI port, log and state file."""
 
-    def __init__(self, name: str, overrides: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, name: str, overrides: dict[str, str] | None = None, topic: bool = True
+    ) -> None:
+        self.create_topic = topic  # False: a job that starts before its topic exists
         suffix = uuid.uuid4().hex[:8]
         self.name = f"faults-{name}-{suffix}"
         self.topic = self.keyspace = f"faults_{name.replace('-', '_')}_{suffix}"
@@ -82,7 +85,8 @@ class SupervisedJob:
         self._session: Any = None
 
     def __enter__(self) -> SupervisedJob:
-        producer.ensure_topic(self.settings.kafka)
+        if self.create_topic:
+            producer.ensure_topic(self.settings.kafka)
         self.env.update(set_up_side_keyspace(self.env))  # its schema, and a role of its own
         self.settings = config.load(self.env)
         return self

@@ -210,12 +210,13 @@ class SideJob:
 
 
 def drop_topic(settings: config.Settings, topic: str) -> None:
-    """Delete a topic the benchmark made."""
+    """Delete a topic a side job made (if it was made)."""
     from kafka import KafkaAdminClient
 
     admin = KafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
     try:
-        admin.delete_topics([topic])
+        if topic in admin.list_topics():
+            admin.delete_topics([topic])
     finally:
         admin.close()
 
