@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import json
 import time
+from pathlib import Path
 
 from script import stack
-from script.faults.rig import Outcome, say, write_json
+from script.faults.rig import Outcome, say
 from script.faults.scenarios import FULL, SCENARIOS, SHORT
 from script.layout import STATE
 from script.services import STACK
@@ -33,6 +35,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
+def write_json(path: Path, outcomes: list[Outcome]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps([o.as_dict() for o in outcomes], indent=1))
+
+
 def table(outcomes: list[Outcome]) -> str:
     head = f"{'SCENARIO':<52}{'TRIED':>6}{'SENT':>11}{'ROWS':>11}{'DEAD':>6}{'LOST':>6}{'EXTRA':>6}"
     lines = [head + f"{'RECOVER':>9}"]
@@ -46,7 +53,7 @@ def table(outcomes: list[Outcome]) -> str:
     return "\n".join(lines)
 
 
-def chart(path, outcome: Outcome) -> None:
+def chart(path: Path, outcome: Outcome) -> None:
     """The soak's lag and the job's PSS over time."""
     import matplotlib
 

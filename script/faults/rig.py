@@ -3,7 +3,6 @@ and the tally that compares what was sent with what Cassandra holds."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -13,7 +12,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -24,7 +22,7 @@ from script.harness.side import drop_topic, free_port
 from script.layout import DATA, LOGS, REPO, StackError
 from script.pipeline_status import cassandra_session, checkpoint_offsets
 from script.procs import pid_alive, process_tree
-from script.services import STACK, Service, named
+from script.services import Service
 from script.services.cassandra import drop_side_keyspace, set_up_side_keyspace
 from script.services.stream import READY, stream_command, stream_env
 
@@ -320,21 +318,3 @@ def restart(service: Service, down_seconds: float) -> float:
     time.sleep(down_seconds)
     stack.start_service(service)  # returns once its readiness probe passes
     return time.monotonic()
-
-
-@contextmanager
-def user_stack_kept() -> Iterator[None]:
-    """Whatever happens, every service of the stack is running again afterwards."""
-    try:
-        yield
-    finally:
-        for service in STACK:
-            stack.start_service(service)
-
-
-def write_json(path: Any, outcomes: list[Outcome]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps([o.as_dict() for o in outcomes], indent=1))
-
-
-__all__ = ["Feeder", "Outcome", "SupervisedJob", "named", "restart", "tally", "users"]

@@ -13,8 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline import config, producer
-from script.faults.rig import Feeder, Outcome, SupervisedJob, restart, say, tally
+from pipeline import config, contract, producer
+from script.faults.rig import Feeder, Outcome, SupervisedJob, restart, say, tally, users
 from script.procs import memory_kb
 from script.services import named
 
@@ -278,8 +278,6 @@ BAD_MESSAGES: list[tuple[str, bytes | None, bytes | None]] = [
 
 
 def _bad_values(sample: dict[str, Any]) -> list[tuple[str, bytes | None]]:
-    from pipeline import contract
-
     def enc(record: dict[str, Any]) -> bytes:
         return json.dumps(record, ensure_ascii=False).encode()
 
@@ -296,8 +294,6 @@ def bad_messages(d: Durations) -> Outcome:
     """Bad messages between good ones: each bad one a dead letter with its reason, a duplicate
     id a correct upsert (the later record wins), and the stream never stops."""
     from kafka import KafkaProducer
-
-    from script.faults.rig import users
 
     outcome = Outcome("bad messages on the topic (10 kinds) + a duplicate id")
     with SupervisedJob("bad") as job:
