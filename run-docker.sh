@@ -1,22 +1,19 @@
 #!/usr/bin/env bash
 # The whole pipeline in Docker Compose (docker-compose.yml); ./run.sh is the same without Docker.
 #
-#   ./run-docker.sh [up]               build the Spark image, create .env with fresh secrets when it
-#                                      is missing, start every service and wait until all are healthy
+#   ./run-docker.sh [up]               build the Spark and Airflow images, create .env with fresh
+#                                      secrets when it is missing, start and wait until all are healthy
 #   ./run-docker.sh down [-v]          stop and remove the containers (-v also deletes the data)
 #   ./run-docker.sh logs [SERVICE...]  follow the logs
 #   ./run-docker.sh ps                 list the services and their health
 #
-# SPARK_WORKERS=N starts N Spark workers (default 1); WAIT_TIMEOUT is in seconds (default 900).
+# SPARK_WORKERS=N starts N Spark workers (default 1), WAIT_TIMEOUT in seconds (900): shell or .env.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 readonly ROOT
 readonly ENV_FILE="${ROOT}/.env"
 readonly ENV_EXAMPLE="${ROOT}/.env.example"
-readonly VERSIONS="${ROOT}/stack/versions.env"
-# stack/versions.env keys that the Dockerfile takes as build args.
-readonly BUILD_ARGS=(SPARK_VERSION SCALA_BINARY_VERSION_DOCKER SPARK_CASSANDRA_CONNECTOR_VERSION PYTHON_VERSION)
 
 log() { printf 'run-docker: %s\n' "$*" >&2; }
 die() { printf 'run-docker: ERROR: %s\n' "$*" >&2; exit 1; }
@@ -25,6 +22,9 @@ usage() {
     sed -n '2,11s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
 }
 
+# Compose reads .env itself; this script exports nothing into its environment, so a version or
+# setting in .env counts exactly as with a plain `docker compose up` (and a variable set in the
+# shell beats .env in both). The versions' defaults (stack/versions.env) are in docker-compose.yml.
 compose() {
     docker compose --project-directory "${ROOT}" --file "${ROOT}/docker-compose.yml" "$@"
 }
@@ -82,12 +82,14 @@ env_value() {
     printf '%s\n' "${value:-${default}}"
 }
 
-load_versions() {
-    [[ -f "${VERSIONS}" ]] || die "${VERSIONS} is missing; it pins every version"
-    set -a
-    # shellcheck source=/dev/null
-    . "${VERSIONS}"
-    set +a
+# A setting as Compose resolves it: the shell's value, else .env's, else the default.
+setting() {
+    local key="$1" default="$2"
+    if [[ -n "${!key:-}" ]]; then
+        printf '%s\n' "${!key}"
+    else
+        env_value "${key}" "${default}"
+    fi
 }
 
 print_urls() {
@@ -97,7 +99,7 @@ print_urls() {
 
 Every service is healthy.
   Airflow          http://localhost:8080   login ${user}, password: AIRFLOW_ADMIN_PASSWORD in .env
-  Control Center   http://localhost:9021
+  Control Center   http://localhost:9021   with COMPOSE_PROFILES=ui in .env
   Spark master UI  http://localhost:9090
   Spark job UI     http://localhost:4040
   Cassandra        docker exec -it cassandra cqlsh -u cassandra -p cassandra localhost 9042
@@ -111,22 +113,18 @@ cmd_up() {
     require_docker
     warn_if_little_memory
     ensure_env
-    load_versions
-    local name
-    local build_args=()
-    for name in "${BUILD_ARGS[@]}"; do
-        [[ -n "${!name:-}" ]] || die "${name} is missing from ${VERSIONS}"
-        build_args+=(--build-arg "${name}=${!name}")
-    done
-    local workers="${SPARK_WORKERS:-1}"
-    local timeout="${WAIT_TIMEOUT:-900}"
+    local workers timeout
+    workers="$(setting SPARK_WORKERS 1)"
+    timeout="$(setting WAIT_TIMEOUT 900)"
     [[ "${workers}" =~ ^[1-9][0-9]*$ ]] || die "SPARK_WORKERS=${workers} must be a whole number of at least 1"
     [[ "${timeout}" =~ ^[1-9][0-9]*$ ]] || die "WAIT_TIMEOUT=${timeout} must be a whole number of seconds"
 
-    log "building the Spark image (Spark ${SPARK_VERSION}, Scala ${SCALA_BINARY_VERSION_DOCKER})"
-    compose build "${build_args[@]}"
+    # The versions are build args in docker-compose.yml (stack/versions.env's, or .env's).
+    log "building the Spark and Airflow images"
+    compose build
+    # docker-compose.yml starts SPARK_WORKERS workers (deploy.replicas).
     log "starting ${workers} Spark worker(s) and the rest; waiting up to ${timeout}s for health"
-    if ! compose up --detach --wait --wait-timeout "${timeout}" --scale "spark-worker=${workers}"; then
+    if ! compose up --detach --wait --wait-timeout "${timeout}"; then
         compose ps --all || true
         die "not every service became healthy in ${timeout}s; read the failing one's log with ./run-docker.sh logs SERVICE"
     fi

@@ -1,45 +1,32 @@
 #!/usr/bin/env bash
 # Entrypoint of the Airflow containers (docker-compose.yml):
-#   entrypoint.sh init | api-server | scheduler | dag-processor | triggerer   (or any command)
+#   entrypoint.sh init | api-server | scheduler | dag-processor | triggerer
+#   (or what the image's entrypoint takes: bash ..., python ..., another airflow subcommand)
 #
-# 1. installs the requirements file when AIRFLOW_INSTALL_REQUIREMENTS=true (once per file content),
-# 2. waits until Postgres accepts Airflow's connection,
-# 3. runs the component. `init` migrates the metadata database and writes the admin's password
-#    for Airflow's simple auth manager from AIRFLOW_ADMIN_USERNAME / AIRFLOW_ADMIN_PASSWORD.
-# Every step is safe to repeat, so a restarted container simply runs it again.
+# 1. waits until Postgres accepts Airflow's connection (and shows Airflow's own error if not),
+# 2. hands the component to the image's /entrypoint, which sets up what the image needs (its
+#    LD_PRELOAD fix for arm64, umask 0002, a passwd entry for an arbitrary UID) and runs airflow.
+#    `init` first writes the admin's password for Airflow's simple auth manager from
+#    AIRFLOW_ADMIN_USERNAME / AIRFLOW_ADMIN_PASSWORD, then migrates the metadata database.
+# Nothing is installed here: the packages are in the image (airflow.Dockerfile). Every step is
+# safe to repeat, so a restarted container simply runs it again.
 set -euo pipefail
 
 readonly COMPONENTS="init api-server scheduler dag-processor triggerer"
+# The image's own entrypoint (a test points this at a stand-in).
+readonly IMAGE_ENTRYPOINT="${AIRFLOW_IMAGE_ENTRYPOINT:-/entrypoint}"
 
 log() { printf '%s entrypoint: %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
-install_requirements() {
-    if [[ "${AIRFLOW_INSTALL_REQUIREMENTS:-false}" != "true" ]]; then
-        return 0
-    fi
-    local file="${AIRFLOW_REQUIREMENTS_FILE:-/opt/airflow/requirements.txt}"
-    [[ -f "${file}" ]] || die "AIRFLOW_INSTALL_REQUIREMENTS=true but ${file} does not exist: mount requirements.txt there or set AIRFLOW_INSTALL_REQUIREMENTS=false"
-    local stamp="${HOME}/.cache/airflow-requirements.sha256"
-    local digest
-    digest="$(sha256sum "${file}" | cut -d' ' -f1)"
-    if [[ -f "${stamp}" && "$(cat "${stamp}")" == "${digest}" ]]; then
-        log "requirements from ${file} already installed"
-        return 0
-    fi
-    log "installing requirements from ${file}"
-    pip install --no-cache-dir --disable-pip-version-check -r "${file}" \
-        || die "pip could not install ${file}; read the pip output above"
-    mkdir -p "$(dirname "${stamp}")"
-    printf '%s\n' "${digest}" > "${stamp}"
-}
-
 wait_for_postgres() {
     local timeout="${POSTGRES_WAIT_SECONDS:-120}"
     local deadline=$((SECONDS + timeout))
-    until airflow db check >/dev/null 2>&1; do
+    local output
+    until output="$(airflow db check 2>&1)"; do
         if ((SECONDS >= deadline)); then
-            die "Postgres did not accept Airflow's connection within ${timeout}s: check \`docker compose logs postgres\` and that POSTGRES_PASSWORD in .env is the one the postgres-data volume was created with"
+            printf '%s\n' "${output}" >&2
+            die "\`airflow db check\` still fails after ${timeout}s (its last output is above). If it says the password failed, POSTGRES_PASSWORD in .env is not the one the postgres-data volume was created with; if it cannot reach postgres:5432, read \`./run-docker.sh logs postgres\`"
         fi
         sleep "${POSTGRES_WAIT_INTERVAL:-3}"
     done
@@ -77,24 +64,23 @@ hand_volumes_to_airflow_user() {
 
 main() {
     if (($# == 0)); then
-        die "usage: entrypoint.sh {${COMPONENTS// /|}} [args...] or any command"
+        die "usage: entrypoint.sh {${COMPONENTS// /|}} [args...], or bash/python/an airflow subcommand"
     fi
     local component="$1"
     shift
-    install_requirements
     wait_for_postgres
     case "${component}" in
         init)
             write_admin_password
-            airflow db migrate
             hand_volumes_to_airflow_user
-            log "database migrated; the other Airflow components can start"
+            log "migrating the metadata database; the other Airflow components start once it is done"
+            exec "${IMAGE_ENTRYPOINT}" airflow db migrate
             ;;
         api-server | scheduler | dag-processor | triggerer)
-            exec airflow "${component}" "$@"
+            exec "${IMAGE_ENTRYPOINT}" airflow "${component}" "$@"
             ;;
         *)
-            exec "${component}" "$@"
+            exec "${IMAGE_ENTRYPOINT}" "${component}" "$@"
             ;;
     esac
 }

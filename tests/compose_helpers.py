@@ -22,6 +22,8 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 COMPOSE_FILE = REPO / "docker-compose.yml"
 DOCKERFILE = REPO / "Dockerfile"
+AIRFLOW_DOCKERFILE = REPO / "airflow.Dockerfile"
+AIRFLOW_REQUIREMENTS = REPO / "requirements-airflow.txt"
 ENV_EXAMPLE = REPO / ".env.example"
 VERSIONS_FILE = REPO / "stack" / "versions.env"
 SPARK_POM = REPO / "stack" / "spark-jars.pom.xml"
@@ -126,12 +128,18 @@ def versions() -> dict[str, str]:
 
 
 def compose_env(**overrides: str) -> dict[str, str]:
-    """What Compose sees after ./run-docker.sh: versions.env exported, .env from .env.example."""
-    env = dict(versions())
+    """What Compose sees after ./run-docker.sh: .env from .env.example (secrets filled in), and
+    nothing from the shell, so the versions are docker-compose.yml's defaults."""
+    env = {}
     for key, value in read_env_file(ENV_EXAMPLE).items():
         env[key] = value or f"generated-{key.lower()}"
     env.update(overrides)
     return env
+
+
+def compose_variables(shell: dict[str, str], dotenv: Path) -> dict[str, str]:
+    """The variables Compose interpolates with: .env's, each overridden by the shell's."""
+    return {**read_env_file(dotenv), **shell}
 
 
 def compose_with(**overrides: str) -> dict[str, Any]:
@@ -231,17 +239,17 @@ def seconds(duration: str) -> float:
     return sum(float(n) * unit[u] for n, u in parts)
 
 
-def dockerfile_args() -> dict[str, str]:
+def dockerfile_args(path: Path = DOCKERFILE) -> dict[str, str]:
     """ARG NAME=default lines (the first default wins, as the global ARGs come first)."""
     args: dict[str, str] = {}
-    for match in re.finditer(r"^ARG\s+([A-Z0-9_]+)=(\S+)\s*$", DOCKERFILE.read_text(), re.M):
+    for match in re.finditer(r"^ARG\s+([A-Z0-9_]+)=(\S+)\s*$", path.read_text(), re.M):
         args.setdefault(match.group(1), match.group(2))
     return args
 
 
-def dockerfile_instructions() -> list[tuple[str, str]]:
+def dockerfile_instructions(path: Path = DOCKERFILE) -> list[tuple[str, str]]:
     """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
-    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
+    text = re.sub(r"\\\n", " ", path.read_text())
     result = []
     for line in text.splitlines():
         line = line.strip()
@@ -251,9 +259,29 @@ def dockerfile_instructions() -> list[tuple[str, str]]:
     return result
 
 
+def requirement_lines(path: Path = REPO / "requirements.txt") -> list[str]:
+    """The requirement lines of ``path`` and of the files it includes with ``-r``, as pip reads
+    them (comments and blank lines dropped)."""
+    lines = []
+    for line in path.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line.startswith("-r "):
+            lines += requirement_lines(path.parent / line[3:].strip())
+        elif line:
+            lines.append(line)
+    return lines
+
+
+def requirement_name(line: str) -> str:
+    """The distribution a requirement line names, normalised (``kafka-python[lz4]==x`` ->
+    ``kafka-python``)."""
+    name = re.match(r"[A-Za-z0-9_.-]+", line).group(0)
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
 def requirement_pin(package: str) -> str:
-    for line in (REPO / "requirements.txt").read_text().splitlines():
-        match = re.match(rf"^{re.escape(package)}==(\S+)", line.strip(), re.I)
+    for line in requirement_lines():
+        match = re.match(rf"^{re.escape(package)}(\[[^]]*\])?==(\S+)", line, re.I)
         if match:
-            return match.group(1)
+            return match.group(2)
     pytest.fail(f"requirements.txt does not pin {package}", pytrace=False)

@@ -18,8 +18,11 @@ import yaml
 from compose_helpers import (
     AIRFLOW_COMPONENTS,
     COMPOSE_FILE,
+    README,
     compose_env,
+    compose_text,
     compose_with,
+    dockerfile_args,
     environment,
     is_named_volume,
     is_one_shot,
@@ -285,7 +288,7 @@ def test_airflow_services_run_their_components_through_the_entrypoint(
     all_services = services(compose)
     for name, component in {**AIRFLOW_COMPONENTS, "airflow-init": "init"}.items():
         service = all_services[name]
-        assert service["command"] == [component], f"{name} must run `{component}`"
+        assert service["command"][0] == component, f"{name} must run `{component}`"
         assert service["entrypoint"][-1] == "/opt/airflow/script/entrypoint.sh", name
         assert ("./script", "/opt/airflow/script") in mounts(service), f"{name} must mount ./script"
         assert service["depends_on"]["postgres"]["condition"] == "service_healthy", name
@@ -361,14 +364,35 @@ def test_airflow_can_import_the_pipeline_package_and_the_dags(compose: dict[str,
         )
 
 
-def test_the_containers_that_run_tasks_install_the_requirements(compose: dict[str, Any]) -> None:
+def test_every_airflow_container_runs_the_one_built_airflow_image(compose: dict[str, Any]) -> None:
+    """The DAG's packages are in the image; nothing is mounted or installed at start."""
+    airflow = {name: services(compose)[name] for name in [*AIRFLOW_COMPONENTS, "airflow-init"]}
+    assert {s["image"] for s in airflow.values()} == {
+        f"e2e-data-pipeline/airflow:{versions()['AIRFLOW_VERSION']}-python"
+        f"{versions()['PYTHON_VERSION']}"
+    }
+    for name, service in airflow.items():
+        assert service["build"] == {
+            "context": ".",
+            "dockerfile": "airflow.Dockerfile",
+            "args": {k: versions()[k] for k in ("AIRFLOW_VERSION", "PYTHON_VERSION")},
+        }, name
+        assert not [t for _, t in mounts(service) if "requirements" in t], name
+        assert not [k for k in environment(service) if "REQUIREMENTS" in k], name
+
+
+def test_triggerer_and_scheduler_run_without_a_log_server(compose: dict[str, Any]) -> None:
+    """As in the local stack: the API server reads task logs from the shared volume."""
     all_services = services(compose)
-    scheduler = environment(all_services["airflow-scheduler"])  # LocalExecutor runs tasks here
-    assert scheduler["AIRFLOW_INSTALL_REQUIREMENTS"] == "true"
-    targets = {target for _, target in mounts(all_services["airflow-scheduler"])}
-    assert scheduler["AIRFLOW_REQUIREMENTS_FILE"] in targets, "the requirements file is not mounted"
-    for name in ("airflow-init", "airflow-apiserver", "airflow-dag-processor", "airflow-triggerer"):
-        assert environment(all_services[name])["AIRFLOW_INSTALL_REQUIREMENTS"] == "false", name
+    for name in ("airflow-scheduler", "airflow-triggerer"):
+        assert "--skip-serve-logs" in all_services[name]["command"], name
+        logs = dict((t, s) for s, t in mounts(all_services[name]))["/opt/airflow/logs"]
+        assert (
+            logs
+            == dict((t, s) for s, t in mounts(all_services["airflow-apiserver"]))[
+                "/opt/airflow/logs"
+            ]
+        )
 
 
 def test_the_checkpoint_survives_a_restart_on_a_named_volume(compose: dict[str, Any]) -> None:
@@ -466,6 +490,17 @@ def test_image_versions_come_from_versions_env() -> None:
             )
 
 
+def test_every_version_default_in_compose_is_versions_envs() -> None:
+    """Image tags and build args alike: .env may change a version, the default is the pin."""
+    pinned = versions()
+    found = re.findall(r"\$\{([A-Z0-9_]+):-([^}]*)\}", compose_text())
+    checked = {name for name, _ in found if name in pinned}
+    assert {"AIRFLOW_VERSION", "SPARK_VERSION", "CONFLUENT_VERSION"} <= checked, checked
+    for name, default in found:
+        if name in pinned:
+            assert default == pinned[name], f"{name}: compose default {default} != versions.env"
+
+
 def test_confluent_images_share_one_pinned_version_that_supports_zookeeper(
     compose: dict[str, Any],
 ) -> None:
@@ -484,8 +519,6 @@ def test_images_are_the_documented_ones(compose: dict[str, Any]) -> None:
     images = {name: s["image"] for name, s in services(compose).items()}
     assert images["cassandra"] == f"cassandra:{pinned['CASSANDRA_VERSION']}"
     assert images["postgres"] == f"postgres:{pinned['POSTGRES_MAJOR']}"
-    airflow = f"apache/airflow:{pinned['AIRFLOW_VERSION']}-python{pinned['PYTHON_VERSION']}"
-    assert {images[name] for name in [*AIRFLOW_COMPONENTS, "airflow-init"]} == {airflow}
     spark = {
         name: services(compose)[name] for name in ("spark-master", "spark-worker", "spark-stream")
     }
@@ -497,6 +530,9 @@ def test_images_are_the_documented_ones(compose: dict[str, Any]) -> None:
             service["build"]["context"] == "."
             and service["build"].get("dockerfile", "Dockerfile") == "Dockerfile"
         )
+        assert service["build"]["args"] == {
+            k: pinned[k] for k in dockerfile_args() if k in pinned
+        }, "the Spark image's build args are stack/versions.env's"
 
 
 def jvm_heap(service_name: str, env: dict[str, str]) -> int:
@@ -516,21 +552,48 @@ def jvm_heap(service_name: str, env: dict[str, str]) -> int:
     return heap
 
 
+def readme_memory_figures() -> tuple[float, float]:
+    """The README's "limits add up to X GiB (Y GiB with Control Center ...)"."""
+    text = " ".join(README.read_text().split())
+    match = re.search(r"limits add up to ([\d.]+) GiB \(([\d.]+) GiB with Control Center", text)
+    assert match, "README.md no longer says what the memory limits add up to"
+    return float(match.group(1)), float(match.group(2))
+
+
 def test_memory_limits_fit_the_readmes_docker_memory_advice(compose: dict[str, Any]) -> None:
-    total = 0
+    totals = {"default": 0, "ui": 0}
     for name, service in long_running(compose).items():
         assert service.get("mem_limit"), f"{name} has no mem_limit"
         limit = to_bytes(service["mem_limit"])
-        total += limit
+        totals["ui"] += limit
+        if not service.get("profiles"):
+            totals["default"] += limit
         heap = jvm_heap(name, environment(service))
         assert heap <= 0.75 * limit, (
             f"{name}: JVM heaps {heap >> 20} MiB leave too little of {limit >> 20} MiB"
         )
-    assert total <= MEMORY_BUDGET, (
-        f"the limits add up to {total / 1024**3:.2f} GiB, more than 8 GiB"
+    assert totals["default"] <= MEMORY_BUDGET, (
+        f"the limits add up to {totals['default'] / 1024**3:.2f} GiB, more than 8 GiB"
     )
+    assert readme_memory_figures() == (
+        round(totals["default"] / 1024**3, 1),
+        round(totals["ui"] / 1024**3, 1),
+    ), "README.md's memory figures are not what the limits add up to"
+    assert services(compose)["control-center"]["profiles"] == ["ui"]
     worker = environment(services(compose)["spark-worker"])
     executor = environment(services(compose)["spark-stream"])["SPARK_EXECUTOR_MEMORY"]
     assert to_bytes(executor) <= to_bytes(worker["SPARK_WORKER_MEMORY"]), (
         "an executor must fit in a worker"
     )
+
+
+def test_the_triggerer_and_dag_processor_limits_hold_their_healthcheck() -> None:
+    """Each says what it was sized from: the measured process plus the healthcheck beside it."""
+    text = COMPOSE_FILE.read_text()
+    for name in ("airflow-triggerer", "airflow-dag-processor"):
+        block = re.search(rf"^  {name}:\n(.*?)(?=^  [a-z])", text, re.M | re.S).group(1)
+        comment = " ".join(re.findall(r"^\s*# ?(.*)$", block.split("mem_limit:")[0], re.M)[-3:])
+        figures = [int(n) for n in re.findall(r"(\d+) MB", comment)]
+        limit = to_bytes(re.search(r"mem_limit: (\S+)", block).group(1))
+        assert len(figures) >= 2 and "jobs check" in comment, f"{name}: {comment!r}"
+        assert sum(figures[:2]) * 1024**2 <= 0.75 * limit, (name, figures, limit >> 20)

@@ -1,5 +1,6 @@
 """run-docker.sh, run for real against a stand-in ``docker`` in a copy of the project, so the
-repository's own .env is never touched.
+repository's own .env is never touched. The stand-in records the environment ``docker compose
+up`` gets, so the configuration Compose would resolve from it and .env can be rendered.
 """
 
 from __future__ import annotations
@@ -16,16 +17,19 @@ from compose_helpers import (
     ENV_EXAMPLE,
     REPO,
     VERSIONS_FILE,
-    dockerfile_args,
+    compose_variables,
+    environment,
     raw_compose,
     read_env_file,
     resolve,
     run,
-    versions,
 )
 
 FAKE_DOCKER = """#!/usr/bin/env bash
 printf '%s\\n' "$*" >> "$FAKE_DOCKER_LOG"
+if [[ " $* " == *" up "* ]]; then
+    env -0 > "$FAKE_DOCKER_ENV"
+fi
 if [[ -n "${FAKE_DOCKER_FAIL_ON:-}" && "$*" == *"$FAKE_DOCKER_FAIL_ON"* ]]; then
     echo "Cannot connect to the Docker daemon" >&2
     exit 1
@@ -58,6 +62,7 @@ def run_docker_script(
         **os.environ,
         "PATH": f"{project.parent / 'bin'}:{os.environ['PATH']}",
         "FAKE_DOCKER_LOG": str(log),
+        "FAKE_DOCKER_ENV": str(project.parent / "compose-up.env"),
     }
     environ.update(env)
     result = run(["bash", str(project / "run-docker.sh"), *args], cwd=project, env=environ)
@@ -85,7 +90,13 @@ def test_run_docker_without_docker_installed_says_so(docker_project: Path, tmp_p
     assert result.returncode != 0 and "docker is not installed" in result.stderr, result.stderr
 
 
-def test_run_docker_up_creates_env_builds_with_pinned_versions_and_waits_for_health(
+def compose_up_environment(project: Path) -> dict[str, str]:
+    """The environment run-docker.sh gave `docker compose up`."""
+    raw = (project.parent / "compose-up.env").read_bytes().decode()
+    return dict(item.split("=", 1) for item in raw.split("\0") if "=" in item)
+
+
+def test_run_docker_up_creates_env_builds_and_waits_for_health(
     docker_project: Path,
 ) -> None:
     result, calls = run_docker_script(docker_project, "up")
@@ -98,16 +109,13 @@ def test_run_docker_up_creates_env_builds_with_pinned_versions_and_waits_for_hea
     assert secrets and all(len(v) >= 32 for v in secrets.values()), secrets
     assert len(set(secrets.values())) == len(secrets), "every secret must be different"
     assert len(base64.urlsafe_b64decode(generated["AIRFLOW_FERNET_KEY"])) == 32
-    resolve(raw_compose(), {**versions(), **generated})  # no required variable is left empty
+    resolve(raw_compose(), generated)  # no required variable is left empty
 
     build = next(call.split() for call in calls if " build " in f" {call} ")
-    passed = dict(
-        build[i + 1].split("=", 1) for i, word in enumerate(build) if word == "--build-arg"
-    )
-    expected = {k: v for k, v in versions().items() if k in dockerfile_args()}
-    assert passed == expected, passed
+    assert "--build-arg" not in build, "the build args are docker-compose.yml's (.env can set them)"
+    assert calls.index(" ".join(build)) < next(i for i, c in enumerate(calls) if " up " in c)
     up = next(call for call in calls if " up " in f" {call} ")
-    assert "--wait" in up.split() and "--detach" in up.split() and "spark-worker=1" in up
+    assert "--wait" in up.split() and "--detach" in up.split()
 
     for text in (
         "http://localhost:8080",
@@ -126,9 +134,63 @@ def test_run_docker_up_keeps_an_existing_env(docker_project: Path) -> None:
     assert result.returncode == 0 and (docker_project / ".env").read_text() == before
 
 
-def test_run_docker_scales_the_spark_workers(docker_project: Path) -> None:
-    result, calls = run_docker_script(docker_project, "up", SPARK_WORKERS="3")
-    assert result.returncode == 0 and any("--scale spark-worker=3" in call for call in calls), calls
+def rendered(project: Path, shell: dict[str, str]) -> dict:
+    """docker-compose.yml as Compose resolves it with `shell`'s environment and the project's
+    .env."""
+    return resolve(raw_compose(), compose_variables(shell, project / ".env"))
+
+
+IN_ENV_FILE = {
+    "CONFLUENT_VERSION": "7.9.2",
+    "AIRFLOW_VERSION": "3.3.3",
+    "SPARK_VERSION": "3.5.8",
+    "KAFKA_TOPIC": "users_renamed",
+    "SPARK_WORKERS": "2",
+}
+
+
+def test_env_counts_through_run_docker_as_through_a_plain_compose_up(docker_project: Path) -> None:
+    run_docker_script(docker_project, "up")  # creates .env
+    with (docker_project / ".env").open("a") as env_file:
+        env_file.writelines(f"{key}={value}\n" for key, value in IN_ENV_FILE.items())
+    shell = {k: v for k, v in os.environ.items() if k not in IN_ENV_FILE}
+    result, _ = run_docker_script(docker_project, "up")
+    assert result.returncode == 0, result.stderr
+
+    via_script = rendered(docker_project, compose_up_environment(docker_project))
+    plain = rendered(docker_project, shell)  # `docker compose up` typed in the same shell
+    assert via_script["services"] == plain["services"]
+    # Without run-docker.sh exporting stack/versions.env, .env's versions and settings hold.
+    services = via_script["services"]
+    assert services["broker"]["image"] == "confluentinc/cp-server:7.9.2"
+    assert services["airflow-scheduler"]["image"].startswith("e2e-data-pipeline/airflow:3.3.3-")
+    assert services["airflow-scheduler"]["build"]["args"]["AIRFLOW_VERSION"] == "3.3.3"
+    assert services["spark-stream"]["build"]["args"]["SPARK_VERSION"] == "3.5.8"
+    assert environment(services["airflow-scheduler"])["KAFKA_TOPIC"] == "users_renamed"
+    assert services["spark-worker"]["deploy"]["replicas"] == "2"
+    assert "starting 2 Spark worker(s)" in result.stderr, result.stderr
+
+
+def test_a_shell_variable_beats_env_through_run_docker_as_through_compose(
+    docker_project: Path,
+) -> None:
+    run_docker_script(docker_project, "up")
+    with (docker_project / ".env").open("a") as env_file:
+        env_file.write("CONFLUENT_VERSION=7.9.2\n")
+    result, _ = run_docker_script(
+        docker_project, "up", CONFLUENT_VERSION="7.9.3", SPARK_WORKERS="3"
+    )
+    assert result.returncode == 0, result.stderr
+    services = rendered(docker_project, compose_up_environment(docker_project))["services"]
+    assert services["broker"]["image"] == "confluentinc/cp-server:7.9.3"
+    assert services["spark-worker"]["deploy"]["replicas"] == "3"
+    assert "starting 3 Spark worker(s)" in result.stderr
+
+
+def test_run_docker_refuses_a_spark_workers_that_is_not_a_count(docker_project: Path) -> None:
+    result, calls = run_docker_script(docker_project, "up", SPARK_WORKERS="two")
+    assert result.returncode != 0 and "SPARK_WORKERS=two" in result.stderr
+    assert not any(" up " in f" {call} " for call in calls)
 
 
 def test_run_docker_reports_a_stack_that_does_not_become_healthy(docker_project: Path) -> None:
