@@ -89,6 +89,10 @@ FIELDS: tuple[Field, ...] = (
     Field("produced_at", "long", SendTime()),
 )
 
+# The Kafka record header with the schema registry's id of the schema a record was written with
+# (``pipeline.registry`` publishes ``FIELDS`` as that schema); the value stays plain JSON.
+SCHEMA_ID_HEADER = "schema-id"
+
 FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in FIELDS)
 PRIMARY_KEY = "id"
 

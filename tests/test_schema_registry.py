@@ -1,0 +1,112 @@
+"""The record's schema in the real schema registry: published, evolved, refused, carried.
+
+Runs against SCHEMA_REGISTRY_URL (the local stack's Apicurio, or any Confluent-compatible
+registry) and the local Kafka; every test uses a subject and topic of its own.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from collections.abc import Iterator
+
+import pytest
+import requests
+from conftest import read_topic, topic_end_offsets
+from kafka import KafkaAdminClient
+
+from pipeline import config, contract, producer, registry
+from standin import StandIn
+
+
+@pytest.fixture
+def topic(kafka_bootstrap: str, schema_registry: str, unique: str) -> Iterator[str]:
+    """A fresh topic name (its subject is fresh too); the topic is deleted after the test."""
+    name = f"test_registry_{unique}"
+    yield name
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    try:
+        if name in admin.list_topics():
+            admin.delete_topics([name])
+    finally:
+        admin.close()
+
+
+def settings_for(topic: str, **env: str) -> config.Settings:
+    return config.load({**os.environ, "KAFKA_TOPIC": topic, **env})
+
+
+def test_publishing_the_contract_is_idempotent_and_sets_the_compatibility_mode(
+    topic: str,
+) -> None:
+    settings = settings_for(topic)
+    first = registry.publish(settings)
+    again = registry.publish(settings)
+    state = registry.Registry(settings.registry.url).state(registry.subject(topic))
+    assert again == first
+    assert state.versions == [1]
+    assert state.latest_id == first
+    assert state.compatibility == "BACKWARD"
+    stored = requests.get(
+        f"{settings.registry.url}/subjects/{topic}-value/versions/1", timeout=5
+    ).json()
+    assert json.loads(stored["schema"])["required"] == list(contract.FIELD_NAMES)
+
+
+def test_a_compatible_change_becomes_a_new_version(topic: str) -> None:
+    """An optional new field can be read by a consumer of the old schema: BACKWARD accepts it."""
+    settings = settings_for(topic)
+    client = registry.Registry(settings.registry.url)
+    first = registry.publish(settings)
+    changed = registry.json_schema()
+    changed["properties"]["nickname"] = {"type": "string"}
+    assert client.compatible(registry.subject(topic), changed)
+    second = client.register(registry.subject(topic), changed)
+    assert second != first
+    assert client.state(registry.subject(topic)).versions == [1, 2]
+
+
+def test_an_incompatible_change_is_refused_with_the_registrys_reason(topic: str) -> None:
+    """A new required field breaks BACKWARD: the registry refuses it and says why."""
+    settings = settings_for(topic)
+    client = registry.Registry(settings.registry.url)
+    registry.publish(settings)
+    changed = copy.deepcopy(registry.json_schema())
+    changed["properties"]["nickname"] = {"type": "string"}
+    changed["required"].append("nickname")
+    assert not client.compatible(registry.subject(topic), changed)
+    with pytest.raises(registry.SchemaRejected) as refused:
+        client.register(registry.subject(topic), changed)
+    assert "required" in str(refused.value).lower()
+    assert client.state(registry.subject(topic)).versions == [1]
+
+
+def test_the_producer_refuses_to_run_when_its_contract_is_incompatible(topic: str) -> None:
+    """A registered version the contract cannot follow stops the producer before any send."""
+    settings = settings_for(topic)
+    client = registry.Registry(settings.registry.url)
+    name = registry.subject(topic)
+    client.set_compatibility(name, "BACKWARD")
+    other = registry.json_schema()
+    other["properties"]["id"] = {"type": "integer"}  # the type of a field changed
+    client.register(name, other)
+    with pytest.raises(producer.RunFailed, match=f"not BACKWARD-compatible .*{name}"):
+        producer.publish_schema(settings)
+
+
+def test_every_record_the_producer_sends_names_its_schema_id_and_stays_plain_json(
+    kafka_bootstrap: str, topic: str
+) -> None:
+    with StandIn() as standin:
+        settings = settings_for(
+            topic, USERS_API_URL=standin.url, USERS_TOTAL="300", USERS_PER_SECOND="0"
+        )
+        stats = producer.run(settings)
+    schema_id = registry.Registry(settings.registry.url).state(registry.subject(topic)).latest_id
+    messages = read_topic(kafka_bootstrap, topic, topic_end_offsets(kafka_bootstrap, topic))
+    assert stats.sent == len(messages) == 300
+    headers = {tuple(m.headers) for m in messages}
+    assert headers == {((contract.SCHEMA_ID_HEADER, str(schema_id).encode()),)}
+    for m in messages:
+        contract.validate(json.loads(m.value))
