@@ -110,3 +110,13 @@ def test_every_record_the_producer_sends_names_its_schema_id_and_stays_plain_jso
     assert headers == {((contract.SCHEMA_ID_HEADER, str(schema_id).encode()),)}
     for m in messages:
         contract.validate(json.loads(m.value))
+
+
+def test_status_shows_the_subject_its_versions_and_its_compatibility_mode(topic: str) -> None:
+    from script import status
+
+    settings = settings_for(topic, SCHEMA_COMPATIBILITY="FULL")
+    first = registry.publish(settings)
+    assert status.registry_lines(settings, {"schema-registry"}) == [
+        f"  schema {topic}-value".ljust(34) + f"versions 1, latest id {first}, FULL compatibility"
+    ]
