@@ -101,8 +101,8 @@ PRIMARY_KEY = "id"
 class Column:
     """One column of a dead letter: its name, its type and where its value comes from.
 
-    ``source`` is the column of Spark's Kafka source it copies, ``REJECTION_REASON`` or
-    ``REJECTION_TIME``.
+    ``source`` is the column of Spark's Kafka source it copies, ``header:NAME`` (the Kafka
+    record header NAME, read as a number), ``REJECTION_REASON`` or ``REJECTION_TIME``.
     """
 
     name: str
@@ -122,6 +122,8 @@ DEAD_LETTER_COLUMNS: tuple[Column, ...] = (
     Column("kafka_timestamp", "timestamp", "timestamp"),  # when Kafka received the message
     Column("raw_key", "bytes", "key"),
     Column("raw_value", "bytes", "value"),  # the bytes as received: they may not even be UTF-8
+    # The schema the producer wrote it with (its registry id), null when the header is missing.
+    Column("schema_id", "int", f"header:{SCHEMA_ID_HEADER}"),
     Column("reason", "string", REJECTION_REASON),
     Column("rejected_at", "timestamp", REJECTION_TIME),
 )
