@@ -10,6 +10,7 @@ import copy
 import json
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import requests
@@ -120,3 +121,36 @@ def test_status_shows_the_subject_its_versions_and_its_compatibility_mode(topic:
     assert status.registry_lines(settings, {"schema-registry"}) == [
         f"  schema {topic}-value".ljust(34) + f"versions 1, latest id {first}, FULL compatibility"
     ]
+
+
+def _jdk(root: Path, name: str, version: str) -> Path:
+    home = root / name
+    (home / "bin").mkdir(parents=True)
+    (home / "bin" / "java").touch()
+    (home / "release").write_text(f'IMPLEMENTOR="x"\nJAVA_VERSION="{version}"\n')
+    return home
+
+
+def test_the_registry_runs_on_the_newest_java_21_or_later_unless_one_is_set(
+    tmp_path: Path,
+) -> None:
+    from script.services.registry import find_java
+
+    jdk17 = _jdk(tmp_path, "java-17", "17.0.12")
+    _jdk(tmp_path, "temurin-21", "21.0.4")
+    jdk25 = _jdk(tmp_path, "temurin-25", "25")
+    assert find_java("", str(jdk17), tmp_path) == jdk25 / "bin" / "java"
+    assert find_java("", "", tmp_path) == jdk25 / "bin" / "java"
+    chosen = tmp_path / "temurin-21"
+    assert find_java(str(chosen), str(jdk17), tmp_path) == chosen / "bin" / "java"
+
+
+def test_no_java_21_is_a_loud_error_that_names_the_setting(tmp_path: Path) -> None:
+    from script.layout import StackError
+    from script.services.registry import find_java
+
+    jdk17 = _jdk(tmp_path, "java-17", "17.0.12")
+    with pytest.raises(StackError, match="Java 21 or newer.*SCHEMA_REGISTRY_JAVA_HOME"):
+        find_java("", str(jdk17), tmp_path)
+    with pytest.raises(StackError, match=f"SCHEMA_REGISTRY_JAVA_HOME={jdk17} is not a Java 21"):
+        find_java(str(jdk17), "", tmp_path)
