@@ -238,6 +238,7 @@ class CassandraSink:
             F.current_timestamp().alias("timestamp"),
             F.lit(None).cast("binary").alias("key"),
             F.lit(bytearray(b"{}")).alias("value"),
+            F.lit(None).cast(parsing.KAFKA_SOURCE_SCHEMA["headers"].dataType).alias("headers"),
         )
         self._append(parsing.valid_rows(parsing.classify(sample)), self._cassandra.table)
 
