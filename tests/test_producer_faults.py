@@ -37,7 +37,7 @@ def standin(server: StandIn) -> Iterator[StandIn]:
 
 
 @pytest.fixture
-def topic(kafka_bootstrap: str, unique: str) -> Iterator[str]:
+def topic(kafka_bootstrap: str, schema_registry: str, unique: str) -> Iterator[str]:
     name = f"test_producer_faults_{unique}"
     yield name
     admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
