@@ -56,6 +56,7 @@ def settings_for(bootstrap: str, topic: str, standin: StandIn, **env: str) -> co
             "USERS_API_URL": standin.url,
             "USERS_API_BACKOFF_SECONDS": "0.05",
             "USERS_PER_SECOND": "0",
+            "SCHEMA_REGISTRY_URL": config.load().registry.url,  # the `schema_registry` fixture's
             **env,
         }
     )
