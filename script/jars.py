@@ -82,10 +82,16 @@ def resolve_archive(name: str, coordinates: str) -> Path:
     say(f"resolving {coordinates} with Maven (first run only) ...")
     started = time.monotonic()
     cmd = ["mvn", "-q", "-B", "dependency:unpack", f"-Dartifact={coordinates}"]
-    result = subprocess.run([*cmd, f"-DoutputDirectory={tmp}"], capture_output=True, text=True)
+    tmp.mkdir()
+    # Run from the target: without a project the plugin writes its "unpacked" marker under a
+    # literal `${project.basedir}` folder of the working directory; removed below.
+    result = subprocess.run(
+        [*cmd, f"-DoutputDirectory={tmp}"], capture_output=True, text=True, cwd=tmp
+    )
     if result.returncode != 0:
         tail = "\n".join((result.stdout + result.stderr).splitlines()[-15:])
         raise StackError(f"Maven could not resolve {coordinates}:\n{tail}")
+    shutil.rmtree(tmp / "${project.basedir}", ignore_errors=True)
     shutil.rmtree(dest, ignore_errors=True)
     tmp.rename(dest)
     (dest / ".resolved").write_text(coordinates)
