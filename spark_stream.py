@@ -103,6 +103,7 @@ SESSION_CONF: dict[str, str] = {
 # The Kafka source: a broker that is away is retried for a while (the stall watchdog bounds the
 # whole), and an executor's fetch gives up after 10 s (default 120 s) so the batch is retried.
 KAFKA_OPTIONS: dict[str, str] = {
+    "includeHeaders": "true",  # the schema-id header, for dead letters
     "kafkaConsumer.pollTimeoutMs": "10000",
     "fetchOffset.numRetries": "10",
     "fetchOffset.retryIntervalMs": "1000",
@@ -237,6 +238,7 @@ class CassandraSink:
             F.current_timestamp().alias("timestamp"),
             F.lit(None).cast("binary").alias("key"),
             F.lit(bytearray(b"{}")).alias("value"),
+            F.lit(None).cast(parsing.KAFKA_SOURCE_SCHEMA["headers"].dataType).alias("headers"),
         )
         self._append(parsing.valid_rows(parsing.classify(sample)), self._cassandra.table)
 

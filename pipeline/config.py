@@ -210,6 +210,22 @@ VARIABLES: tuple[Variable, ...] = (
         kind=NUMBER,
         minimum=1,
     ),
+    # The schema registry (Confluent's REST API): the local stack runs Apicurio, whose
+    # Confluent-compatible API is under /apis/ccompat/v7; Compose runs Confluent's.
+    _var(
+        "SCHEMA_REGISTRY_URL",
+        "http://127.0.0.1:8081/apis/ccompat/v7",
+        "the schema registry's Confluent REST API, where set-up and the producer publish the "
+        "record's JSON Schema under `<KAFKA_TOPIC>-value` (Compose: `http://schema-registry:8081`)",
+        DAG,
+    ),
+    _var(
+        "SCHEMA_COMPATIBILITY",
+        "BACKWARD",
+        "the subject's compatibility mode (`BACKWARD` or stricter: `BACKWARD_TRANSITIVE`, "
+        "`FULL`, `FULL_TRANSITIVE`); the producer refuses to run with an incompatible contract",
+        DAG,
+    ),
     # Cassandra
     _var(
         "CASSANDRA_HOST",
@@ -348,6 +364,23 @@ VARIABLES: tuple[Variable, ...] = (
         STACK,
     ),
     _var("JAVA_HOME", "", "the Java 17 the services run on; empty: `java` on PATH", STACK),
+    # Apicurio Registry 3 needs Java 21+, the other services run on 17.
+    _var(
+        "SCHEMA_REGISTRY_JAVA_HOME",
+        "",
+        "the Java 21 or newer the schema registry runs on; empty: `JAVA_HOME` if it is 21+, "
+        "else the newest JDK 21+ under `/usr/lib/jvm`",
+        STACK,
+    ),
+    _var(
+        "SCHEMA_REGISTRY_PORT",
+        "8081",
+        "the schema registry's HTTP port (on 127.0.0.1)",
+        STACK,
+        kind=WHOLE,
+        minimum=1,
+    ),
+    _var("SCHEMA_REGISTRY_HEAP", "256m", "the schema registry's heap", STACK, kind=MEMORY),
     _var("KAFKA_HEAP", "512m", "Kafka broker's heap", STACK, kind=MEMORY),
     _var("CASSANDRA_HEAP", "1G", "Cassandra's heap", STACK, kind=MEMORY),
     _var(
@@ -469,6 +502,20 @@ def _compression(env: Mapping[str, str]) -> str:
     return raw.lower()
 
 
+# SCHEMA_COMPATIBILITY's values: BACKWARD or stricter (a consumer always reads older records).
+COMPATIBILITIES = ("BACKWARD", "BACKWARD_TRANSITIVE", "FULL", "FULL_TRANSITIVE")
+
+
+def _compatibility(env: Mapping[str, str]) -> str:
+    raw = _text(env, "SCHEMA_COMPATIBILITY").upper()
+    if raw not in COMPATIBILITIES:
+        raise ConfigError(
+            f"SCHEMA_COMPATIBILITY={raw!r}: use one of {', '.join(COMPATIBILITIES)} (the stream "
+            "job must read records written with an older schema)"
+        )
+    return raw
+
+
 @dataclass(frozen=True)
 class KafkaSettings:
     bootstrap_servers: str
@@ -522,6 +569,12 @@ class CassandraLogin:
 
 
 @dataclass(frozen=True)
+class RegistrySettings:
+    url: str
+    compatibility: str
+
+
+@dataclass(frozen=True)
 class StreamSettings:
     master: str
     checkpoint_dir: str
@@ -541,6 +594,9 @@ class StackSettings:
     state_dir: Path
     python: str
     java_home: str
+    registry_java_home: str
+    registry_port: int
+    registry_heap: str
     kafka_heap: str
     cassandra_heap: str
     spark_driver_memory: str
@@ -586,6 +642,7 @@ class Settings:
     api: ApiSettings
     cassandra: CassandraSettings
     cassandra_admin: CassandraLogin
+    registry: RegistrySettings
     stream: StreamSettings
     stack: StackSettings
     task: TaskSettings
@@ -640,6 +697,9 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
             username=_text(env, "CASSANDRA_ADMIN_USERNAME"),
             password=_text(env, "CASSANDRA_ADMIN_PASSWORD"),
         ),
+        registry=RegistrySettings(
+            url=_text(env, "SCHEMA_REGISTRY_URL"), compatibility=_compatibility(env)
+        ),
         stream=StreamSettings(
             master=_text(env, "SPARK_MASTER"),
             checkpoint_dir=_text(env, "SPARK_CHECKPOINT_DIR"),
@@ -655,6 +715,9 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
             state_dir=state_dir(env),
             python=_text(env, "PYTHON"),
             java_home=_text(env, "JAVA_HOME"),
+            registry_java_home=_text(env, "SCHEMA_REGISTRY_JAVA_HOME"),
+            registry_port=_int(env, "SCHEMA_REGISTRY_PORT"),
+            registry_heap=_text(env, "SCHEMA_REGISTRY_HEAP"),
             kafka_heap=_text(env, "KAFKA_HEAP"),
             cassandra_heap=_text(env, "CASSANDRA_HEAP"),
             spark_driver_memory=_text(env, "SPARK_DRIVER_MEMORY"),

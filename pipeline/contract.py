@@ -89,6 +89,10 @@ FIELDS: tuple[Field, ...] = (
     Field("produced_at", "long", SendTime()),
 )
 
+# The Kafka record header with the schema registry's id of the schema a record was written with
+# (``pipeline.registry`` publishes ``FIELDS`` as that schema); the value stays plain JSON.
+SCHEMA_ID_HEADER = "schema-id"
+
 FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in FIELDS)
 PRIMARY_KEY = "id"
 
@@ -97,8 +101,8 @@ PRIMARY_KEY = "id"
 class Column:
     """One column of a dead letter: its name, its type and where its value comes from.
 
-    ``source`` is the column of Spark's Kafka source it copies, ``REJECTION_REASON`` or
-    ``REJECTION_TIME``.
+    ``source`` is the column of Spark's Kafka source it copies, ``header:NAME`` (the Kafka
+    record header NAME, read as a number), ``REJECTION_REASON`` or ``REJECTION_TIME``.
     """
 
     name: str
@@ -118,6 +122,8 @@ DEAD_LETTER_COLUMNS: tuple[Column, ...] = (
     Column("kafka_timestamp", "timestamp", "timestamp"),  # when Kafka received the message
     Column("raw_key", "bytes", "key"),
     Column("raw_value", "bytes", "value"),  # the bytes as received: they may not even be UTF-8
+    # The schema the producer wrote it with (its registry id), null when the header is missing.
+    Column("schema_id", "int", f"header:{SCHEMA_ID_HEADER}"),
     Column("reason", "string", REJECTION_REASON),
     Column("rejected_at", "timestamp", REJECTION_TIME),
 )

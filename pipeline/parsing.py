@@ -28,9 +28,10 @@ from typing import Annotated, Any
 
 import msgspec
 import pyarrow as pa
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import (
+    ArrayType,
     BinaryType,
     DataType,
     IntegerType,
@@ -80,8 +81,15 @@ KAFKA_SOURCE_SCHEMA = StructType(
         StructField("offset", LongType()),
         StructField("timestamp", TimestampType()),
         StructField("timestampType", IntegerType()),
+        StructField(  # with the option includeHeaders; null for a message without headers
+            "headers",
+            ArrayType(
+                StructType([StructField("key", StringType()), StructField("value", BinaryType())])
+            ),
+        ),
     ]
 )
+HEADER = "header:"  # a dead-letter column's source that names a Kafka record header
 # The Kafka source's columns that classify reads, in the order the Arrow batches carry them: the
 # message, and the ones its dead letter copies.
 KAFKA_COLUMNS: tuple[str, ...] = tuple(
@@ -289,7 +297,16 @@ def classify(kafka: DataFrame, on_batch: Callable[[int, int], None] | None = Non
     ``message_verdict``). ``on_batch`` runs in the Python worker with each Arrow batch's
     (messages, rejected) counts.
     """
-    return kafka.select(*KAFKA_COLUMNS).mapInArrow(arrow_classifier(on_batch), classified_schema())
+    columns = [_header(name) if name.startswith(HEADER) else F.col(name) for name in KAFKA_COLUMNS]
+    return kafka.select(*columns).mapInArrow(arrow_classifier(on_batch), classified_schema())
+
+
+def _header(source: str) -> Column:
+    """The first value of the Kafka record header ``header:NAME`` read as an int (else null),
+    named ``source``."""
+    key = source.removeprefix(HEADER).replace("'", "")
+    first = f"try_element_at(filter(headers, h -> h.key = '{key}'), 1).value"
+    return F.expr(f"try_cast(cast({first} AS STRING) AS INT)").alias(source)
 
 
 def valid_rows(classified: DataFrame) -> DataFrame:

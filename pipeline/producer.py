@@ -25,7 +25,7 @@ from typing import Any
 from kafka import KafkaAdminClient, KafkaProducer, codec
 from kafka.errors import KafkaTimeoutError, TopicAlreadyExistsError
 
-from pipeline import config, contract
+from pipeline import config, contract, registry
 from pipeline.config import KafkaSettings, Settings
 from pipeline.formatting import Skip, format_user
 from pipeline.randomuser import FetchError, RandomUserClient, iter_batches, run_seed
@@ -173,6 +173,8 @@ class Sender:
     in memory. At the limit ``send`` waits until the broker resolves some (each acknowledgement
     or failure makes room), and raises ``RunFailed`` when none resolves for ``stall_seconds``
     (default: the delivery timeout). ``most_in_flight`` is the most that were ever unresolved.
+    With a ``schema_id`` (the registry's id of the contract) each record carries it in the
+    ``schema-id`` header, as decimal text.
     """
 
     def __init__(
@@ -181,8 +183,12 @@ class Sender:
         kafka: KafkaSettings,
         *,
         stall_seconds: float | None = None,
+        schema_id: int | None = None,
     ) -> None:
         self.producer = producer
+        self.headers = (
+            None if schema_id is None else [(contract.SCHEMA_ID_HEADER, str(schema_id).encode())]
+        )
         self.kafka = kafka
         self.topic = kafka.topic
         self.stall_seconds = (
@@ -246,7 +252,9 @@ class Sender:
                 )
             return False
         self.wait_for_room()
-        future = self.producer.send(self.topic, key=encode_key(record), value=encode_value(record))
+        future = self.producer.send(
+            self.topic, key=encode_key(record), value=encode_value(record), headers=self.headers
+        )
         with self._resolved:
             self.queued += 1
             self.most_in_flight = max(
@@ -301,10 +309,13 @@ def stall_bound_seconds(kafka: KafkaSettings) -> float:
 
 
 def send_records(
-    producer: KafkaProducer, kafka: KafkaSettings, records: Iterable[Mapping[str, Any]]
+    producer: KafkaProducer,
+    kafka: KafkaSettings,
+    records: Iterable[Mapping[str, Any]],
+    schema_id: int | None = None,
 ) -> Sender:
     """Send ``records`` (validated, keyed by id), flush, return the ``Sender`` with its counts."""
-    sender = Sender(producer, kafka)
+    sender = Sender(producer, kafka, schema_id=schema_id)
     for record in records:
         sender.send(record)
     sender.flush()
@@ -474,7 +485,8 @@ def run(settings: Settings, run_id: str | None = None) -> RunStats:
     each record's ``produced_at`` is taken when it is sent, after any wait. Every served entry
     ends as a send or as a skip counted by its reason (``skip_reasons``). Raises ``RunFailed``
     (after flushing, with the counts) when the API gave up, when a send failed (the run stops
-    there), when the broker stalled or when nothing was sent; records already sent stay sent
+    there), when the broker stalled or when nothing was sent, and before sending anything when
+    the schema registry refuses the contract (``publish_schema``); records already sent stay sent
     and are counted. Any exception leaving the run carries the counts as a note.
     """
     api, kafka = settings.api, settings.kafka
@@ -491,10 +503,11 @@ def run(settings: Settings, run_id: str | None = None) -> RunStats:
     log.info(
         "run: %s (%s) from %s, seed %s from page %d", budget, pace, api.url, seed, api.start_page
     )
+    schema_id = publish_schema(settings)
     stats.partitions = ensure_topic(kafka)
     client = RandomUserClient(api)
     producer = create_producer(kafka)
-    sender = Sender(producer, kafka)
+    sender = Sender(producer, kafka, schema_id=schema_id)
     pages = Prefetcher(iter_batches(client, seed))
     started = time.monotonic()
     try:
@@ -518,6 +531,22 @@ def run(settings: Settings, run_id: str | None = None) -> RunStats:
     if stats.sent == 0:
         raise RunFailed(f"nothing was sent -- {stats.summary()}", stats)
     return stats
+
+
+def publish_schema(settings: Settings) -> int:
+    """The registry's id of the contract, registered if new; ``RunFailed`` when the registry
+    refuses it as incompatible (the producer does not run) or cannot be reached."""
+    try:
+        schema_id = registry.publish(settings)
+    except registry.RegistryError as exc:
+        raise RunFailed(f"the producer does not run: {exc}") from exc
+    log.info(
+        "schema: id %d under %s at %s",
+        schema_id,
+        registry.subject(settings.kafka.topic),
+        settings.registry.url,
+    )
+    return schema_id
 
 
 def _produce(pages: Prefetcher, sender: Sender, pacer: Pacer, stats: RunStats) -> FetchError | None:

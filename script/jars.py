@@ -1,6 +1,7 @@
 """Resolving jars once with Maven into .stack/jars: each service says which (`download`).
 
-Kafka (broker and ZooKeeper), Cassandra, and the Spark job's connectors; a Spark job never
+Kafka (broker and ZooKeeper), Cassandra, the schema registry's app and the Spark job's
+connectors; a Spark job never
 downloads anything at start-up.
 """
 
@@ -65,6 +66,36 @@ def resolve_service_jars(
             key,
         )
         (dest / ".resolved").write_text(key)
+    return dest
+
+
+def resolve_archive(name: str, coordinates: str) -> Path:
+    """Unpack the archive ``group:artifact:version:type:classifier`` into .stack/jars/NAME, once."""
+    dest = JARS / name
+    if _resolved(dest, coordinates):
+        return dest
+    if shutil.which("mvn") is None:
+        raise StackError("Maven (mvn) is not on PATH: install it (apt-get install maven)")
+    JARS.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(dest.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    say(f"resolving {coordinates} with Maven (first run only) ...")
+    started = time.monotonic()
+    cmd = ["mvn", "-q", "-B", "dependency:unpack", f"-Dartifact={coordinates}"]
+    tmp.mkdir()
+    # Run from the target: without a project the plugin writes its "unpacked" marker under a
+    # literal `${project.basedir}` folder of the working directory; removed below.
+    result = subprocess.run(
+        [*cmd, f"-DoutputDirectory={tmp}"], capture_output=True, text=True, cwd=tmp
+    )
+    if result.returncode != 0:
+        tail = "\n".join((result.stdout + result.stderr).splitlines()[-15:])
+        raise StackError(f"Maven could not resolve {coordinates}:\n{tail}")
+    shutil.rmtree(tmp / "${project.basedir}", ignore_errors=True)
+    shutil.rmtree(dest, ignore_errors=True)
+    tmp.rename(dest)
+    (dest / ".resolved").write_text(coordinates)
+    say(f"  unpacked into {dest} ({time.monotonic() - started:.0f}s)")
     return dest
 
 

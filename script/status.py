@@ -31,7 +31,8 @@ def show() -> None:
 
 
 def pipeline_lines(up_now: set[str]) -> list[str]:
-    """The pipeline half of `status`: topic, stream progress and lag, rows, last DAG run."""
+    """The pipeline half of `status`: topic, stream progress and lag, the record's schema, rows,
+    last DAG run."""
     import requests
     from cassandra import OperationTimedOut, ReadTimeout
     from cassandra.cluster import NoHostAvailable
@@ -56,6 +57,7 @@ def pipeline_lines(up_now: set[str]) -> list[str]:
         )
     else:
         lines.append("  kafka is down: no topic figures")
+    lines += registry_lines(settings, up_now)
     if "cassandra" in up_now:
         try:
             cluster, session = ps.cassandra_session(c)
@@ -86,3 +88,23 @@ def pipeline_lines(up_now: set[str]) -> list[str]:
         else:
             lines.append(f"  last {DAG_ID} run     none yet")
     return lines
+
+
+def registry_lines(settings: config.Settings, up_now: set[str]) -> list[str]:
+    """The record's subject in the schema registry: its versions, the latest id, the mode."""
+    from pipeline import registry
+
+    name = registry.subject(settings.kafka.topic)
+    if "schema-registry" not in up_now:
+        return [f"  schema-registry is down: no figures for {name}"]
+    try:
+        state = registry.Registry(settings.registry.url).state(name)
+    except registry.RegistryError as exc:
+        return [f"  schema-registry is not answering ({exc})"]
+    if not state.versions:
+        return [f"  schema {name:<25}not registered yet (`./run.sh up` publishes it)"]
+    versions = ", ".join(str(v) for v in state.versions)
+    return [
+        f"  schema {name:<25}versions {versions}, latest id {state.latest_id}, "
+        f"{state.compatibility or 'the registry default'} compatibility"
+    ]

@@ -55,6 +55,24 @@ def kafka_bootstrap(settings: config.Settings) -> str:
     return settings.kafka.bootstrap_servers
 
 
+@pytest.fixture(scope="session")
+def schema_registry(settings: config.Settings) -> str:
+    """SCHEMA_REGISTRY_URL, checked to answer the Confluent REST API."""
+    import requests
+
+    url = settings.registry.url
+    try:
+        requests.get(f"{url}/subjects", timeout=3).raise_for_status()
+    except requests.RequestException as exc:
+        pytest.fail(
+            f"no schema registry at SCHEMA_REGISTRY_URL={url} ({exc}). Start the stack with "
+            f"`./run.sh up` (or `python -m script up schema-registry`) and read "
+            f"{LOGS / 'schema-registry.log'}",
+            pytrace=False,
+        )
+    return url
+
+
 def cassandra_cluster(c: config.CassandraSettings, password: str | None = None):
     """A cassandra-driver Cluster for the configured Cassandra, logged in as ``c.username``.
 

@@ -29,7 +29,7 @@ from pipeline import config
 
 # Environment variables that Spark's own scripts read, not pipeline/config.py.
 SPARK_OWN_VARIABLES = {"SPARK_DRIVER_MEMORY", "SPARK_EXECUTOR_MEMORY"}
-PIPELINE_PREFIXES = ("KAFKA_", "CASSANDRA_", "USERS_", "SPARK_")
+PIPELINE_PREFIXES = ("KAFKA_", "CASSANDRA_", "USERS_", "SPARK_", "SCHEMA_")
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|FERNET")
 
 

@@ -120,6 +120,8 @@ def test_each_variable_sets_a_field_of_its_own_with_the_type_of_the_table() -> N
         raw, parsed = PROBES[variable.kind]
         if variable.name == "KAFKA_COMPRESSION":
             raw, parsed = "gzip", "gzip"
+        if variable.name == "SCHEMA_COMPATIBILITY":
+            raw, parsed = "full", "FULL"
         changed = {
             key: value
             for key, value in leaves(config.load({variable.name: raw})).items()
@@ -253,3 +255,11 @@ def test_requirements_pin_the_versions_of_stack_versions_env() -> None:
     import pyspark
 
     assert pyspark.__version__ == pinned["SPARK_VERSION"]
+
+
+def test_a_compatibility_mode_weaker_than_backward_is_refused() -> None:
+    """The stream job must read records written with an older schema: NONE or FORWARD is not
+    enough, and the message names the variable."""
+    for weak in ("NONE", "FORWARD"):
+        with pytest.raises(config.ConfigError, match="SCHEMA_COMPATIBILITY"):
+            config.load({"SCHEMA_COMPATIBILITY": weak})

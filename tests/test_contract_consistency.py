@@ -44,15 +44,12 @@ def test_the_producer_sends_exactly_the_contract_fields() -> None:
 
 def test_spark_reads_what_the_producer_sends_field_for_field(spark: SparkSession) -> None:
     records = served_records()
+    header = [(contract.SCHEMA_ID_HEADER, b"1")]  # as the producer sends it
     messages = [
-        (producer.encode_key(r), producer.encode_value(r), "users_created", 0, i, None, 0)
+        (producer.encode_key(r), producer.encode_value(r), "users_created", 0, i, None, 0, header)
         for i, r in enumerate(records)
     ]
-    kafka = spark.createDataFrame(
-        messages,
-        "key binary, value binary, topic string, partition int, offset long, "
-        "timestamp timestamp, timestampType int",
-    )
+    kafka = spark.createDataFrame(messages, parsing.KAFKA_SOURCE_SCHEMA)
     valid, rejected = parsing.split_records(kafka)
 
     assert rejected.collect() == []
@@ -135,7 +132,7 @@ def test_a_rejected_message_fills_every_dead_letter_column(
     where = f"{keyspace_settings.keyspace}.{keyspace_settings.dead_letter_table}"
     sent_at = datetime(2024, 5, 1, 12, 0, 0, 123000)
     kafka = spark.createDataFrame(
-        [(b"key", b"\xff not json", "users_created", 2, 7, sent_at, 0)],
+        [(b"key", b"\xff not json", "users_created", 2, 7, sent_at, 0, [("schema-id", b"42")])],
         parsing.KAFKA_SOURCE_SCHEMA,
     )
     _, rejected = parsing.split_records(kafka)
@@ -163,10 +160,11 @@ def test_a_rejected_message_fills_every_dead_letter_column(
         7,
         sent_at,
     )
-    assert (stored.raw_key, stored.raw_value, stored.reason) == (
+    assert (stored.raw_key, stored.raw_value, stored.reason, stored.schema_id) == (
         b"key",
         b"\xff not json",
         "not utf-8",
+        42,  # the schema-id header the producer wrote
     )
 
 

@@ -51,7 +51,7 @@ def encode(record: Any) -> bytes:
 def kafka_frame(spark: SparkSession, values: list[bytes | None]) -> DataFrame:
     """A static DataFrame with the Kafka source's columns: one message per value, offsets 0..n-1."""
     rows = [
-        (f"k{offset}".encode(), value, "users_created", offset % 3, offset, SENT_AT, 0)
+        (f"k{offset}".encode(), value, "users_created", offset % 3, offset, SENT_AT, 0, None)
         for offset, value in enumerate(values)
     ]
     return spark.createDataFrame(rows, parsing.KAFKA_SOURCE_SCHEMA)
@@ -216,8 +216,27 @@ def test_rejected_rows_carry_the_message_and_where_it_came_from(spark: SparkSess
         "kafka_timestamp": SENT_AT.replace(tzinfo=None),
         "raw_key": bytearray(b"k1"),
         "raw_value": bytearray(bad),
+        "schema_id": None,  # a message without headers
         "reason": "not utf-8",
     }
+
+
+def test_a_dead_letter_records_the_schema_id_header_when_there_is_a_number_in_it(
+    spark: SparkSession,
+) -> None:
+    headers = [
+        [("schema-id", b"7")],
+        [("other", b"1"), ("schema-id", b"12"), ("schema-id", b"13")],  # the first one counts
+        [("schema-id", b"not a number")],
+        [("other", b"5")],
+        [],
+        None,
+    ]
+    rows = [(b"k", b"not json", "t", 0, offset, SENT_AT, 0, h) for offset, h in enumerate(headers)]
+    frame = spark.createDataFrame(rows, parsing.KAFKA_SOURCE_SCHEMA)
+    _, rejected = parsing.split_records(frame)
+    found = {r["offset"]: r["schema_id"] for r in rejected.select("offset", "schema_id").collect()}
+    assert found == {0: 7, 1: 12, 2: None, 3: None, 4: None, 5: None}
 
 
 def test_spark_agrees_with_the_python_contract_on_every_case(

@@ -37,7 +37,7 @@ def standin(server: StandIn) -> Iterator[StandIn]:
 
 
 @pytest.fixture
-def topic(kafka_bootstrap: str, unique: str) -> Iterator[str]:
+def topic(kafka_bootstrap: str, schema_registry: str, unique: str) -> Iterator[str]:
     name = f"test_producer_faults_{unique}"
     yield name
     admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
@@ -56,6 +56,7 @@ def settings_for(bootstrap: str, topic: str, standin: StandIn, **env: str) -> co
             "USERS_API_URL": standin.url,
             "USERS_API_BACKOFF_SECONDS": "0.05",
             "USERS_PER_SECOND": "0",
+            "SCHEMA_REGISTRY_URL": config.load().registry.url,  # the `schema_registry` fixture's
             **env,
         }
     )

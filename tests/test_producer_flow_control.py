@@ -82,7 +82,7 @@ class FakeBroker:
         self.unresolved: deque[Future] = deque()
         self.most_unresolved = 0
 
-    def send(self, topic: str, key: bytes, value: bytes) -> Future:
+    def send(self, topic: str, key: bytes, value: bytes, headers: Any = None) -> Future:
         future = Future()
         with self.lock:
             self.sent.append((topic, key, value))

@@ -27,8 +27,8 @@ def standin() -> Iterator[StandIn]:
 
 
 @pytest.fixture
-def topic(kafka_bootstrap: str, unique: str) -> Iterator[str]:
-    """A fresh topic name; the topic is deleted after the test."""
+def topic(kafka_bootstrap: str, schema_registry: str, unique: str) -> Iterator[str]:
+    """A fresh topic name; the topic is deleted after the test (a run publishes its schema)."""
     name = f"test_producer_{unique}"
     yield name
     admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)

@@ -111,7 +111,8 @@ class Scenario:
     keyspace: str
     role: str
     sent: dict[str, dict[str, Any]]  # id -> record
-    dead: dict[tuple[int, int], tuple[bytes | None, str]]  # (partition, offset) -> value, reason
+    # (partition, offset) -> value, reason, the schema-id header it was sent with (None: none)
+    dead: dict[tuple[int, int], tuple[bytes | None, str, int | None]]
     runs: list[Run]
 
 
@@ -213,7 +214,7 @@ def scenario(
     admin.create_topics([NewTopic(topic, num_partitions=3, replication_factor=1)])
     producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
     sent: dict[str, dict[str, Any]] = {}
-    dead: dict[tuple[int, int], tuple[bytes | None, str]] = {}
+    dead: dict[tuple[int, int], tuple[bytes | None, str, int | None]] = {}
 
     def send_valid(n: int, first: int) -> None:
         for i in range(first, first + n):
@@ -222,8 +223,12 @@ def scenario(
             producer.send(topic, key=record["id"].encode(), value=value(record))
             if i % 25 == 0 and i // 25 < len(MALFORMED):  # malformed ones among the valid
                 raw, reason = MALFORMED[i // 25]
-                meta = producer.send(topic, key=b"bad", value=raw).get(timeout=30)
-                dead[(meta.partition, meta.offset)] = (raw, reason)
+                schema_id = i // 25 or None  # the first one without the header
+                headers = (
+                    [(contract.SCHEMA_ID_HEADER, str(schema_id).encode())] if schema_id else None
+                )
+                meta = producer.send(topic, key=b"bad", value=raw, headers=headers).get(timeout=30)
+                dead[(meta.partition, meta.offset)] = (raw, reason, schema_id)
         producer.flush()
 
     runs: list[Run] = []
@@ -312,12 +317,14 @@ def test_every_malformed_message_becomes_one_dead_letter_with_its_reason(
     scenario: Scenario, cassandra_session: Any, settings: config.Settings
 ) -> None:
     rows = cassandra_session.execute(
-        "SELECT partition, offset, raw_value, reason, kafka_timestamp, rejected_at "
+        "SELECT partition, offset, raw_value, reason, schema_id, kafka_timestamp, rejected_at "
         f"FROM {scenario.keyspace}.{settings.cassandra.dead_letter_table}"
     )
-    stored = {(row.partition, row.offset): (row.raw_value, row.reason) for row in rows}
-    assert stored == scenario.dead
-    assert sorted(reason for _, reason in stored.values()) == sorted(r for _, r in MALFORMED)
+    stored = {
+        (row.partition, row.offset): (row.raw_value, row.reason, row.schema_id) for row in rows
+    }
+    assert stored == scenario.dead  # each with the schema id its header named
+    assert sorted(reason for _, reason, _ in stored.values()) == sorted(r for _, r in MALFORMED)
 
 
 def test_sigterm_stops_each_run_cleanly_after_a_committed_batch(scenario: Scenario) -> None:

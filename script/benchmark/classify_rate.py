@@ -36,7 +36,9 @@ def main(argv: list[str]) -> int:
     rows = []
     for offset in range(messages):
         rid = record_id("classify", offset)
-        rows.append((rid, message(pool[offset % len(pool)], rid, sent_ms), "t", 0, offset, now, 0))
+        rows.append(
+            (rid, message(pool[offset % len(pool)], rid, sent_ms), "t", 0, offset, now, 0, None)
+        )
     frame = spark.createDataFrame(rows, parsing.KAFKA_SOURCE_SCHEMA).repartition(2).cache()
     frame.count()
     valid = parsing.classify(frame).where(F.col(parsing.REASON).isNull()).count()

@@ -15,7 +15,7 @@ from script.services import STACK, STANDIN
 from script.services.standin import standin_url
 
 PARTS = ("latency", "rate", "classify", "sink", "producer", "restart", "memory", "fetch")
-NEEDED = ["zookeeper", "kafka", "cassandra"]
+NEEDED = ["zookeeper", "kafka", "schema-registry", "cassandra"]  # the producer publishes its schema
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -64,7 +64,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def ensure_services() -> None:
-    """Reuse Kafka, ZooKeeper and Cassandra when they answer (whoever started them), else start."""
+    """Reuse the services it needs when they answer (whoever started them), else start them."""
     for service in STACK:
         if service.name in NEEDED:
             if service.probe() is None:

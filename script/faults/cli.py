@@ -13,7 +13,7 @@ from script.faults.scenarios import FULL, SCENARIOS, SHORT
 from script.layout import STATE
 from script.services import STACK
 
-NEEDED = ["zookeeper", "kafka", "cassandra"]  # what the scenarios run against
+NEEDED = ["zookeeper", "kafka", "schema-registry", "cassandra"]  # what the scenarios run against
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

@@ -12,11 +12,19 @@ from script.services.base import Process, Service
 from script.services.cassandra import Cassandra
 from script.services.kafka import Kafka
 from script.services.postgres import Postgres
+from script.services.registry import SchemaRegistry
 from script.services.standin import StandIn
 from script.services.stream import StreamJob
 from script.services.zookeeper import ZooKeeper
 
-STACK: list[Service] = [Postgres(), ZooKeeper(), Kafka(), Cassandra(), Airflow()]
+STACK: list[Service] = [
+    Postgres(),
+    ZooKeeper(),
+    Kafka(),
+    SchemaRegistry(),
+    Cassandra(),
+    Airflow(),
+]
 STREAM = StreamJob()
 STANDIN = StandIn()
 ON_DEMAND: list[Service] = [STREAM, STANDIN]
