@@ -123,6 +123,22 @@ def spark():
     session.stop()
 
 
+@pytest.fixture
+def topic(kafka_bootstrap: str, schema_registry: str, unique: str):
+    """A fresh topic name (its schema subject is fresh too: a producer run publishes one); the
+    topic is deleted after the test."""
+    from kafka import KafkaAdminClient
+
+    name = f"test_{unique}"
+    yield name
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    try:
+        if name in admin.list_topics():
+            admin.delete_topics([name])
+    finally:
+        admin.close()
+
+
 def topic_end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
     """Partition -> the offset the next message of ``topic`` will get (its end offset now)."""
     from kafka import KafkaConsumer, TopicPartition

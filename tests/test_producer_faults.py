@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 from conftest import read_topic, topic_end_offsets
-from kafka import KafkaAdminClient
 
 from pipeline import config, producer
 from pipeline.formatting import Skip, format_user
@@ -34,18 +33,6 @@ def standin(server: StandIn) -> Iterator[StandIn]:
     server.clear()
     yield server
     server.clear()
-
-
-@pytest.fixture
-def topic(kafka_bootstrap: str, schema_registry: str, unique: str) -> Iterator[str]:
-    name = f"test_producer_faults_{unique}"
-    yield name
-    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
-    try:
-        if name in admin.list_topics():
-            admin.delete_topics([name])
-    finally:
-        admin.close()
 
 
 def settings_for(bootstrap: str, topic: str, standin: StandIn, **env: str) -> config.Settings:

@@ -26,19 +26,6 @@ def standin() -> Iterator[StandIn]:
         yield server
 
 
-@pytest.fixture
-def topic(kafka_bootstrap: str, schema_registry: str, unique: str) -> Iterator[str]:
-    """A fresh topic name; the topic is deleted after the test (a run publishes its schema)."""
-    name = f"test_producer_{unique}"
-    yield name
-    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
-    try:
-        if name in admin.list_topics():
-            admin.delete_topics([name])
-    finally:
-        admin.close()
-
-
 def settings_for(kafka_bootstrap: str, topic: str, standin: StandIn, **env: str) -> config.Settings:
     return config.load(
         {

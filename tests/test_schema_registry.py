@@ -9,29 +9,14 @@ from __future__ import annotations
 import copy
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
 from conftest import read_topic, topic_end_offsets
-from kafka import KafkaAdminClient
 
 from pipeline import config, contract, producer, registry
 from standin import StandIn
-
-
-@pytest.fixture
-def topic(kafka_bootstrap: str, schema_registry: str, unique: str) -> Iterator[str]:
-    """A fresh topic name (its subject is fresh too); the topic is deleted after the test."""
-    name = f"test_registry_{unique}"
-    yield name
-    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
-    try:
-        if name in admin.list_topics():
-            admin.delete_topics([name])
-    finally:
-        admin.close()
 
 
 def settings_for(topic: str, **env: str) -> config.Settings:
