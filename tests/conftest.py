@@ -29,6 +29,21 @@ os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 os.umask(0o077)
 
 
+def imported_modules(path: Path) -> set[str]:
+    """Every absolute module name ``path`` imports, at any depth (function-level imports too),
+    with ``from M import N`` also giving ``M.N`` (N may be a module)."""
+    import ast
+
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
 def require_port(service: str, host: str, port: int, log: str) -> None:
     """Fail (not skip) with the fix when ``service`` does not accept TCP on ``host:port``."""
     try:

