@@ -64,13 +64,10 @@ log = logging.getLogger("spark_stream")
 CASSANDRA_FORMAT = "org.apache.spark.sql.cassandra"
 KAFKA_FORMAT = "kafka"
 
-# Connector write settings, chosen for throughput on a single-node local Cassandra; each is
-# per DataFrame write, so `--conf` cannot override them by accident.
+# Connector write settings, chosen for throughput on a small local Cassandra; each is per
+# DataFrame write, so `--conf` cannot override them by accident. The consistency level is
+# CASSANDRA_WRITE_CONSISTENCY's (``write_options``).
 WRITE_OPTIONS: dict[str, str] = {
-    # One replica acknowledges: with replication factor 1 it is the same as the default
-    # LOCAL_QUORUM, with more replicas it trades read-your-write for latency. Replays make a
-    # lost write good again only until its batch is committed, so raise it for production.
-    "spark.cassandra.output.consistency.level": "LOCAL_ONE",
     # Every row has its own partition key (the user id), so grouping by partition gains
     # nothing; grouping rows whose replicas are the same nodes into unlogged batches of up to
     # 32 KiB (about 70 users) does: each node gets one request per batch instead of one per
@@ -81,6 +78,17 @@ WRITE_OPTIONS: dict[str, str] = {
     "spark.cassandra.output.batch.size.bytes": "32768",
     "spark.cassandra.output.concurrent.writes": "8",
 }
+
+
+def write_options(cassandra: CassandraSettings) -> dict[str, str]:
+    """WRITE_OPTIONS with the write consistency (default LOCAL_QUORUM: a batch is committed
+    only once a majority of each row's replicas has it, so one node may die without a row
+    lost, and a quorum read sees every row)."""
+    return {
+        **WRITE_OPTIONS,
+        "spark.cassandra.output.consistency.level": cassandra.write_consistency,
+    }
+
 
 # The connector's session: notice a dead Cassandra in seconds rather than minutes (its defaults
 # are a 120 s request timeout, tried 60 times), and reconnect within two seconds of it answering
@@ -219,7 +227,9 @@ class CassandraSink:
     def _append(self, rows: DataFrame, table: str) -> None:
         (
             rows.write.format(CASSANDRA_FORMAT)
-            .options(keyspace=self._cassandra.keyspace, table=table, **WRITE_OPTIONS)
+            .options(
+                keyspace=self._cassandra.keyspace, table=table, **write_options(self._cassandra)
+            )
             .mode("append")
             .save()
         )
@@ -253,7 +263,7 @@ def build_session(cassandra: CassandraSettings) -> SparkSession:
     """The Spark session, with the Cassandra connector's connection and credentials."""
     spark = (
         SparkSession.builder.appName("spark_stream")
-        .config("spark.cassandra.connection.host", cassandra.host)
+        .config("spark.cassandra.connection.host", ",".join(cassandra.hosts))
         .config("spark.cassandra.connection.port", str(cassandra.port))
         .config("spark.cassandra.auth.username", cassandra.username)
         .config("spark.cassandra.auth.password", cassandra.password)

@@ -153,7 +153,7 @@ def connect(settings: CassandraSettings, connect_timeout: float = 10) -> Session
     where = f"Cassandra at {settings.host}:{settings.port} as user {settings.username!r}"
     try:
         cluster = Cluster(
-            [settings.host],
+            settings.hosts,
             port=settings.port,
             auth_provider=PlainTextAuthProvider(settings.username, settings.password),
             # Cassandra 4 and 5 speak v5; naming it spares a downgrade dance and its warnings.
@@ -246,8 +246,9 @@ TABLES = (
 )
 
 
-def ensure_schema(session: Session, settings: CassandraSettings) -> None:
-    """Create the keyspace and both tables if missing, then bring existing tables up to date.
+def ensure_schema(session: Session, settings: CassandraSettings) -> list[str]:
+    """Create the keyspace and both tables if missing, then bring existing tables up to date;
+    the keyspaces whose replication it changed (see ``replicate``).
 
     A column the contract has and an existing table lacks is added (``ALTER TABLE ... ADD``,
     logged). Raise ``SchemaMismatch`` (see ``check_table``) when a table has a column the
@@ -256,6 +257,7 @@ def ensure_schema(session: Session, settings: CassandraSettings) -> None:
     for statement in schema_statements(settings):
         log.info("cassandra: %s", statement)
         session.execute(statement)
+    altered = replicate(session, settings)
     missing: dict[str, list[tuple[str, str]]] = {}
     for attribute, shape, variable in TABLES:
         table = getattr(settings, attribute)
@@ -271,6 +273,48 @@ def ensure_schema(session: Session, settings: CassandraSettings) -> None:
                 "cassandra: %s lacks contract column %s, adding it: %s", where, name, statement
             )
             session.execute(statement)
+    return altered
+
+
+def replication_factor(session: Session, keyspace: str) -> int:
+    """The replicas per data centre of ``keyspace`` (the largest of its data centres'), 0 when
+    it does not exist."""
+    row = session.execute(
+        "SELECT replication FROM system_schema.keyspaces WHERE keyspace_name = %s", [keyspace]
+    ).one()
+    if row is None:
+        return 0
+    counts = [int(v) for k, v in row.replication.items() if k != "class" and v.isdigit()]
+    return max(counts, default=0)
+
+
+def replicate(session: Session, settings: CassandraSettings) -> list[str]:
+    """Give the keyspace, and ``system_auth`` (the roles: a login must survive a node down),
+    ``settings.replication_factor`` replicas where they have another number (``system_auth``
+    only ever more). Returns the keyspaces altered: their existing rows reach the new replicas
+    by a repair (``nodetool repair KEYSPACE``), which the local stack runs."""
+    altered = []
+    wanted = settings.replication_factor
+    for keyspace in (settings.keyspace, "system_auth"):
+        have = replication_factor(session, keyspace)
+        if have == wanted or (keyspace == "system_auth" and have >= wanted):
+            continue
+        statement = (
+            f"ALTER KEYSPACE {keyspace} WITH replication = "
+            f"{{'class': 'NetworkTopologyStrategy', 'replication_factor': {wanted}}}"
+        )
+        log.warning(
+            "cassandra: keyspace %s has %d replica(s), CASSANDRA_REPLICATION_FACTOR=%d: %s "
+            "(then `nodetool repair %s` copies its rows to the new replicas)",
+            keyspace,
+            have,
+            wanted,
+            statement,
+            keyspace,
+        )
+        session.execute(statement, timeout=60)
+        altered.append(keyspace)
+    return altered
 
 
 def check_schema(session: Session, settings: CassandraSettings) -> None:
@@ -344,7 +388,7 @@ def extra_permissions(writer: CassandraSettings, granted: list[tuple[str, str]])
     return revokes
 
 
-def set_up(session: Session, writer: CassandraSettings) -> None:
+def set_up(session: Session, writer: CassandraSettings) -> list[str]:
     """Run as the admin (``session``): the schema (``ensure_schema``), then the stream job's
     role ``writer.username`` with ``writer.password`` and only SELECT and MODIFY on the
     keyspace: any other permission on data it holds is taken back. Idempotent.
@@ -355,7 +399,7 @@ def set_up(session: Session, writer: CassandraSettings) -> None:
             f"CASSANDRA_USERNAME={writer.username!r} is the admin login: give the stream job a "
             "role of its own (default pipeline_writer), set-up grants it only read and write"
         )
-    ensure_schema(session, writer)
+    altered = ensure_schema(session, writer)
     for statement in writer_role_statements(writer):
         session.execute(statement)
     rows = session.execute(f'LIST ALL PERMISSIONS OF "{writer.username}" NORECURSIVE')
@@ -368,6 +412,7 @@ def set_up(session: Session, writer: CassandraSettings) -> None:
         " and ".join(WRITER_PERMISSIONS),
         writer.keyspace,
     )
+    return altered
 
 
 def admin_session(admin: CassandraSettings) -> Session:

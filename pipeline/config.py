@@ -53,6 +53,7 @@ class Variable:
     read_by: tuple[str, ...]
     kind: str = TEXT
     minimum: int = 0  # WHOLE and NUMBER: the smallest value allowed
+    cluster: str | None = None  # the default when STACK_TOPOLOGY is cluster, None: the same
 
     @property
     def side(self) -> str:
@@ -61,9 +62,21 @@ class Variable:
 
 
 def _var(
-    name: str, default: str, help: str, *read_by: str, kind: str = TEXT, minimum: int = 0
+    name: str,
+    default: str,
+    help: str,
+    *read_by: str,
+    kind: str = TEXT,
+    minimum: int = 0,
+    cluster: str | None = None,
 ) -> Variable:
-    return Variable(name, default, help, read_by, kind, minimum)
+    return Variable(name, default, help, read_by, kind, minimum, cluster)
+
+
+# The cluster topology's nodes: three hosts, loopback aliases on one machine (one node per host
+# on real machines). Brokers and Cassandra nodes keep the standard ports, each on its address.
+CLUSTER_HOSTS = ("127.0.0.1", "127.0.0.2", "127.0.0.3")
+TOPOLOGIES = ("single", "cluster")
 
 
 # The table. Comments give the why of a default; `help` is the line README and --help show.
@@ -72,9 +85,10 @@ VARIABLES: tuple[Variable, ...] = (
     _var(
         "KAFKA_BOOTSTRAP_SERVERS",
         "localhost:9092",
-        "Kafka brokers (Compose: `broker:29092`)",
+        "Kafka brokers (Compose: `broker:29092`); the local stack runs one broker per address",
         DAG,
         STREAM_JOB,
+        cluster=",".join(f"{host}:9092" for host in CLUSTER_HOSTS),
     ),
     _var(
         "KAFKA_TOPIC",
@@ -98,6 +112,19 @@ VARIABLES: tuple[Variable, ...] = (
         DAG,
         kind=WHOLE,
         minimum=1,
+        cluster="3",
+    ),
+    # With acks=all, a write is acknowledged once this many replicas have it: one broker of
+    # three may die without a write lost or refused.
+    _var(
+        "KAFKA_MIN_INSYNC_REPLICAS",
+        "1",
+        "the topic's `min.insync.replicas` when it is created: the producer's `acks=all` waits "
+        "for this many replicas",
+        DAG,
+        kind=WHOLE,
+        minimum=1,
+        cluster="2",
     ),
     # lz4 (requirements.txt installs its library) compresses our records for about 1/20 of the
     # CPU of kafka-python's gzip, whose level it fixes at 9.
@@ -230,8 +257,11 @@ VARIABLES: tuple[Variable, ...] = (
     _var(
         "CASSANDRA_HOST",
         "localhost",
-        "Cassandra contact point (Compose: `cassandra`)",
+        "Cassandra contact points, comma-separated (Compose: `cassandra`); the local stack runs "
+        "one node per host, the first is the seed",
         STREAM_JOB,
+        SETUP,
+        cluster=",".join(CLUSTER_HOSTS),
     ),
     _var("CASSANDRA_PORT", "9042", "CQL port", STREAM_JOB, kind=WHOLE, minimum=1),
     # The stream job's own role: set-up grants it SELECT and MODIFY on the keyspace, nothing else.
@@ -284,17 +314,35 @@ VARIABLES: tuple[Variable, ...] = (
     _var(
         "CASSANDRA_REPLICATION_FACTOR",
         "1",
-        "replication of the keyspace",
+        "replication of the keyspace (and of `system_auth`, so that logins survive a node)",
         SETUP,
         kind=WHOLE,
         minimum=1,
+        cluster="3",
+    ),
+    # A quorum of the replicas: with RF 3 a write survives one node down and a read at quorum
+    # sees it; with RF 1 it is the one node.
+    _var(
+        "CASSANDRA_WRITE_CONSISTENCY",
+        "LOCAL_QUORUM",
+        "the stream job's write consistency (`LOCAL_QUORUM`: a majority of the replicas)",
+        STREAM_JOB,
     ),
     # Spark stream job
     _var(
         "SPARK_MASTER",
         "local[*]",
-        "Spark master (Compose: `spark://spark-master:7077`)",
+        "Spark master (Compose: `spark://spark-master:7077`); a `spark://` one: the local stack "
+        "runs it and `SPARK_WORKERS` workers, and the job is submitted to it in client mode",
         SUBMIT,
+        cluster="spark://127.0.0.1:7077",
+    ),
+    _var(
+        "SPARK_EXECUTOR_MEMORY",
+        "512m",
+        "each executor's memory on a `spark://` master",
+        SUBMIT,
+        kind=MEMORY,
     ),
     _var(
         "SPARK_CHECKPOINT_DIR",
@@ -333,6 +381,7 @@ VARIABLES: tuple[Variable, ...] = (
         STREAM_JOB,
         kind=WHOLE,
         minimum=1,
+        cluster="2",
     ),
     # A batch takes seconds at most; Spark reports an idle query every 10 s.
     _var(
@@ -351,6 +400,14 @@ VARIABLES: tuple[Variable, ...] = (
         SUBMIT,
     ),
     # The local stack's own
+    _var(
+        "STACK_TOPOLOGY",
+        "",
+        "`single` (one node of each) or `cluster` (3 Cassandra nodes, 3 Kafka brokers, a Spark "
+        "master and workers: the defaults marked cluster); empty: the topology of the last "
+        "`up`, kept in `$STACK_STATE_DIR/data/topology`, else `single`",
+        STACK,
+    ),
     _var(
         "STACK_STATE_DIR",
         "{repo}/.stack",
@@ -381,14 +438,43 @@ VARIABLES: tuple[Variable, ...] = (
         minimum=1,
     ),
     _var("SCHEMA_REGISTRY_HEAP", "256m", "the schema registry's heap", STACK, kind=MEMORY),
-    _var("KAFKA_HEAP", "512m", "Kafka broker's heap", STACK, kind=MEMORY),
-    _var("CASSANDRA_HEAP", "1G", "Cassandra's heap", STACK, kind=MEMORY),
+    _var("KAFKA_HEAP", "512m", "each Kafka broker's heap", STACK, kind=MEMORY, cluster="384m"),
+    _var("CASSANDRA_HEAP", "1G", "each Cassandra node's heap", STACK, kind=MEMORY, cluster="768m"),
+    # Node n's JMX port is this plus n - 1 (local JMX binds 127.0.0.1 whatever the node's host).
+    _var(
+        "CASSANDRA_JMX_PORT",
+        "7199",
+        "the first Cassandra node's JMX port (on 127.0.0.1; node n: this + n - 1), for nodetool",
+        STACK,
+        kind=WHOLE,
+        minimum=1,
+    ),
+    # In client mode the driver only plans batches: the executors parse and write.
     _var(
         "SPARK_DRIVER_MEMORY",
         "1g",
         "the stream job's `--driver-memory` (Compose: read by spark-submit itself, `384m`)",
         STACK,
         kind=MEMORY,
+        cluster="512m",
+    ),
+    _var(
+        "SPARK_WORKERS",
+        "2",
+        "Spark workers the local stack runs with a `spark://` master",
+        STACK,
+        kind=WHOLE,
+        minimum=1,
+    ),
+    _var("SPARK_WORKER_CORES", "1", "cores each Spark worker offers", STACK, kind=WHOLE, minimum=1),
+    _var("SPARK_WORKER_MEMORY", "1g", "memory each Spark worker offers", STACK, kind=MEMORY),
+    _var(
+        "SPARK_MASTER_UI_PORT",
+        "9090",
+        "the Spark master's web UI (workers and applications), as in Compose",
+        STACK,
+        kind=WHOLE,
+        minimum=1,
     ),
     _var("ZOOKEEPER_PORT", "2181", "ZooKeeper's client port", STACK, kind=WHOLE, minimum=1),
     _var("POSTGRES_PORT", "5432", "PostgreSQL's port", STACK, kind=WHOLE, minimum=1),
@@ -452,7 +538,9 @@ def _raw(env: Mapping[str, str], name: str) -> str:
     value = env.get(name)
     if value is not None and value != "":
         return value
-    default = BY_NAME[name].default
+    variable = BY_NAME[name]
+    cluster = variable.cluster is not None and topology(env) == "cluster"
+    default = variable.cluster if cluster and variable.cluster is not None else variable.default
     if _STATE in default:
         return default.replace(_STATE, str(state_dir(env)))
     return default.replace("{repo}", str(REPO_ROOT))
@@ -461,6 +549,25 @@ def _raw(env: Mapping[str, str], name: str) -> str:
 def state_dir(env: Mapping[str, str] | None = None) -> Path:
     """STACK_STATE_DIR (default ``<repo>/.stack``): the stack's files, and the default paths."""
     return Path(_raw(os.environ if env is None else env, "STACK_STATE_DIR"))
+
+
+def topology_record(env: Mapping[str, str] | None = None) -> Path:
+    """Where `up` keeps the topology it brought the stack up with (its data is of it)."""
+    return state_dir(env) / "data" / "topology"
+
+
+def topology(env: Mapping[str, str] | None = None) -> str:
+    """STACK_TOPOLOGY, else the topology of the stack's last `up`, else "single"."""
+    env = os.environ if env is None else env
+    raw = env.get("STACK_TOPOLOGY") or ""
+    if not raw:
+        try:
+            raw = topology_record(env).read_text().strip()
+        except OSError:
+            raw = "single"
+    if raw not in TOPOLOGIES:
+        raise ConfigError(f"STACK_TOPOLOGY={raw!r}: use one of {', '.join(TOPOLOGIES)}")
+    return raw
 
 
 def _parse(env: Mapping[str, str], name: str) -> str | int | float:
@@ -516,6 +623,19 @@ def _compatibility(env: Mapping[str, str]) -> str:
     return raw
 
 
+# CASSANDRA_WRITE_CONSISTENCY's values: the ones a write of the connector can ask for.
+CONSISTENCIES = ("ONE", "TWO", "THREE", "QUORUM", "LOCAL_ONE", "LOCAL_QUORUM", "EACH_QUORUM", "ALL")
+
+
+def _consistency(env: Mapping[str, str]) -> str:
+    raw = _text(env, "CASSANDRA_WRITE_CONSISTENCY").upper()
+    if raw not in CONSISTENCIES:
+        raise ConfigError(
+            f"CASSANDRA_WRITE_CONSISTENCY={raw!r}: use one of {', '.join(CONSISTENCIES)}"
+        )
+    return raw
+
+
 @dataclass(frozen=True)
 class KafkaSettings:
     bootstrap_servers: str
@@ -527,6 +647,17 @@ class KafkaSettings:
     batch_size: int
     max_in_flight_records: int
     delivery_timeout_seconds: float
+    min_insync_replicas: int = 1
+
+    @property
+    def brokers(self) -> list[tuple[str, int]]:
+        """The (host, port) of each bootstrap server."""
+        return [_host_port(a, 9092) for a in self.bootstrap_servers.split(",") if a.strip()]
+
+
+def _host_port(address: str, port: int) -> tuple[str, int]:
+    host, _, number = address.strip().rpartition(":")
+    return (host, int(number)) if host and number.isdigit() else (address.strip(), port)
 
 
 @dataclass(frozen=True)
@@ -555,8 +686,14 @@ class CassandraSettings:
     table: str
     dead_letter_table: str
     replication_factor: int
+    write_consistency: str = "LOCAL_QUORUM"
     # The variables that hold this login, for error messages.
     login_variables: str = "CASSANDRA_USERNAME and CASSANDRA_PASSWORD"
+
+    @property
+    def hosts(self) -> list[str]:
+        """The contact points (CASSANDRA_HOST, comma-separated)."""
+        return [h.strip() for h in self.host.split(",") if h.strip()]
 
 
 @dataclass(frozen=True)
@@ -585,12 +722,14 @@ class StreamSettings:
     batch_partitions: int
     ui_port: int
     jars_dir: str
+    executor_memory: str = "512m"
 
 
 @dataclass(frozen=True)
 class StackSettings:
     """The local stack's own settings (./run.sh, script/); Compose has its own."""
 
+    topology: str
     state_dir: Path
     python: str
     java_home: str
@@ -599,7 +738,12 @@ class StackSettings:
     registry_heap: str
     kafka_heap: str
     cassandra_heap: str
+    cassandra_jmx_port: int
     spark_driver_memory: str
+    spark_workers: int
+    spark_worker_cores: int
+    spark_worker_memory: str
+    spark_master_ui_port: int
     zookeeper_port: int
     postgres_port: int
     postgres_user: str
@@ -668,6 +812,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
             batch_size=_int(env, "KAFKA_BATCH_SIZE"),
             max_in_flight_records=_int(env, "KAFKA_MAX_IN_FLIGHT_RECORDS"),
             delivery_timeout_seconds=_float(env, "KAFKA_DELIVERY_TIMEOUT_SECONDS"),
+            min_insync_replicas=_int(env, "KAFKA_MIN_INSYNC_REPLICAS"),
         ),
         api=ApiSettings(
             url=_text(env, "USERS_API_URL"),
@@ -692,6 +837,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
             table=_text(env, "CASSANDRA_TABLE"),
             dead_letter_table=_text(env, "CASSANDRA_DEAD_LETTER_TABLE"),
             replication_factor=_int(env, "CASSANDRA_REPLICATION_FACTOR"),
+            write_consistency=_consistency(env),
         ),
         cassandra_admin=CassandraLogin(
             username=_text(env, "CASSANDRA_ADMIN_USERNAME"),
@@ -710,8 +856,10 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
             batch_partitions=_int(env, "SPARK_BATCH_PARTITIONS"),
             ui_port=_int(env, "SPARK_UI_PORT"),
             jars_dir=_text(env, "SPARK_JARS_DIR"),
+            executor_memory=_text(env, "SPARK_EXECUTOR_MEMORY"),
         ),
         stack=StackSettings(
+            topology=topology(env),
             state_dir=state_dir(env),
             python=_text(env, "PYTHON"),
             java_home=_text(env, "JAVA_HOME"),
@@ -720,7 +868,12 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
             registry_heap=_text(env, "SCHEMA_REGISTRY_HEAP"),
             kafka_heap=_text(env, "KAFKA_HEAP"),
             cassandra_heap=_text(env, "CASSANDRA_HEAP"),
+            cassandra_jmx_port=_int(env, "CASSANDRA_JMX_PORT"),
             spark_driver_memory=_text(env, "SPARK_DRIVER_MEMORY"),
+            spark_workers=_int(env, "SPARK_WORKERS"),
+            spark_worker_cores=_int(env, "SPARK_WORKER_CORES"),
+            spark_worker_memory=_text(env, "SPARK_WORKER_MEMORY"),
+            spark_master_ui_port=_int(env, "SPARK_MASTER_UI_PORT"),
             zookeeper_port=_int(env, "ZOOKEEPER_PORT"),
             postgres_port=_int(env, "POSTGRES_PORT"),
             postgres_user=_text(env, "POSTGRES_USER"),
@@ -774,6 +927,8 @@ def markdown() -> str:
     rows = ["| Variable | Default | Read by | Meaning |", "| --- | --- | --- | --- |"]
     for v in VARIABLES:
         default = f"`{shown_default(v)}`" if v.default else "(empty)"
+        if v.cluster is not None:
+            default += f"; cluster: `{v.cluster}`"
         rows.append(f"| `{v.name}` | {default} | {', '.join(v.read_by)} | {v.help} |")
     return "\n".join(rows) + "\n"
 

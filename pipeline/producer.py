@@ -126,6 +126,8 @@ def ensure_topic(kafka: KafkaSettings) -> int:
         spec = {
             "num_partitions": kafka.partitions,
             "replication_factor": kafka.replication_factor,
+            # acks=all: a write is acknowledged once this many replicas have it.
+            "configs": {"min.insync.replicas": str(kafka.min_insync_replicas)},
         }
         try:
             admin.create_topics({kafka.topic: spec}, wait_for_metadata=True)

@@ -27,7 +27,7 @@ def cqlsh(extra: list[str]) -> int:
     s = config.cassandra_admin()  # a superuser: the stream job's role may not change the schema
     login = ["--credentials", str(cqlsh_credentials())]  # a password in argv is public
     return subprocess.call(
-        [str(VENV_BIN / "cqlsh"), "--request-timeout=120", *login, s.host, str(s.port), *extra]
+        [str(VENV_BIN / "cqlsh"), "--request-timeout=120", *login, s.hosts[0], str(s.port), *extra]
     )
 
 

@@ -97,3 +97,21 @@ def has_acl(path: Path) -> bool:
         return "system.posix_acl_access" in os.listxattr(path, follow_symlinks=False)
     except OSError:
         return False  # a file system without extended attributes has no ACLs
+
+
+def keep_topology() -> None:
+    """Record the topology (STACK_TOPOLOGY) the stack's data is of, in
+    `data/topology`; refuse to bring up another over it."""
+    wanted = config.topology()
+    record = config.topology_record()
+    have = record.read_text().strip() if record.exists() else ""
+    if not have and DATA.exists() and any(DATA.iterdir()):
+        have = "single"  # data from before topologies were recorded
+    if have and have != wanted:
+        raise StackError(
+            f"the stack's data is of the {have} topology, STACK_TOPOLOGY={wanted}: `./run.sh "
+            f"down && ./run.sh clean` first (removes the data, keeps downloads), or give the "
+            f"{wanted} topology a folder of its own with STACK_STATE_DIR"
+        )
+    DATA.mkdir(parents=True, exist_ok=True)
+    record.write_text(wanted + "\n")

@@ -72,15 +72,20 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def cassandra_session(c: CassandraSettings):
+    """A session that reads at LOCAL_QUORUM: a count agrees with the job's quorum writes even
+    while a replica is down or catching up."""
+    from cassandra import ConsistencyLevel
     from cassandra.auth import PlainTextAuthProvider
-    from cassandra.cluster import Cluster
+    from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
 
+    quorum = ExecutionProfile(consistency_level=ConsistencyLevel.LOCAL_QUORUM)
     cluster = Cluster(
-        [c.host],
+        c.hosts,
         port=c.port,
         protocol_version=5,
         connect_timeout=5,
         auth_provider=PlainTextAuthProvider(c.username, c.password),
+        execution_profiles={EXEC_PROFILE_DEFAULT: quorum},
     )
     return cluster, cluster.connect()
 

@@ -12,7 +12,18 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from script.layout import CONF, DATA, LOGS, REPO, RUN, STATE, StackError, private_state, say
+from script.layout import (
+    CONF,
+    DATA,
+    LOGS,
+    REPO,
+    RUN,
+    STATE,
+    StackError,
+    keep_topology,
+    private_state,
+    say,
+)
 from script.procs import memory_kb, port_open
 from script.services import ALL, ON_DEMAND, STACK, Service
 
@@ -47,12 +58,12 @@ def _failure(service: Service, why: str) -> str:
 
 
 def _port_busy(service: Service) -> bool:
-    return bool(service.port) and port_open(service.port)
+    return bool(service.port) and port_open(service.port, service.host)
 
 
 def _port_taken(service: Service) -> str:
     return (
-        f"{service.name}: port {service.port} is taken by another process (see "
+        f"{service.name}: port {service.host}:{service.port} is taken by another process (see "
         f"`ss -ltnp 'sport = :{service.port}'`); stop it or free the port. "
         f"Log: {service.log}"
     )
@@ -98,6 +109,7 @@ def up(names: Iterable[str] | None = None) -> list[str]:
     if unknown:
         raise StackError(f"unknown service(s): {', '.join(sorted(unknown))}")
     started_at = time.monotonic()
+    keep_topology()
     for service in ALL:  # grants first, so that a running service never loses its way
         service.share_state()
     private_state()

@@ -6,6 +6,7 @@ from pipeline import config
 from script import pipeline_status as ps
 from script import stack
 from script.airflow_api import AirflowClient, AirflowError
+from script.cluster_status import cluster_lines
 from script.services.airflow import airflow_admin, url
 
 DAG_ID = config.DAG_ID
@@ -26,6 +27,9 @@ def show() -> None:
         print(note)
     up_now = {str(r["service"]) for r in rows if r["state"] == "up"}
     print()
+    for line in cluster_lines(config.load()):
+        print(line)
+    print()
     for line in pipeline_lines(up_now):
         print(line)
 
@@ -41,7 +45,7 @@ def pipeline_lines(up_now: set[str]) -> list[str]:
     settings = config.load()
     k, c = settings.kafka, settings.cassandra
     lines = ["PIPELINE"]
-    if "kafka" in up_now:
+    if _any(up_now, "kafka"):
         try:
             progress = ps.stream_progress(settings)
         except (KafkaError, OSError) as exc:
@@ -58,7 +62,7 @@ def pipeline_lines(up_now: set[str]) -> list[str]:
     else:
         lines.append("  kafka is down: no topic figures")
     lines += registry_lines(settings, up_now)
-    if "cassandra" in up_now:
+    if _any(up_now, "cassandra"):
         try:
             cluster, session = ps.cassandra_session(c)
         except NoHostAvailable as exc:
@@ -88,6 +92,11 @@ def pipeline_lines(up_now: set[str]) -> list[str]:
         else:
             lines.append(f"  last {DAG_ID} run     none yet")
     return lines
+
+
+def _any(up_now: set[str], service: str) -> bool:
+    """Whether a node of ``service`` runs (one of kafka, kafka-2, ...)."""
+    return any(name == service or name.startswith(f"{service}-") for name in up_now)
 
 
 def registry_lines(settings: config.Settings, up_now: set[str]) -> list[str]:

@@ -115,13 +115,15 @@ def test_each_variable_sets_a_field_of_its_own_with_the_type_of_the_table() -> N
     defaults = leaves(config.load({}))
     owner: dict[str, str] = {}
     for variable in config.VARIABLES:
-        if variable.name == "STACK_STATE_DIR":  # moves the paths too: see the test below
+        if variable.name in ("STACK_STATE_DIR", "STACK_TOPOLOGY"):  # moves many: see below
             continue
         raw, parsed = PROBES[variable.kind]
         if variable.name == "KAFKA_COMPRESSION":
             raw, parsed = "gzip", "gzip"
         if variable.name == "SCHEMA_COMPATIBILITY":
             raw, parsed = "full", "FULL"
+        if variable.name == "CASSANDRA_WRITE_CONSISTENCY":
+            raw, parsed = "quorum", "QUORUM"
         changed = {
             key: value
             for key, value in leaves(config.load({variable.name: raw})).items()
@@ -143,6 +145,34 @@ def test_a_value_that_is_not_of_its_kind_is_refused_naming_the_variable() -> Non
         if variable.kind == config.WHOLE and variable.minimum > 0:
             with pytest.raises(config.ConfigError, match=f"^{variable.name}=0 must be at least"):
                 config.load({variable.name: "0"})
+
+
+def test_the_cluster_topology_changes_exactly_the_defaults_marked_cluster(tmp_path: Path) -> None:
+    state = {"STACK_STATE_DIR": str(tmp_path)}
+    single = leaves(config.load({**state, "STACK_TOPOLOGY": "single"}))
+    cluster = leaves(config.load({**state, "STACK_TOPOLOGY": "cluster"}))
+    changed = {key for key in single if single[key] != cluster[key]} - {"stack.topology"}
+    marked = [v for v in config.VARIABLES if v.cluster is not None]
+    assert len(changed) == len(marked) > 0
+    s = config.load({**state, "STACK_TOPOLOGY": "cluster"})
+    assert len(s.cassandra.hosts) == len(s.kafka.brokers) == len(config.CLUSTER_HOSTS) == 3
+    assert s.cassandra.replication_factor == s.kafka.replication_factor == 3
+    assert s.kafka.min_insync_replicas == 2 and s.stream.master.startswith("spark://")
+    # A value set wins over either default.
+    mine = config.load({**state, "STACK_TOPOLOGY": "cluster", "KAFKA_REPLICATION_FACTOR": "2"})
+    assert mine.kafka.replication_factor == 2
+
+
+def test_the_topology_of_the_last_up_holds_until_one_is_set(tmp_path: Path) -> None:
+    state = {"STACK_STATE_DIR": str(tmp_path)}
+    assert config.load(state).stack.topology == "single"
+    record = config.topology_record(state)
+    record.parent.mkdir(parents=True)
+    record.write_text("cluster\n")
+    assert config.load(state).cassandra.replication_factor == 3
+    assert config.load({**state, "STACK_TOPOLOGY": "single"}).cassandra.replication_factor == 1
+    with pytest.raises(config.ConfigError, match="^STACK_TOPOLOGY='ring': use one of"):
+        config.load({**state, "STACK_TOPOLOGY": "ring"})
 
 
 def test_paths_follow_the_state_dir_unless_set(tmp_path: Path) -> None:
@@ -190,7 +220,9 @@ def test_the_stream_jobs_help_lists_the_variables_it_reads_from_the_table() -> N
     assert listed == [(v.name, config.shown_default(v)) for v in job]
     assert {"CASSANDRA_HOST", "SPARK_CHECKPOINT_DIR", "KAFKA_TOPIC"} <= {v.name for v in job}
     launch = help_text.rsplit("starts the job:", 1)[1]
-    assert re.findall(r"SPARK_\w+", launch) == ["SPARK_MASTER", "SPARK_UI_PORT", "SPARK_JARS_DIR"]
+    assert re.findall(r"SPARK_\w+", launch) == [
+        v.name for v in config.VARIABLES if config.SUBMIT in v.read_by
+    ]
 
 
 def test_a_bad_number_names_the_variable() -> None:

@@ -73,6 +73,7 @@ DIAGRAM_PARTS = {
         "script/__main__.py",
         "script/run_pipeline.py",
         "script/status.py",
+        "script/cluster_status.py",
         "script/suite.py",
         "script/benchmark/",
         "script/harness/",

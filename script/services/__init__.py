@@ -1,30 +1,50 @@
-"""The registry of the local stack's services: one line each, one module each.
+"""The registry of the local stack's services: one module each.
 
-`STACK` is what `./run.sh up` starts, in this order (and `down` stops in reverse);
-`ON_DEMAND` are started by the commands that need them (`./run.sh stream`, an offline run, the
-benchmark) and stopped by `down`.
+`STACK` is what `./run.sh up` starts, in this order (and `down` stops in reverse): one
+Cassandra node per CASSANDRA_HOST, one Kafka broker per address of KAFKA_BOOTSTRAP_SERVERS, a
+Spark master and SPARK_WORKERS workers when SPARK_MASTER is `spark://` (the cluster topology's
+defaults: 3, 3 and 2). `ON_DEMAND` are started by the commands that need them (`./run.sh
+stream`, an offline run, the benchmark) and stopped by `down`.
 """
 
 from __future__ import annotations
 
+from pipeline import config
 from script.services.airflow import Airflow
 from script.services.base import Process, Service
 from script.services.cassandra import Cassandra
 from script.services.kafka import Kafka
 from script.services.postgres import Postgres
 from script.services.registry import SchemaRegistry
+from script.services.spark import SparkMaster, SparkWorker, standalone
 from script.services.standin import StandIn
 from script.services.stream import StreamJob
 from script.services.zookeeper import ZooKeeper
 
-STACK: list[Service] = [
-    Postgres(),
-    ZooKeeper(),
-    Kafka(),
-    SchemaRegistry(),
-    Cassandra(),
-    Airflow(),
-]
+
+def _stack() -> list[Service]:
+    try:
+        settings = config.load()
+    except config.ConfigError:
+        settings = None  # the command that reads the setting names it
+    nodes = len(settings.cassandra.hosts) if settings else 1
+    brokers = len(settings.kafka.brokers) if settings else 1
+    spark: list[Service] = []
+    if settings and standalone():
+        workers = [SparkWorker(n) for n in range(1, settings.stack.spark_workers + 1)]
+        spark = [SparkMaster(), *workers]
+    return [
+        Postgres(),
+        ZooKeeper(),
+        *(Kafka(n) for n in range(1, brokers + 1)),
+        SchemaRegistry(),
+        *(Cassandra(n) for n in range(1, nodes + 1)),
+        *spark,
+        Airflow(),
+    ]
+
+
+STACK: list[Service] = _stack()
 STREAM = StreamJob()
 STANDIN = StandIn()
 ON_DEMAND: list[Service] = [STREAM, STANDIN]

@@ -8,6 +8,7 @@ service: a new service is a new module here plus one line in the registry.
 from __future__ import annotations
 
 import shutil
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,8 +36,9 @@ class Service:
 
     name: str = ""
     # The port its readiness and `status` refer to, checked to be free before a start (a
-    # property where a setting chooses it).
+    # property where a setting chooses it), and the address it listens on.
     port: int | None = None
+    host: str = "127.0.0.1"
     timeout: float = 60  # seconds from start to ready before the start fails
     pid_while_starting = True  # False: no pid until it is ready (pg_ctl forks, then writes it)
 
@@ -100,13 +102,21 @@ def java() -> str:
     return str(exe)
 
 
-def render(template: str, **values: object) -> Path:
+def render(template: str, out: str | None = None, **values: object) -> Path:
     """`stack/TEMPLATE` with `{state}` and each `{key}` of ``values`` filled in, written to
-    `.stack/conf/TEMPLATE`."""
+    `.stack/conf/OUT` (default: TEMPLATE)."""
     text = (STACK_CONF / template).read_text().replace("{state}", str(STATE))
     for key, value in values.items():
         text = text.replace(f"{{{key}}}", str(value))
     CONF.mkdir(parents=True, exist_ok=True)
-    out = CONF / template
-    out.write_text(text)
-    return out
+    path = CONF / (out or template)
+    path.write_text(text)
+    return path
+
+
+def address(host: str) -> str:
+    """The IPv4 address a node binds for ``host`` (localhost: 127.0.0.1)."""
+    try:
+        return socket.gethostbyname(host)
+    except OSError as exc:
+        raise StackError(f"host {host!r} does not resolve ({exc})") from exc

@@ -1,11 +1,14 @@
-"""Cassandra 5.0, one node; its probe also gives the configured admin its password, and its
-set-up creates the schema and the stream job's least-privilege role (pipeline/cassandra_schema.py).
+"""Cassandra 5.0: one node per CASSANDRA_HOST (one, or three in the cluster topology), the
+first the seed. The seed's probe also gives the configured admin its password; the last node's
+set-up, once the ring is complete, creates the schema and the stream job's least-privilege role
+(pipeline/cassandra_schema.py) and repairs what a replication change left behind.
 """
 
 from __future__ import annotations
 
 import os
 import secrets
+import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -13,29 +16,47 @@ from pipeline import cassandra_schema, config
 from script.jars import resolve_service_jars
 from script.layout import CONF, DATA, JARS, LOGS, STACK_CONF, StackError, say, versions
 from script.procs import port_open, spawn, write_secret
-from script.services.base import Service, java, render
+from script.services.base import Service, address, java, render
 
 
 class Cassandra(Service):
-    name = "cassandra"
     timeout = 240
+
+    def __init__(self, node: int = 1) -> None:
+        self.node = node  # 1: the seed
+        self.name = "cassandra" if node == 1 else f"cassandra-{node}"
 
     @property
     def port(self) -> int:
         return config.load().cassandra.port
+
+    @property
+    def host(self) -> str:  # type: ignore[override]
+        return address(config.load().cassandra.hosts[self.node - 1])
+
+    @property
+    def jmx_port(self) -> int:
+        return config.load().stack.cassandra_jmx_port + self.node - 1
+
+    @property
+    def last(self) -> bool:
+        """The last node of CASSANDRA_HOST: its set-up is the ring's."""
+        return self.node == len(config.load().cassandra.hosts)
 
     def download(self) -> Path:
         version = versions()["CASSANDRA_VERSION"]
         return resolve_service_jars("cassandra", "org.apache.cassandra", "cassandra-all", version)
 
     def start(self) -> None:
-        (DATA / "cassandra").mkdir(parents=True, exist_ok=True)
+        (DATA / self.name).mkdir(parents=True, exist_ok=True)
         heap = config.load().stack.cassandra_heap
-        options = [
-            line.strip()
-            for line in (STACK_CONF / "cassandra-jvm17.options").read_text().splitlines()
-            if line.strip() and not line.startswith("#")
-        ]
+        yaml = render(
+            "cassandra.yaml",
+            f"{self.name}.yaml",
+            cassandra_port=self.port,
+            host=self.host,
+            seed=address(config.load().cassandra.hosts[0]),
+        )
         spawn(
             self.name,
             [
@@ -43,15 +64,17 @@ class Cassandra(Service):
                 f"-Xms{heap}",
                 f"-Xmx{heap}",
                 "-Xss256k",
-                *options,
-                f"-Dcassandra.config=file://{render('cassandra.yaml', cassandra_port=self.port)}",
-                f"-Dcassandra.storagedir={DATA / 'cassandra'}",
+                *jvm_options(),
+                f"-Dcassandra.config=file://{yaml}",
+                f"-Dcassandra.storagedir={DATA / self.name}",
                 f"-Dcassandra.logdir={LOGS}",
                 f"-Dlogback.configurationFile={STACK_CONF / 'cassandra-logback.xml'}",
                 "-Dcassandra-foreground=yes",
                 "-Dcassandra.skip_wait_for_gossip_to_settle=0",
                 "-Dcassandra.superuser_setup_delay_ms=0",
-                "-Dcassandra.jmx.local.port=7199",
+                # A joining node waits this long for the ring's news (default 30 s): loopback.
+                "-Dcassandra.ring_delay_ms=5000",
+                f"-Dcassandra.jmx.local.port={self.jmx_port}",
                 "-cp",
                 f"{JARS / 'cassandra'}/*",
                 "org.apache.cassandra.service.CassandraDaemon",
@@ -62,17 +85,18 @@ class Cassandra(Service):
         from cassandra.cluster import NoHostAvailable
 
         s = config.cassandra_admin()
-        if not port_open(s.port):
-            return f"CQL port :{s.port} not open yet"
+        if not port_open(s.port, self.host):
+            return f"CQL port {self.host}:{s.port} not open yet"
         try:
-            _cql(s.username, s.password, "SELECT release_version FROM system.local")
+            _cql(self.host, s.username, s.password, "SELECT release_version FROM system.local")
             return None
         except NoHostAvailable as exc:
             reason = str(exc)
-        # A fresh node only knows cassandra/cassandra: give the configured admin its password.
-        if (s.username, s.password) != ("cassandra", "cassandra"):
+        # A fresh ring only knows cassandra/cassandra: give the configured admin its password.
+        if self.node == 1 and (s.username, s.password) != ("cassandra", "cassandra"):
             try:
                 _cql(
+                    self.host,
                     "cassandra",
                     "cassandra",
                     cassandra_schema.admin_role_cql(s.username, s.password),
@@ -84,13 +108,17 @@ class Cassandra(Service):
         return f"authenticated query as {s.username!r} failed ({reason[:300]})"
 
     def set_up(self) -> None:
-        """As the admin: the keyspace and tables, and the stream job's role with only read and
-        write on the keyspace (idempotent; a changed CASSANDRA_PASSWORD is applied)."""
+        """The last node's, once the ring is complete: as the admin, the keyspace and tables,
+        and the stream job's role with only read and write on the keyspace (idempotent; a
+        changed CASSANDRA_PASSWORD is applied); a repair of each keyspace whose replication it
+        changed (`system_auth` on a new ring)."""
+        if not self.last:
+            return
         writer = config.load().cassandra
         try:
             session = cassandra_schema.connect(config.cassandra_admin())
             try:
-                cassandra_schema.set_up(session, writer)
+                altered = cassandra_schema.set_up(session, writer)
             finally:
                 session.cluster.shutdown()
         except (
@@ -99,10 +127,54 @@ class Cassandra(Service):
             cassandra_schema.SchemaMismatch,
         ) as exc:
             raise StackError(f"cassandra: set-up failed: {exc}") from exc
+        # The roles' rows reach every node once after the ring grew (a repair that failed or
+        # was cut short is made good by the next `up`).
+        repaired = DATA / self.name / "system_auth.repaired"
+        if self.node > 1 and not repaired.exists():
+            altered = sorted({*altered, "system_auth"})
+        for keyspace in altered:
+            self.nodetool("repair", keyspace)
+        if self.node > 1:
+            repaired.touch()
         say(
-            f"  cassandra: keyspace {writer.keyspace} is there; the stream job's role "
-            f"{writer.username!r} may only read and write its rows"
+            f"  cassandra: keyspace {writer.keyspace} is there ({writer.replication_factor} "
+            f"replica(s)); the stream job's role {writer.username!r} may only read and write "
+            "its rows"
         )
+
+    def nodetool(self, *arguments: str, timeout: float = 300) -> str:
+        """`nodetool ARGUMENTS` against this node (its JMX port); its output, or StackError."""
+        command = [
+            java(),
+            "-Xmx128m",
+            *(o for o in jvm_options() if o.startswith("--add-")),
+            f"-Duser.home={DATA / self.name}",  # nodetool keeps its history there
+            "-cp",
+            f"{JARS / 'cassandra'}/*",
+            "org.apache.cassandra.tools.NodeTool",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(self.jmx_port),
+            *arguments,
+        ]
+        say(f"  {self.name}: nodetool {' '.join(arguments)}")
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+        if done.returncode:
+            raise StackError(
+                f"{self.name}: nodetool {' '.join(arguments)} failed ({done.returncode}): "
+                f"{(done.stderr or done.stdout).strip()[-600:]}"
+            )
+        return done.stdout
+
+
+def jvm_options() -> list[str]:
+    """Cassandra's JVM options for Java 17 (stack/cassandra-jvm17.options)."""
+    return [
+        line.strip()
+        for line in (STACK_CONF / "cassandra-jvm17.options").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
 
 
 def cqlsh_credentials() -> Path:
@@ -148,17 +220,21 @@ def drop_side_keyspace(overrides: Mapping[str, str]) -> None:
         session.cluster.shutdown()
 
 
-def _cql(username: str, password: str, query: str) -> list:
+def _cql(host: str, username: str, password: str, query: str) -> list:
+    """``query`` on the node at ``host`` alone."""
     from cassandra.auth import PlainTextAuthProvider
-    from cassandra.cluster import Cluster
+    from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
+    from cassandra.policies import WhiteListRoundRobinPolicy
 
     s = config.load().cassandra
+    only = ExecutionProfile(load_balancing_policy=WhiteListRoundRobinPolicy([host]))
     cluster = Cluster(
-        [s.host],
+        [host],
         port=s.port,
         protocol_version=5,
         connect_timeout=3,
         auth_provider=PlainTextAuthProvider(username, password),
+        execution_profiles={EXEC_PROFILE_DEFAULT: only},
     )
     try:
         return list(cluster.connect().execute(query, timeout=10))

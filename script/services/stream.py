@@ -95,10 +95,25 @@ def stream_env() -> dict[str, str]:
 def stream_command(env: dict[str, str] | None = None) -> list[str]:
     """The spark-submit line of the stream job, with the jars resolved into .stack/jars/spark."""
     s = config.load(env).stream
+    cluster = []
+    if s.master.startswith("spark://"):
+        # Client mode, as Compose: the driver here, the executors on the workers, running this
+        # checkout's pipeline/ with this venv's Python.
+        cluster = [
+            "--deploy-mode",
+            "client",
+            "--executor-memory",
+            s.executor_memory,
+            "--conf",
+            f"spark.executorEnv.PYTHONPATH={REPO}",
+            "--conf",
+            f"spark.pyspark.python={sys.executable}",
+        ]
     return [
         str(VENV_BIN / "spark-submit"),
         "--master",
         s.master,
+        *cluster,
         "--jars",
         ",".join(str(j) for j in spark_jars()),
         "--driver-memory",
