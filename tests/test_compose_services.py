@@ -26,6 +26,7 @@ from compose_helpers import (
     environment,
     is_named_volume,
     is_one_shot,
+    jvm_heap,
     long_running,
     mounts,
     parse_port,
@@ -535,23 +536,6 @@ def test_images_are_the_documented_ones(compose: dict[str, Any]) -> None:
         }, "the Spark image's build args are stack/versions.env's"
 
 
-def jvm_heap(service_name: str, env: dict[str, str]) -> int:
-    heap = 0
-    for key, value in env.items():
-        if key.endswith("HEAP_OPTS"):
-            match = re.search(r"-Xmx(\d+[kmg])", value, re.I)
-            heap += to_bytes(match.group(1)) if match else 0
-    for key in (
-        "MAX_HEAP_SIZE",
-        "SPARK_DAEMON_MEMORY",
-        "SPARK_WORKER_MEMORY",
-        "SPARK_DRIVER_MEMORY",
-    ):
-        if key in env:
-            heap += to_bytes(env[key])
-    return heap
-
-
 def readme_memory_figures() -> tuple[float, float]:
     """The README's "limits add up to X GiB (Y GiB with Control Center ...)"."""
     text = " ".join(README.read_text().split())
@@ -568,7 +552,7 @@ def test_memory_limits_fit_the_readmes_docker_memory_advice(compose: dict[str, A
         totals["ui"] += limit
         if not service.get("profiles"):
             totals["default"] += limit
-        heap = jvm_heap(name, environment(service))
+        heap = jvm_heap(environment(service))
         assert heap <= 0.75 * limit, (
             f"{name}: JVM heaps {heap >> 20} MiB leave too little of {limit >> 20} MiB"
         )
