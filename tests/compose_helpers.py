@@ -41,6 +41,17 @@ AIRFLOW_COMPONENTS = {
 }
 
 
+# kafka-topics for kafka-init's script: logs its arguments to $FAKE_LOG; --describe reports the
+# topic with $FAKE_REPLICAS replicas (default: what the script asked to create).
+FAKE_KAFKA_TOPICS = """#!/usr/bin/env bash
+printf '%s\\n' "$*" >> "$FAKE_LOG"
+if [[ " $* " == *" --describe "* ]]; then
+    printf 'Topic: %s\\tPartitionCount: 3\\tReplicationFactor: %s\\tConfigs: \\n' \\
+        "$KAFKA_TOPIC" "${FAKE_REPLICAS:-$KAFKA_REPLICATION_FACTOR}"
+fi
+"""
+
+
 def tool(name: str) -> str:
     """The venv's copy of ``name``; fails (never skips) when it is not installed."""
     path = BIN / name

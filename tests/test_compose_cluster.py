@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import yaml
 from compose_helpers import (
     AIRFLOW_COMPONENTS,
     CLUSTER_FILE,
+    FAKE_KAFKA_TOPICS,
     cluster_with,
     compose_text,
     compose_with,
@@ -267,7 +269,8 @@ def test_kafka_runs_three_brokers_with_distinct_ids_on_the_one_zookeeper(
         assert listeners(broker)["PLAINTEXT"] == (name, 29092), name
         data = dict((t, s) for s, t in mounts(broker))["/var/lib/kafka/data"]
         assert is_named_volume(data) and data in cluster["volumes"], name
-        assert name in " ".join(broker["healthcheck"]["test"]), f"{name} must probe itself"
+        probe = " ".join(broker["healthcheck"]["test"])
+        assert f"--bootstrap-server {name}:29092 " in probe, f"{name} must probe itself: {probe}"
         assert waits_for(broker) == {"zookeeper"}, f"{name}: the brokers start together"
     volumes = [dict((t, s) for s, t in mounts(b))["/var/lib/kafka/data"] for b in found.values()]
     assert len(set(volumes)) == len(volumes), volumes
@@ -308,9 +311,16 @@ def test_every_broker_replicates_three_times_and_needs_two_in_sync(
         assert reporter == internal_listeners(cluster), name
 
 
-FAKE_KAFKA_TOPICS = """#!/usr/bin/env bash
-printf '%s\\n' "$*" >> "$FAKE_LOG"
-"""
+def run_kafka_init(
+    init: dict[str, Any], tmp_path: Path, **fake: str
+) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+    """kafka-init's script against the fake kafka-topics: the result and the create call's words."""
+    (tmp_path / "kafka-topics").write_text(FAKE_KAFKA_TOPICS)
+    (tmp_path / "kafka-topics").chmod(0o755)
+    log = tmp_path / "calls.log"
+    env = {**environment(init), "PATH": f"{tmp_path}:{os.environ['PATH']}", "FAKE_LOG": str(log)}
+    result = run(["bash", "-c", init["entrypoint"][2]], env={**env, **fake})
+    return result, log.read_text().splitlines()[0].split()
 
 
 def test_kafka_init_creates_the_topic_on_every_broker_with_three_replicas_two_in_sync(
@@ -318,18 +328,23 @@ def test_kafka_init_creates_the_topic_on_every_broker_with_three_replicas_two_in
 ) -> None:
     init = services(cluster)["kafka-init"]
     assert waits_for(init) == set(brokers(cluster)), "a topic of 3 replicas needs 3 brokers"
-    (tmp_path / "kafka-topics").write_text(FAKE_KAFKA_TOPICS)
-    (tmp_path / "kafka-topics").chmod(0o755)
-    log = tmp_path / "calls.log"
-    env = {**environment(init), "PATH": f"{tmp_path}:{os.environ['PATH']}", "FAKE_LOG": str(log)}
-    result = run(["bash", "-c", init["entrypoint"][2]], env=env)
+    result, create = run_kafka_init(init, tmp_path)
     assert result.returncode == 0, result.stderr
-    create = log.read_text().splitlines()[0].split()
     flags = dict(zip(create, create[1:], strict=False))
+    assert "--create" in create and "--if-not-exists" in create, create
     assert set(flags["--bootstrap-server"].split(",")) == internal_listeners(cluster)
     assert int(flags["--replication-factor"]) == len(brokers(cluster))
     min_isr = environment(services(cluster)["broker"])["KAFKA_MIN_INSYNC_REPLICAS"]
     assert flags["--config"] == f"min.insync.replicas={min_isr}"
+
+
+def test_kafka_init_stops_on_a_topic_that_another_topology_created(
+    cluster: dict[str, Any], tmp_path: Path
+) -> None:
+    """--if-not-exists keeps a one-replica topic from the base file's single broker."""
+    result, _ = run_kafka_init(services(cluster)["kafka-init"], tmp_path, FAKE_REPLICAS="1")
+    assert result.returncode != 0
+    assert "has 1 replicas, not 3" in result.stderr and "down -v" in result.stderr, result.stderr
 
 
 def test_the_registry_and_control_center_use_every_broker(cluster: dict[str, Any]) -> None:
@@ -350,6 +365,8 @@ def test_each_broker_advertises_to_the_host_the_port_it_publishes(
     for name, broker in brokers(cluster).items():
         host, port = listeners(broker)["PLAINTEXT_HOST"]
         assert host == "localhost" and published[port][0] == name, (name, port)
+        bound = environment(broker)["KAFKA_LISTENERS"].split(",")
+        assert f"PLAINTEXT_HOST://0.0.0.0:{port}" in bound, f"{name} listens on {bound}"
         assert published[port][2] == port, f"{name}: the container's port must be {port} too"
     for port, (name, host_ip, _) in published.items():
         assert host_ip == "127.0.0.1", f"{name} publishes {port} on {host_ip or 'every address'}"

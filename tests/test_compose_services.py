@@ -18,6 +18,7 @@ import yaml
 from compose_helpers import (
     AIRFLOW_COMPONENTS,
     COMPOSE_FILE,
+    FAKE_KAFKA_TOPICS,
     README,
     compose_env,
     compose_text,
@@ -168,11 +169,6 @@ def test_kafka_init_creates_the_topic_before_anyone_produces_or_consumes(
         }, name
         for key in ("KAFKA_BOOTSTRAP_SERVERS", "KAFKA_TOPIC", "KAFKA_TOPIC_PARTITIONS"):
             assert environment(all_services[name])[key] == environment(init)[key], (name, key)
-
-
-FAKE_KAFKA_TOPICS = """#!/usr/bin/env bash
-printf '%s\\n' "$*" >> "$FAKE_LOG"
-"""
 
 
 @pytest.mark.parametrize("partitions", [None, "6"])
