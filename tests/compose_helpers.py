@@ -1,10 +1,11 @@
 """Reading the Docker stack's files the way Docker reads them, for the tests that need no engine.
 
 docker-compose.yml is parsed by PyYAML (merge keys included); what Compose adds on top of YAML,
-``${VAR:-default}`` interpolation with .env (from .env.example) and stack/versions.env, is done
-here, as are the readers of Compose's short syntaxes (ports, volumes, durations, sizes) and of
-the Dockerfile's ARG and instruction lines. Tools come from the venv that runs pytest; a missing
-one fails the test with the fix.
+``${VAR:-default}`` interpolation with .env (from .env.example) and stack/versions.env, and the
+merge of an override file (docker-compose.cluster.yml) into it, is done here, as are the readers
+of Compose's short syntaxes (ports, volumes, durations, sizes) and of the Dockerfile's ARG and
+instruction lines. Tools come from the venv that runs pytest; a missing one fails the test with
+the fix.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 COMPOSE_FILE = REPO / "docker-compose.yml"
+CLUSTER_FILE = REPO / "docker-compose.cluster.yml"
 DOCKERFILE = REPO / "Dockerfile"
 AIRFLOW_DOCKERFILE = REPO / "airflow.Dockerfile"
 AIRFLOW_REQUIREMENTS = REPO / "requirements-airflow.txt"
@@ -37,6 +39,17 @@ AIRFLOW_COMPONENTS = {
     "airflow-dag-processor": "dag-processor",
     "airflow-triggerer": "triggerer",
 }
+
+
+# kafka-topics for kafka-init's script: logs its arguments to $FAKE_LOG; --describe reports the
+# topic with $FAKE_REPLICAS replicas (default: what the script asked to create).
+FAKE_KAFKA_TOPICS = """#!/usr/bin/env bash
+printf '%s\\n' "$*" >> "$FAKE_LOG"
+if [[ " $* " == *" --describe "* ]]; then
+    printf 'Topic: %s\\tPartitionCount: 3\\tReplicationFactor: %s\\tConfigs: \\n' \\
+        "$KAFKA_TOPIC" "${FAKE_REPLICAS:-$KAFKA_REPLICATION_FACTOR}"
+fi
+"""
 
 
 def tool(name: str) -> str:
@@ -117,9 +130,9 @@ def raw_compose() -> dict[str, Any]:
     return yaml.safe_load(COMPOSE_FILE.read_text())
 
 
-def compose_text() -> str:
-    """docker-compose.yml without its comment lines."""
-    lines = COMPOSE_FILE.read_text().splitlines()
+def compose_text(path: Path = COMPOSE_FILE) -> str:
+    """docker-compose.yml (or the Compose file at ``path``) without its comment lines."""
+    lines = path.read_text().splitlines()
     return "\n".join(line for line in lines if not line.lstrip().startswith("#"))
 
 
@@ -150,6 +163,99 @@ def compose_with(**overrides: str) -> dict[str, Any]:
         pytest.fail(
             f"docker-compose.yml requires a variable .env.example lacks: {missing}", pytrace=False
         )
+
+
+def raw_cluster() -> dict[str, Any]:
+    return yaml.safe_load(CLUSTER_FILE.read_text())
+
+
+def cluster_with(**overrides: str) -> dict[str, Any]:
+    """``docker compose -f docker-compose.yml -f docker-compose.cluster.yml`` as Compose resolves
+    it with ``overrides`` set in .env: each file interpolated, then the second merged into the
+    first."""
+    env = compose_env(**overrides)
+    try:
+        return merge_compose(resolve(raw_compose(), env), resolve(raw_cluster(), env))
+    except MissingVariable as missing:
+        pytest.fail(
+            f"the Compose files require a variable .env.example lacks: {missing}", pytrace=False
+        )
+
+
+# Compose's merge of a later file into an earlier one (the Compose specification's "Merge and
+# override", as compose-go implements it): mappings key by key, the later value winning; other
+# sequences appended; the exceptions below, named by their path inside a service.
+_REPLACED = {("command",), ("entrypoint",), ("healthcheck", "test")}
+# Written as a sequence or a mapping; merged as mappings, key by key.
+_KEYED = {
+    ("environment",),
+    ("labels",),
+    ("annotations",),
+    ("sysctls",),
+    ("build", "args"),
+    ("depends_on",),
+    ("networks",),
+}
+
+
+def _port_key(entry: Any) -> tuple[str, str, str, str]:
+    host_ip, published, target = parse_port(entry)
+    protocol = entry.get("protocol", "tcp") if isinstance(entry, dict) else "tcp"
+    if isinstance(entry, str) and "/" in entry:
+        protocol = entry.rsplit("/", 1)[1]
+    return host_ip, str(published or ""), str(target), protocol
+
+
+def _mount_target(entry: Any) -> str:
+    return str(entry["target"]) if isinstance(entry, dict) else str(entry).split(":")[1]
+
+
+# Sequences whose entries are unique by a key: a later entry with the same key replaces the
+# earlier one in place.
+_UNIQUE = {
+    ("ports",): _port_key,
+    ("volumes",): _mount_target,
+    ("secrets",): _mount_target,
+    ("configs",): _mount_target,
+}
+
+
+def _as_mapping(value: Any, where: tuple[str, ...]) -> dict[str, Any]:
+    if isinstance(value, dict):
+        return value
+    if where == ("depends_on",):  # the short syntax: started, not healthy
+        return {name: {"condition": "service_started"} for name in value}
+    if where == ("networks",):
+        return {name: None for name in value}
+    result: dict[str, Any] = {}
+    for item in value:
+        key, sep, rest = str(item).partition("=")
+        result[key] = rest if sep else None
+    return result
+
+
+def merge_compose(base: Any, later: Any, path: tuple[str, ...] = ()) -> Any:
+    """``later`` merged into ``base`` the way Compose merges its ``-f`` files (neither changed)."""
+    where = path[2:] if path[:1] == ("services",) and len(path) >= 2 else None
+    if later is None:
+        return base
+    if where in _REPLACED:
+        return later
+    if where in _KEYED:
+        base, later = _as_mapping(base, where), _as_mapping(later, where)
+    if isinstance(base, dict) and isinstance(later, dict):
+        merged = dict(base)
+        for key, value in later.items():
+            merged[key] = merge_compose(base[key], value, (*path, key)) if key in base else value
+        return merged
+    if isinstance(base, list) and isinstance(later, list):
+        if where not in _UNIQUE:
+            return base + later
+        entries: dict[Any, Any] = {}
+        for entry in base + later:
+            entries[_UNIQUE[where](entry)] = entry  # a dict keeps the first key's position
+        return list(entries.values())
+    return later
 
 
 def services(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -229,6 +335,25 @@ def to_bytes(size: str | int) -> int:
     return (
         int(match.group(1)) * {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}[match.group(2)]
     )
+
+
+def jvm_heap(env: dict[str, str]) -> int:
+    """The bytes of the JVM heaps a service's environment sets (``*_HEAP_OPTS`` -Xmx, Cassandra's
+    MAX_HEAP_SIZE, Spark's daemon, worker and driver memory)."""
+    heap = 0
+    for key, value in env.items():
+        if key.endswith("HEAP_OPTS"):
+            match = re.search(r"-Xmx(\d+[kmg])", value, re.I)
+            heap += to_bytes(match.group(1)) if match else 0
+    for key in (
+        "MAX_HEAP_SIZE",
+        "SPARK_DAEMON_MEMORY",
+        "SPARK_WORKER_MEMORY",
+        "SPARK_DRIVER_MEMORY",
+    ):
+        if key in env:
+            heap += to_bytes(env[key])
+    return heap
 
 
 def seconds(duration: str) -> float:

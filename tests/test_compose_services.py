@@ -18,6 +18,7 @@ import yaml
 from compose_helpers import (
     AIRFLOW_COMPONENTS,
     COMPOSE_FILE,
+    FAKE_KAFKA_TOPICS,
     README,
     compose_env,
     compose_text,
@@ -26,6 +27,7 @@ from compose_helpers import (
     environment,
     is_named_volume,
     is_one_shot,
+    jvm_heap,
     long_running,
     mounts,
     parse_port,
@@ -167,11 +169,6 @@ def test_kafka_init_creates_the_topic_before_anyone_produces_or_consumes(
         }, name
         for key in ("KAFKA_BOOTSTRAP_SERVERS", "KAFKA_TOPIC", "KAFKA_TOPIC_PARTITIONS"):
             assert environment(all_services[name])[key] == environment(init)[key], (name, key)
-
-
-FAKE_KAFKA_TOPICS = """#!/usr/bin/env bash
-printf '%s\\n' "$*" >> "$FAKE_LOG"
-"""
 
 
 @pytest.mark.parametrize("partitions", [None, "6"])
@@ -535,23 +532,6 @@ def test_images_are_the_documented_ones(compose: dict[str, Any]) -> None:
         }, "the Spark image's build args are stack/versions.env's"
 
 
-def jvm_heap(service_name: str, env: dict[str, str]) -> int:
-    heap = 0
-    for key, value in env.items():
-        if key.endswith("HEAP_OPTS"):
-            match = re.search(r"-Xmx(\d+[kmg])", value, re.I)
-            heap += to_bytes(match.group(1)) if match else 0
-    for key in (
-        "MAX_HEAP_SIZE",
-        "SPARK_DAEMON_MEMORY",
-        "SPARK_WORKER_MEMORY",
-        "SPARK_DRIVER_MEMORY",
-    ):
-        if key in env:
-            heap += to_bytes(env[key])
-    return heap
-
-
 def readme_memory_figures() -> tuple[float, float]:
     """The README's "limits add up to X GiB (Y GiB with Control Center ...)"."""
     text = " ".join(README.read_text().split())
@@ -568,7 +548,7 @@ def test_memory_limits_fit_the_readmes_docker_memory_advice(compose: dict[str, A
         totals["ui"] += limit
         if not service.get("profiles"):
             totals["default"] += limit
-        heap = jvm_heap(name, environment(service))
+        heap = jvm_heap(environment(service))
         assert heap <= 0.75 * limit, (
             f"{name}: JVM heaps {heap >> 20} MiB leave too little of {limit >> 20} MiB"
         )
