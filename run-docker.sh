@@ -8,6 +8,8 @@
 #   ./run-docker.sh ps                 list the services and their health
 #
 # SPARK_WORKERS=N starts N Spark workers (default 1), WAIT_TIMEOUT in seconds (900): shell or .env.
+# STACK_TOPOLOGY=cluster (shell) adds docker-compose.cluster.yml: 3 Cassandra nodes, 3 brokers,
+# 2 Spark workers, as `STACK_TOPOLOGY=cluster ./run.sh up` runs them without Docker.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -26,7 +28,13 @@ usage() {
 # setting in .env counts exactly as with a plain `docker compose up` (and a variable set in the
 # shell beats .env in both). The versions' defaults (stack/versions.env) are in docker-compose.yml.
 compose() {
-    docker compose --project-directory "${ROOT}" --file "${ROOT}/docker-compose.yml" "$@"
+    local files=(--file "${ROOT}/docker-compose.yml")
+    case "${STACK_TOPOLOGY:-single}" in
+        single | "") ;;
+        cluster) files+=(--file "${ROOT}/docker-compose.cluster.yml") ;;
+        *) die "STACK_TOPOLOGY=${STACK_TOPOLOGY}: use single or cluster" ;;
+    esac
+    docker compose --project-directory "${ROOT}" "${files[@]}" "$@"
 }
 
 require_docker() {

@@ -466,7 +466,17 @@ VARIABLES: tuple[Variable, ...] = (
         kind=WHOLE,
         minimum=1,
     ),
-    _var("SPARK_WORKER_CORES", "1", "cores each Spark worker offers", STACK, kind=WHOLE, minimum=1),
+    # A job takes SPARK_BATCH_PARTITIONS cores, one executor each, spread over the workers:
+    # two per worker leave room for a second job (the faults' or the benchmark's) beside it.
+    _var(
+        "SPARK_WORKER_CORES",
+        "2",
+        "cores (task slots) each Spark worker offers; a job takes `SPARK_BATCH_PARTITIONS` of "
+        "them, one executor each",
+        STACK,
+        kind=WHOLE,
+        minimum=1,
+    ),
     _var("SPARK_WORKER_MEMORY", "1g", "memory each Spark worker offers", STACK, kind=MEMORY),
     _var(
         "SPARK_MASTER_UI_PORT",

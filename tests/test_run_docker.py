@@ -43,7 +43,13 @@ def docker_project(tmp_path: Path) -> Path:
     """A copy of the files run-docker.sh uses, so the real repo's .env is never touched."""
     project = tmp_path / "project"
     (project / "stack").mkdir(parents=True)
-    for name in ("run-docker.sh", ".env.example", "docker-compose.yml", "Dockerfile"):
+    for name in (
+        "run-docker.sh",
+        ".env.example",
+        "docker-compose.yml",
+        "docker-compose.cluster.yml",
+        "Dockerfile",
+    ):
         shutil.copy2(REPO / name, project / name)
     shutil.copy2(VERSIONS_FILE, project / "stack" / "versions.env")
     fake_bin = tmp_path / "bin"
@@ -209,3 +215,18 @@ def test_run_docker_down_and_logs_do_what_they_say(docker_project: Path) -> None
     )
     result, _ = run_docker_script(docker_project, "sideways")
     assert result.returncode != 0 and "unknown command" in result.stderr
+
+
+def test_the_cluster_topology_adds_the_cluster_file_to_every_compose_command(
+    docker_project: Path,
+) -> None:
+    cluster_file = f"--file {docker_project / 'docker-compose.cluster.yml'}"
+    result, calls = run_docker_script(docker_project, "up", STACK_TOPOLOGY="cluster")
+    assert result.returncode == 0, result.stderr
+    composed = [call for call in calls if call.startswith("compose --project-directory")]
+    assert composed and all(cluster_file in call for call in composed), composed
+    result, calls = run_docker_script(docker_project, "ps")
+    assert result.returncode == 0 and not any(cluster_file in call for call in calls), calls
+    result, calls = run_docker_script(docker_project, "up", STACK_TOPOLOGY="ring")
+    assert result.returncode != 0 and "STACK_TOPOLOGY=ring" in result.stderr
+    assert not any(" up " in f" {call} " for call in calls)

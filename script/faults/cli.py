@@ -7,13 +7,24 @@ import json
 import time
 from pathlib import Path
 
+from pipeline import config
 from script import stack
+from script.faults.nodes import NODE_SCENARIOS, require_cluster
 from script.faults.rig import Outcome, say
 from script.faults.scenarios import FULL, SCENARIOS, SHORT
 from script.layout import STATE
 from script.services import STACK
 
-NEEDED = ["zookeeper", "kafka", "schema-registry", "cassandra"]  # what the scenarios run against
+# What the scenarios run against: every node of ZooKeeper, Kafka, the registry, Cassandra and
+# Spark's standalone cluster (Airflow and its database only for `retry`, from the user's `up`).
+NEEDED = [s.name for s in STACK if s.name not in ("postgres", "airflow")]
+EVERY = {**SCENARIOS, **NODE_SCENARIOS}
+
+
+def default_scenarios() -> str:
+    """The topology's: the node scenarios on a cluster, the others on one node of each."""
+    cluster = config.load().stack.topology == "cluster"
+    return ",".join(NODE_SCENARIOS if cluster else SCENARIOS)
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -24,14 +35,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     p.add_argument(
         "--scenarios",
-        default=",".join(SCENARIOS),
-        help="comma-separated, of: %(default)s",
+        default=default_scenarios(),
+        help=f"comma-separated, of: {', '.join(EVERY)} (default, for this topology: %(default)s)",
     )
     p.add_argument("--short", action="store_true", help="the suite's shorter durations")
     args = p.parse_args(argv)
-    unknown = set(args.scenarios.split(",")) - set(SCENARIOS)
+    unknown = set(args.scenarios.split(",")) - set(EVERY)
     if unknown:
-        p.error(f"unknown scenario(s) {', '.join(sorted(unknown))}; known: {', '.join(SCENARIOS)}")
+        p.error(f"unknown scenario(s) {', '.join(sorted(unknown))}; known: {', '.join(EVERY)}")
     return args
 
 
@@ -77,13 +88,19 @@ def main(argv: list[str]) -> int:
     args = parse_args(argv)
     durations = SHORT if args.short else FULL
     out = STATE / "faults" / time.strftime("%Y%m%d-%H%M%S")
-    stack.up(NEEDED)
+    chosen = set(args.scenarios.split(","))
+    needed = NEEDED
+    if chosen & set(NODE_SCENARIOS):
+        require_cluster()
+    if chosen <= set(NODE_SCENARIOS):  # they feed the topic directly: no schema registry
+        needed = [name for name in NEEDED if name != "schema-registry"]
+    stack.up(needed)
     outcomes: list[Outcome] = []
     try:
         for name in args.scenarios.split(","):
             say(f"{name}: running")
             started = time.monotonic()
-            outcome = SCENARIOS[name](durations)
+            outcome = EVERY[name](durations)
             outcomes.append(outcome)
             elapsed = time.monotonic() - started
             say(f"{name}: lost {outcome.lost}, extra {outcome.extra} ({elapsed:.0f}s)")
@@ -97,6 +114,6 @@ def main(argv: list[str]) -> int:
         print(table(outcomes))
         print(f"\nJSON: {out / 'results.json'}")
         for service in STACK:  # what a scenario stopped runs again
-            if service.name in NEEDED:
+            if service.name in needed:
                 stack.start_service(service)
     return 0 if all(o.ok for o in outcomes) else 1

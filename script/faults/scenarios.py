@@ -29,10 +29,11 @@ class Durations:
     soak: float  # seconds of the soak
     soak_rate: float  # users per second offered during the soak
     sample_every: float  # seconds between two memory samples
+    node_down: float  # seconds a SIGKILLed node stays down (the cluster topology's scenarios)
 
 
-FULL = Durations(30, 8, 30_000, 600, 2000, 10)
-SHORT = Durations(10, 4, 15_000, 40, 2000, 5)
+FULL = Durations(30, 8, 30_000, 600, 2000, 10, 30)
+SHORT = Durations(10, 4, 15_000, 40, 2000, 5, 10)
 
 
 def _feed_until_recovered(job: SupervisedJob, feeder: Feeder, outcome: Outcome) -> Outcome:

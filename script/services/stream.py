@@ -98,12 +98,17 @@ def stream_command(env: dict[str, str] | None = None) -> list[str]:
     cluster = []
     if s.master.startswith("spark://"):
         # Client mode, as Compose: the driver here, the executors on the workers, running this
-        # checkout's pipeline/ with this venv's Python.
+        # checkout's pipeline/ with this venv's Python. One core per task of a batch, one per
+        # executor (spread over the workers): the rest stays free for a second job.
         cluster = [
             "--deploy-mode",
             "client",
             "--executor-memory",
             s.executor_memory,
+            "--executor-cores",
+            "1",
+            "--total-executor-cores",
+            str(s.batch_partitions),
             "--conf",
             f"spark.executorEnv.PYTHONPATH={REPO}",
             "--conf",
