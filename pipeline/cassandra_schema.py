@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
@@ -291,8 +292,9 @@ def replication_factor(session: Session, keyspace: str) -> int:
 def replicate(session: Session, settings: CassandraSettings) -> list[str]:
     """Give the keyspace, and ``system_auth`` (the roles: a login must survive a node down),
     ``settings.replication_factor`` replicas where they have another number (``system_auth``
-    only ever more). Returns the keyspaces altered: their existing rows reach the new replicas
-    by a repair (``nodetool repair KEYSPACE``), which the local stack runs."""
+    only ever more, its rows copied at once: ``copy_auth_to_every_replica``). Returns the
+    keyspaces altered: their existing rows reach the new replicas by a repair (``nodetool
+    repair KEYSPACE``), which the local stack runs."""
     altered = []
     wanted = settings.replication_factor
     for keyspace in (settings.keyspace, "system_auth"):
@@ -305,7 +307,7 @@ def replicate(session: Session, settings: CassandraSettings) -> list[str]:
         )
         log.warning(
             "cassandra: keyspace %s has %d replica(s), CASSANDRA_REPLICATION_FACTOR=%d: %s "
-            "(then `nodetool repair %s` copies its rows to the new replicas)",
+            "(`nodetool repair %s` copies the rows it has to the new replicas)",
             keyspace,
             have,
             wanted,
@@ -313,8 +315,36 @@ def replicate(session: Session, settings: CassandraSettings) -> list[str]:
             keyspace,
         )
         session.execute(statement, timeout=60)
+        if keyspace == "system_auth":
+            copy_auth_to_every_replica(session)
         altered.append(keyspace)
     return altered
+
+
+def copy_auth_to_every_replica(session: Session, attempts: int = 10) -> None:
+    """Right after ``system_auth`` got more replicas, its rows (roles, grants) are still on one
+    node each: read every table of it at consistency ALL, which makes Cassandra write what a
+    replica lacks to it (blocking read repair), so a login holds whichever node answers. The
+    admin's own rights are cached meanwhile; a read refused while they are looked up is tried
+    again."""
+    from cassandra import ConsistencyLevel, DriverException
+    from cassandra.query import SimpleStatement
+
+    tables = session.cluster.metadata.keyspaces["system_auth"].tables
+    for table in sorted(tables):
+        query = SimpleStatement(
+            f"SELECT * FROM system_auth.{table}", consistency_level=ConsistencyLevel.ALL
+        )
+        for attempt in range(attempts):
+            try:
+                for _ in session.execute(query, timeout=30):
+                    pass
+                break
+            except DriverException as exc:
+                if attempt == attempts - 1:
+                    raise
+                log.info("cassandra: reading system_auth.%s at ALL again (%s)", table, exc)
+                time.sleep(1)
 
 
 def check_schema(session: Session, settings: CassandraSettings) -> None:

@@ -84,58 +84,38 @@ def _value(configs: Any, topic: str, key: str) -> str:
 
 
 def cassandra_lines(settings: config.Settings) -> list[str]:
-    from cassandra import OperationTimedOut, ReadTimeout
+    """Each node asked on its own (up: it answers CQL), with the hints the others hold for it."""
+    from cassandra import DriverException
     from cassandra.cluster import NoHostAvailable
 
     from pipeline import cassandra_schema
 
     nodes = [s for s in STACK if isinstance(s, Cassandra)]
+    held = {n.name: n.hints_held() for n in nodes}
+    lines = []
+    for n in nodes:
+        owed = sum((h or {}).get(n.host, 0) for name, h in held.items() if name != n.name)
+        more = f"the others hold {owed} hint file(s) for it" if owed else ""
+        role = "seed" if n.node == 1 else "node"
+        health = "down" if held[n.name] is None else "up"
+        lines.append(_row(n.name, f"{n.host}:{n.port}", role, health, more))
+    if all(h is None for h in held.values()):
+        return [*lines, "  cassandra is not answering"]
+    keyspace = settings.cassandra.keyspace
     try:
         session = cassandra_schema.connect(config.cassandra_admin(), connect_timeout=3)
-    except cassandra_schema.CassandraUnavailable as exc:
-        return [_row(n.name, f"{n.host}:{n.port}", "", "down") for n in nodes] + [
-            f"  cassandra is not answering ({str(exc)[:120]})"
-        ]
-    try:
-        hosts = {h.address: h for h in session.cluster.metadata.all_hosts()}
-        hints = _pending_hints(session, [h for h in hosts.values() if h.is_up])
-        lines = []
-        for n in nodes:
-            host = hosts.get(n.host)
-            health = "up" if host is not None and host.is_up else "down"
-            role = "seed" if n.node == 1 else "node"
-            owed = hints.get(n.host, 0)
-            more = f"hints held for it: {owed} file(s)" if owed else ""
-            lines.append(_row(n.name, f"{n.host}:{n.port}", role, health, more))
-        keyspace = settings.cassandra.keyspace
-        lines.append(
-            f"  keyspace {keyspace}: {cassandra_schema.replication_factor(session, keyspace)} "
-            f"replicas (system_auth {cassandra_schema.replication_factor(session, 'system_auth')})"
-            f", the job writes at {settings.cassandra.write_consistency}"
-        )
-        return lines
-    except (NoHostAvailable, OperationTimedOut, ReadTimeout) as exc:
-        return [f"  cassandra is not answering ({exc.__class__.__name__})"]
-    finally:
-        session.cluster.shutdown()
-
-
-def _pending_hints(session: Any, hosts: list[Any]) -> dict[str, int]:
-    """Hint files the live nodes hold for each other node (a node back from the dead gets them
-    replayed): address -> files."""
-    from cassandra import DriverException
-
-    owed: dict[str, int] = {}
-    for host in hosts:
         try:
-            rows = session.execute(
-                "SELECT address, files FROM system_views.pending_hints", host=host, timeout=5
-            )
-        except DriverException:
-            continue
-        for row in rows:
-            owed[row.address] = owed.get(row.address, 0) + (row.files or 0)
-    return owed
+            replicas = cassandra_schema.replication_factor(session, keyspace)
+            auth = cassandra_schema.replication_factor(session, "system_auth")
+        finally:
+            session.cluster.shutdown()
+    except (cassandra_schema.CassandraUnavailable, DriverException, NoHostAvailable) as exc:
+        return [*lines, f"  keyspace {keyspace}: no answer ({exc.__class__.__name__})"]
+    return [
+        *lines,
+        f"  keyspace {keyspace}: {replicas} replicas (system_auth {auth}), the job writes at "
+        f"{settings.cassandra.write_consistency}",
+    ]
 
 
 def spark_lines() -> list[str]:

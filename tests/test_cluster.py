@@ -128,16 +128,17 @@ def test_the_cluster_runs_every_node_and_replicates_the_topic_and_the_keyspace(
 
     session = cassandra_schema.connect(config.cassandra_admin(cluster))
     try:
-        peers = {r.peer for r in session.execute("SELECT peer FROM system.peers_v2")}
-        local = session.execute("SELECT broadcast_address FROM system.local").one()
-        ring = {str(a) for a in peers | {local.broadcast_address}}
+        ring = {h.address for h in session.cluster.metadata.all_hosts() if h.is_up}
         assert ring == set(HOSTS)
+        tokens = session.cluster.metadata.token_map.token_to_host_owner.values()
+        assert {h.address for h in tokens} == set(HOSTS)  # each owns part of the ring
         assert cassandra_schema.replication_factor(session, settings.cassandra.keyspace) == 3
         assert cassandra_schema.replication_factor(session, "system_auth") == 3
     finally:
         session.cluster.shutdown()
 
     status = script(cluster, "status", timeout=120)
+    status = status[status.index("CLUSTER") :]
     for name in ("kafka", "kafka-2", "kafka-3", "cassandra", "cassandra-2", "cassandra-3"):
         assert re.search(rf"^  {name} +\S+ +.+ up\b", status, re.M), (name, status)
     assert "3 partitions x 3 replicas, min.insync.replicas 2; under-replicated 0" in status

@@ -11,11 +11,11 @@ from script.benchmark import parts, report
 from script.benchmark.memory import service_pss_mb
 from script.benchmark.stats import RateSearch
 from script.layout import STATE, say
-from script.services import STACK, STANDIN
+from script.services import STACK, STANDIN, pipeline_services
 from script.services.standin import standin_url
 
 PARTS = ("latency", "rate", "classify", "sink", "producer", "restart", "memory", "fetch")
-NEEDED = ["zookeeper", "kafka", "schema-registry", "cassandra"]  # the producer publishes its schema
+NEEDED = pipeline_services()  # every node; the producer publishes its schema
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

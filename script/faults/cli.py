@@ -13,11 +13,10 @@ from script.faults.nodes import NODE_SCENARIOS, require_cluster
 from script.faults.rig import Outcome, say
 from script.faults.scenarios import FULL, SCENARIOS, SHORT
 from script.layout import STATE
-from script.services import STACK
+from script.services import STACK, pipeline_services
 
-# What the scenarios run against: every node of ZooKeeper, Kafka, the registry, Cassandra and
-# Spark's standalone cluster (Airflow and its database only for `retry`, from the user's `up`).
-NEEDED = [s.name for s in STACK if s.name not in ("postgres", "airflow")]
+# What the scenarios run against (Airflow and its database only for `retry`: the user's `up`).
+NEEDED = pipeline_services()
 EVERY = {**SCENARIOS, **NODE_SCENARIOS}
 
 

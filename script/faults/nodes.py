@@ -116,7 +116,7 @@ def _run(
             outcome.recover_s = job.next_row(300)  # rows go on being written, nobody acts
             time.sleep(max(0.0, down_seconds - outcome.recover_s))
             if isinstance(victim, Cassandra):
-                held = pending_hints(job, victim.host)
+                held = pending_hints(victim)
                 outcome.note += f"the others held {held} hint file(s) for it while down; "
             stack.start_service(victim)
             back = time.time()
@@ -136,27 +136,14 @@ def _run(
 # --- Cassandra -------------------------------------------------------------------------------
 
 
-def pending_hints(job: SupervisedJob, address: str) -> int:
-    """Hint files the other live nodes still hold for the node at ``address``."""
-    from cassandra import DriverException
-
-    session = job.session()
-    total = 0
-    for host in session.cluster.metadata.all_hosts():
-        if host.address == address or not host.is_up:
-            continue
-        try:
-            rows = session.execute(
-                "SELECT address, files FROM system_views.pending_hints", host=host, timeout=5
-            )
-        except DriverException:
-            continue
-        total += sum(r.files or 0 for r in rows if r.address == address)
-    return total
+def pending_hints(node: Service) -> int:
+    """Hint files the other live nodes still hold for ``node``."""
+    others = [s for s in STACK if isinstance(s, Cassandra) and s.name != node.name]
+    return sum((other.hints_held() or {}).get(node.host, 0) for other in others)
 
 
 def _hints_delivered(job: SupervisedJob, node: Service) -> str:
-    waited = job.wait_for(lambda: pending_hints(job, node.host) == 0, "hints delivered", 300)
+    waited = job.wait_for(lambda: pending_hints(node) == 0, "hints delivered", 300)
     return f"rejoined, every hint for it delivered {waited:.0f} s later; "
 
 

@@ -51,6 +51,13 @@ ON_DEMAND: list[Service] = [STREAM, STANDIN]
 ALL: list[Service] = [*STACK, *ON_DEMAND]
 
 
+def pipeline_services() -> list[str]:
+    """What a stream job of its own (faults, benchmark) runs against: every node of ZooKeeper,
+    Kafka, the schema registry, Cassandra and Spark's standalone cluster; not Airflow nor its
+    database."""
+    return [s.name for s in STACK if not isinstance(s, Postgres | Airflow)]
+
+
 def named(name: str) -> Service:
     """The service called ``name``; StackError-free: a KeyError names the known ones."""
     for service in ALL:
@@ -59,4 +66,14 @@ def named(name: str) -> Service:
     raise KeyError(f"no service {name!r}; known: {', '.join(s.name for s in ALL)}")
 
 
-__all__ = ["ALL", "ON_DEMAND", "STACK", "STANDIN", "STREAM", "Process", "Service", "named"]
+__all__ = [
+    "ALL",
+    "ON_DEMAND",
+    "STACK",
+    "STANDIN",
+    "STREAM",
+    "Process",
+    "Service",
+    "named",
+    "pipeline_services",
+]

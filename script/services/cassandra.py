@@ -142,6 +142,20 @@ class Cassandra(Service):
             "its rows"
         )
 
+    def hints_held(self) -> dict[str, int] | None:
+        """As the admin, on this node alone: hint files it holds for each other node (by
+        address), for when that node is back; None when this node does not answer."""
+        from cassandra import DriverException
+        from cassandra.cluster import NoHostAvailable
+
+        s = config.cassandra_admin()
+        query = "SELECT address, files FROM system_views.pending_hints"
+        try:
+            rows = _cql(self.host, s.username, s.password, query)
+        except (DriverException, NoHostAvailable, OSError):
+            return None
+        return {str(r.address): r.files or 0 for r in rows}
+
     def nodetool(self, *arguments: str, timeout: float = 300) -> str:
         """`nodetool ARGUMENTS` against this node (its JMX port); its output, or StackError."""
         command = [
@@ -220,8 +234,8 @@ def drop_side_keyspace(overrides: Mapping[str, str]) -> None:
         session.cluster.shutdown()
 
 
-def _cql(host: str, username: str, password: str, query: str) -> list:
-    """``query`` on the node at ``host`` alone."""
+def _cql(host: str, username: str, password: str, *queries: str) -> list:
+    """``queries`` on the node at ``host`` alone; the rows of the last."""
     from cassandra.auth import PlainTextAuthProvider
     from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
     from cassandra.policies import WhiteListRoundRobinPolicy
@@ -237,6 +251,10 @@ def _cql(host: str, username: str, password: str, query: str) -> list:
         execution_profiles={EXEC_PROFILE_DEFAULT: only},
     )
     try:
-        return list(cluster.connect().execute(query, timeout=10))
+        session = cluster.connect()
+        rows: list = []
+        for query in queries:
+            rows = list(session.execute(query, timeout=10))
+        return rows
     finally:
         cluster.shutdown()
