@@ -39,6 +39,13 @@ NOT_RUN_HERE = {
         "restarts the user's Airflow with another API: tests/test_end_to_end.py passes api_url"
     ),
     "CASSANDRA_HEAP=512M ./run.sh up": "a heap for a fresh start; `./run.sh up` runs here",
+    "STACK_TOPOLOGY=cluster ./run.sh up": (
+        "the other topology over the user's stack: tests/test_cluster.py brings one up with "
+        "`./run.sh up` on addresses and a state folder of its own"
+    ),
+    "SPARK_WORKERS=3 ./run.sh up spark-worker-3": (
+        "a third worker: tests/test_cluster.py runs it on the suite's cluster"
+    ),
 }
 
 
