@@ -14,6 +14,7 @@ import signal
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from pipeline import config
@@ -147,27 +148,6 @@ def _hints_delivered(job: SupervisedJob, node: Service) -> str:
     return f"rejoined, every hint for it delivered {waited:.0f} s later; "
 
 
-def cassandra_node(d: Durations) -> Outcome:
-    """A Cassandra node that is not the seed."""
-    return _run(
-        "Cassandra node (not the seed) SIGKILLed mid-stream",
-        lambda job: named("cassandra-2"),
-        _hints_delivered,
-        d.node_down,
-        d.between_kills,
-    )
-
-
-def cassandra_seed(d: Durations) -> Outcome:
-    return _run(
-        "Cassandra seed node SIGKILLed mid-stream",
-        lambda job: named("cassandra"),
-        _hints_delivered,
-        d.node_down,
-        d.between_kills,
-    )
-
-
 # --- Kafka -----------------------------------------------------------------------------------
 
 
@@ -199,16 +179,6 @@ def _replicas_in_sync(job: SupervisedJob, node: Service) -> str:
     return f"rejoined, every partition's replicas in sync again {waited:.0f} s later; "
 
 
-def kafka_broker(d: Durations) -> Outcome:
-    return _run(
-        "Kafka broker (a partition leader) SIGKILLed mid-stream",
-        _leader,
-        _replicas_in_sync,
-        d.node_down,
-        d.between_kills,
-    )
-
-
 # --- Spark -----------------------------------------------------------------------------------
 
 
@@ -231,19 +201,33 @@ def _worker_back(job: SupervisedJob, node: Service) -> str:
     )
 
 
-def spark_worker(d: Durations) -> Outcome:
-    return _run(
-        "Spark worker (and its executors) SIGKILLed mid-stream",
-        lambda job: named("spark-worker-1"),
-        _worker_back,
-        d.node_down,
-        d.between_kills,
-    )
+@dataclass(frozen=True)
+class NodeFault:
+    """A scenario: which node dies, and what says it is back and has caught up."""
+
+    title: str
+    victim: Callable[[SupervisedJob], Service]
+    rejoined: Callable[[SupervisedJob, Service], str]
+
+    def __call__(self, d: Durations) -> Outcome:
+        return _run(self.title, self.victim, self.rejoined, d.node_down, d.between_kills)
 
 
 NODE_SCENARIOS: dict[str, Callable[[Durations], Outcome]] = {
-    "cassandra-node": cassandra_node,
-    "cassandra-seed": cassandra_seed,
-    "kafka-broker": kafka_broker,
-    "spark-worker": spark_worker,
+    "cassandra-node": NodeFault(
+        "Cassandra node (not the seed) SIGKILLed mid-stream",
+        lambda job: named("cassandra-2"),
+        _hints_delivered,
+    ),
+    "cassandra-seed": NodeFault(
+        "Cassandra seed node SIGKILLed mid-stream", lambda job: named("cassandra"), _hints_delivered
+    ),
+    "kafka-broker": NodeFault(
+        "Kafka broker (a partition leader) SIGKILLed mid-stream", _leader, _replicas_in_sync
+    ),
+    "spark-worker": NodeFault(
+        "Spark worker (and its executors) SIGKILLed mid-stream",
+        lambda job: named("spark-worker-1"),
+        _worker_back,
+    ),
 }
