@@ -63,7 +63,7 @@ def _port_busy(service: Service) -> bool:
 
 def _port_taken(service: Service) -> str:
     return (
-        f"{service.name}: port {service.host}:{service.port} is taken by another process (see "
+        f"{service.name}: port {service.port} is taken by another process on {service.host} (see "
         f"`ss -ltnp 'sport = :{service.port}'`); stop it or free the port. "
         f"Log: {service.log}"
     )

@@ -158,7 +158,7 @@ def test_up_creates_the_topic_once_with_the_configured_partitions(
     finally:
         admin.close()
     assert len(described["partitions"]) == 5
-    assert all(f"kafka: topic {topic} is there (5 partition(s))" in out for out in outputs)
+    assert all(f"kafka: topic {topic} is there (5 partition(s), " in out for out in outputs)
 
 
 def test_up_fails_naming_service_port_and_log_when_a_port_is_taken(
