@@ -184,3 +184,34 @@ def test_a_worker_more_is_a_setting(cluster: dict[str, str]) -> None:
     finally:
         script(more, "down", "spark-worker-3")
     assert "workers alive 2 of 2" in script(cluster, "status", timeout=120)
+
+
+def test_the_whole_ring_stopped_and_started_again_logs_in_and_keeps_its_rows(
+    cluster: dict[str, str],
+) -> None:
+    """`./run.sh down` then `up` of every Cassandra node: the seed comes back alone first, and
+    the default superuser's login needs a quorum of system_auth's three replicas."""
+    from pipeline import cassandra_schema
+
+    settings = config.load(cluster)
+    table = f"{settings.cassandra.keyspace}.{settings.cassandra.table}"
+
+    def rows() -> int:
+        session = cassandra_schema.connect(config.cassandra_admin(cluster))
+        try:
+            return session.execute(f"SELECT COUNT(*) FROM {table}", timeout=60).one()[0]
+        finally:
+            session.cluster.shutdown()
+
+    session = cassandra_schema.connect(config.cassandra_admin(cluster))
+    try:
+        session.execute(f"INSERT INTO {table} (id, email) VALUES ('ring-restart', 'r@example.com')")
+    finally:
+        session.cluster.shutdown()
+    before = rows()
+    ring = ["cassandra", "cassandra-2", "cassandra-3"]
+    script(cluster, "down", *ring)
+    script(cluster, "up", *ring)
+    assert rows() == before >= 1
+    status = script(cluster, "status", timeout=120)
+    assert f"keyspace {settings.cassandra.keyspace}: 3 replicas (system_auth 3)" in status

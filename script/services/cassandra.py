@@ -87,13 +87,18 @@ class Cassandra(Service):
         s = config.cassandra_admin()
         if not port_open(s.port, self.host):
             return f"CQL port {self.host}:{s.port} not open yet"
+        if not self.last:
+            # A node opens CQL once it has joined the ring. A login may need a quorum of the
+            # replicas of system_auth (the default superuser's does), which the nodes after it
+            # make: the last node's probe logs in.
+            return None
         try:
             _cql(self.host, s.username, s.password, "SELECT release_version FROM system.local")
             return None
         except NoHostAvailable as exc:
             reason = str(exc)
         # A fresh ring only knows cassandra/cassandra: give the configured admin its password.
-        if self.node == 1 and (s.username, s.password) != ("cassandra", "cassandra"):
+        if (s.username, s.password) != ("cassandra", "cassandra"):
             try:
                 _cql(
                     self.host,
