@@ -43,6 +43,9 @@ NOT_RUN_HERE = {
         "the other topology over the user's stack: tests/test_cluster.py brings one up with "
         "`./run.sh up` on addresses and a state folder of its own"
     ),
+    "./run.sh down spark-worker-2": (
+        "a worker of the cluster topology: tests/test_cluster.py stops and starts its own"
+    ),
     "SPARK_WORKERS=3 ./run.sh up spark-worker-3": (
         "a third worker: tests/test_cluster.py runs it on the suite's cluster"
     ),
