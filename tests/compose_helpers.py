@@ -410,3 +410,17 @@ def requirement_pin(package: str) -> str:
         if match:
             return match.group(2)
     pytest.fail(f"requirements.txt does not pin {package}", pytrace=False)
+
+
+def start_order(all_services: dict[str, dict[str, Any]]) -> list[str]:
+    """The services in an order `up` can start them (each after its depends_on); the test fails
+    on a cycle."""
+    graph = {name: set(s.get("depends_on") or {}) for name, s in all_services.items()}
+    started: list[str] = []
+    while graph:
+        ready = sorted(name for name, deps in graph.items() if deps <= set(started))
+        assert ready, f"depends_on has a cycle among {sorted(graph)}"
+        started += ready
+        for name in ready:
+            del graph[name]
+    return started

@@ -33,6 +33,7 @@ from compose_helpers import (
     raw_compose,
     run,
     services,
+    start_order,
     to_bytes,
     tool,
 )
@@ -437,14 +438,7 @@ def test_the_job_and_the_producer_wait_for_every_broker(cluster: dict[str, Any])
 
 def test_one_cluster_up_has_an_order_that_starts_everything(cluster: dict[str, Any]) -> None:
     all_services = services(cluster)
-    graph = {name: set(s.get("depends_on") or {}) for name, s in all_services.items()}
-    started: list[str] = []
-    while graph:
-        ready = sorted(name for name, deps in graph.items() if deps <= set(started))
-        assert ready, f"depends_on has a cycle among {sorted(graph)}"
-        started += ready
-        for name in ready:
-            del graph[name]
+    start_order(all_services)  # fails on a cycle
     for name, service in all_services.items():
         for dependency, rule in (service.get("depends_on") or {}).items():
             expected = (

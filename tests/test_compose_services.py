@@ -35,6 +35,7 @@ from compose_helpers import (
     run,
     seconds,
     services,
+    start_order,
     to_bytes,
     tool,
     versions,
@@ -131,14 +132,7 @@ def test_dependencies_wait_for_health_or_for_the_init_to_finish(compose: dict[st
 
 
 def test_one_compose_up_has_an_order_that_starts_everything(compose: dict[str, Any]) -> None:
-    graph = {name: set(s.get("depends_on") or {}) for name, s in services(compose).items()}
-    started: list[str] = []
-    while graph:
-        ready = sorted(name for name, deps in graph.items() if deps <= set(started))
-        assert ready, f"depends_on has a cycle among {sorted(graph)}"
-        started += ready
-        for name in ready:
-            del graph[name]
+    start_order(services(compose))  # fails on a cycle
     expectations = {
         "broker": {"zookeeper"},
         "schema-registry": {"broker"},
