@@ -16,7 +16,7 @@ from script.services.cassandra import Cassandra
 from script.services.kafka import Kafka
 from script.services.postgres import Postgres
 from script.services.registry import SchemaRegistry
-from script.services.spark import SparkMaster, SparkWorker, standalone
+from script.services.spark import SparkMaster, SparkWorker
 from script.services.standin import StandIn
 from script.services.stream import StreamJob
 from script.services.zookeeper import ZooKeeper
@@ -30,7 +30,7 @@ def _stack() -> list[Service]:
     nodes = len(settings.cassandra.hosts) if settings else 1
     brokers = len(settings.kafka.brokers) if settings else 1
     spark: list[Service] = []
-    if settings and standalone():
+    if settings and settings.stream.master.startswith("spark://"):
         workers = [SparkWorker(n) for n in range(1, settings.stack.spark_workers + 1)]
         spark = [SparkMaster(), *workers]
     return [

@@ -26,11 +26,6 @@ def master_address() -> tuple[str, int]:
     return host, int(port or 7077)
 
 
-def standalone() -> bool:
-    """True when SPARK_MASTER names a standalone master, which the local stack then runs."""
-    return config.load().stream.master.startswith("spark://")
-
-
 def master_state(timeout: float = 3) -> dict[str, Any] | None:
     """The master's view (its web UI's /json/: workers, cores, applications), None when down."""
     url = f"http://127.0.0.1:{config.load().stack.spark_master_ui_port}/json/"
