@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import pendulum
 from airflow.sdk import Param, dag, get_current_context, task
 
 # The deployments put the repository on PYTHONPATH. Only the settings are imported at parse
@@ -21,14 +20,21 @@ from airflow.sdk import Param, dag, get_current_context, task
 from pipeline.config import DAG_ID, load_task
 
 # A parameter left at its default means "use the environment" (pipeline/config.py); a trigger's
-# conf overrides the variable for that run.
+# conf overrides the variable for that run. "Use the environment" is `null` (an empty field) or
+# 0, values Airflow's Trigger form accepts untouched, so the dialog opens ready to run.
 PARAMS = {
-    "api_url": Param("", type="string", description="USERS_API_URL for this run"),
+    "api_url": Param(
+        None, type=["null", "string"], description="users API for this run (empty: USERS_API_URL)"
+    ),
     "total": Param(0, type="integer", minimum=0, description="users to send (0: time budget)"),
     "run_seconds": Param(0, type="number", minimum=0, description="time budget (0: env)"),
-    "seed": Param("", type="string", description="randomuser seed for a reproducible run"),
+    "seed": Param(
+        None,
+        type=["null", "string"],
+        description="randomuser seed for a reproducible run (empty: USERS_SEED, else the run id)",
+    ),
     "start_page": Param(0, type="integer", minimum=0, description="first page (0: env)"),
-    "topic": Param("", type="string", description="Kafka topic (empty: KAFKA_TOPIC)"),
+    "topic": Param(None, type=["null", "string"], description="Kafka topic (empty: KAFKA_TOPIC)"),
     "users_per_second": Param(
         None,
         type=["null", "number"],
@@ -46,10 +52,11 @@ def run_overrides(params: dict[str, object]) -> dict[str, object]:
     return {k: v for k, v in params.items() if k not in PARAM_DEFAULTS or v != PARAM_DEFAULTS[k]}
 
 
+# No start_date: unpausing the DAG then waits for the next midnight, where a start date in the
+# past makes the scheduler run today's interval at once, a run nobody asked for.
 @dag(
     dag_id=DAG_ID,
     schedule="@daily",
-    start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
     catchup=False,
     tags=["randomuser", "kafka"],
     default_args={

@@ -428,6 +428,7 @@ class RunStats:
     topic: str
     seed: str
     first_page: int
+    api_url: str = ""  # USERS_API_URL of the run
     paced_per_second: float = 0.0  # USERS_PER_SECOND of the run; 0: unpaced
     max_in_flight: int = 0  # KAFKA_MAX_IN_FLIGHT_RECORDS: the bound of most_in_flight
     last_page: int = 0
@@ -450,6 +451,7 @@ class RunStats:
     def as_dict(self) -> dict[str, Any]:
         return {
             "topic": self.topic,
+            "api_url": self.api_url,
             "seed": self.seed,
             "first_page": self.first_page,
             "last_page": self.last_page,
@@ -497,6 +499,7 @@ def run(settings: Settings, run_id: str | None = None) -> RunStats:
         topic=kafka.topic,
         seed=seed,
         first_page=api.start_page,
+        api_url=api.url,
         paced_per_second=api.per_second,
         max_in_flight=kafka.max_in_flight_records,
     )

@@ -20,13 +20,14 @@ from script import stack
 from script.airflow_api import AirflowClient
 from script.layout import StackError
 from script.pipeline_status import cassandra_session, count_rows, percentile, stream_progress
-from script.services import STANDIN, STREAM
-from script.services.airflow import airflow_admin, url
+from script.services import STREAM, named
+from script.services.airflow import airflow_admin, record_users_api, scheduler_users_api, url
 from script.services.standin import standin_url
 
 DAG_ID = config.DAG_ID
 TASK_ID = "stream_users"
 PUBLIC_API = "https://randomuser.me/api/"
+AIRFLOW = named("airflow")
 
 
 def say(message: str) -> None:
@@ -34,7 +35,7 @@ def say(message: str) -> None:
 
 
 def choose_api(offline: bool, env_url: str | None) -> tuple[str, bool]:
-    """(URL the DAG fetches from, whether it is the bundled stand-in)."""
+    """(URL the DAG fetches from, whether it is the bundled stand-in); starts nothing."""
     if env_url:
         return env_url, False
     if not offline:
@@ -46,8 +47,18 @@ def choose_api(offline: bool, env_url: str | None) -> tuple[str, bool]:
                 f"randomuser.me is unreachable ({exc.__class__.__name__}): using the bundled "
                 "randomuser-compatible server instead (--offline skips this check)"
             )
-    stack.start_service(STANDIN)
     return standin_url(), True
+
+
+def use_api(api_url: str) -> None:
+    """Make ``api_url`` the API of every run of the DAG from now on (scheduled, UI-triggered):
+    recorded for Airflow's processes, which are restarted when they run with another."""
+    record_users_api(api_url)
+    if AIRFLOW.pid() and scheduler_users_api() != api_url:
+        before = scheduler_users_api() or PUBLIC_API
+        say(f"Airflow's runs used {before}: restarting Airflow so that they use {api_url}")
+        stack.stop_service(AIRFLOW)
+        stack.start_service(AIRFLOW)
 
 
 def client() -> AirflowClient:
@@ -132,8 +143,9 @@ def run(args: argparse.Namespace) -> int:
     began = time.monotonic()
     settings = config.load()
     c = settings.cassandra
+    api_url, _ = choose_api(args.offline, os.environ.get("USERS_API_URL"))
+    use_api(api_url)  # before `up`: Airflow starts with it, and the stand-in with the stack
     stack.up()
-    api_url, standin = choose_api(args.offline, os.environ.get("USERS_API_URL"))
     stack.start_service(STREAM)
 
     airflow = client()
@@ -141,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
     airflow.unpause(DAG_ID)
     cluster, session = cassandra_session(c)
     dead_before = count_rows(session, c.keyspace, c.dead_letter_table) or 0
-    conf: dict[str, Any] = {"api_url": api_url}
+    conf: dict[str, Any] = {}
     if args.users:
         conf["total"] = args.users
     if args.seed:
@@ -170,7 +182,9 @@ def run(args: argparse.Namespace) -> int:
     user, _ = airflow_admin()
     print()
     print("Pipeline run report")
-    print(f"  users API          {api_url}{' (bundled stand-in)' if standin else ''}")
+    used = stats.get("api_url", api_url)
+    print(f"  users API          {used}{' (bundled stand-in)' if used == standin_url() else ''}")
+    print(f"{'':21}scheduled and UI-triggered runs use it too (USERS_API_URL changes it)")
     print(f"  fetched            {stats.get('fetched', '?'):,}")
     print(
         f"  sent to Kafka      {stats.get('sent', '?'):,}   skipped {stats.get('skipped', 0):,}"

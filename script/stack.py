@@ -118,6 +118,8 @@ def up(names: Iterable[str] | None = None) -> list[str]:
             raise StackError(_port_taken(service))
     downloads()
     started = [s.name for s in STACK if s.name in wanted and start_service(s)]
+    if not names:  # the whole stack: with the on-demand services its runs rely on
+        started += [s.name for s in ON_DEMAND if s.wanted_with_stack() and start_service(s)]
     say(f"stack up in {time.monotonic() - started_at:.0f}s; `./run.sh status` for details")
     return started
 

@@ -6,6 +6,7 @@ import json
 import os
 import secrets
 import subprocess
+from pathlib import Path
 from urllib.parse import quote
 
 from pipeline import config
@@ -16,6 +17,9 @@ from script.services.postgres import pg_settings
 
 HOME = DATA / "airflow"
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+# The users API the last `./run.sh` chose (randomuser.me or the stand-in): scheduled and
+# UI-triggered runs use it too, until USERS_API_URL says otherwise.
+USERS_API_CHOICE = HOME / "users-api-url"
 
 
 class Airflow(Service):
@@ -135,6 +139,9 @@ def airflow_env() -> dict[str, str]:
     database_url = f"postgresql+psycopg2://{login}@127.0.0.1:{s.postgres_port}/{db}"
     # The DAG only produces to Kafka: no Cassandra setting, login above all, reaches Airflow.
     env = {k: v for k, v in os.environ.items() if not k.startswith("CASSANDRA_")}
+    chosen = users_api()
+    if chosen:
+        env["USERS_API_URL"] = chosen
     env.update(
         {
             "AIRFLOW_HOME": str(HOME),
@@ -161,3 +168,36 @@ def airflow_env() -> dict[str, str]:
         }
     )
     return env
+
+
+def users_api() -> str | None:
+    """The users API Airflow's runs use: USERS_API_URL when set, else what the last `./run.sh`
+    chose (`record_users_api`), else None (the setting's default, randomuser.me)."""
+    if os.environ.get("USERS_API_URL"):
+        return os.environ["USERS_API_URL"]
+    if USERS_API_CHOICE.exists():
+        return USERS_API_CHOICE.read_text().strip() or None
+    return None
+
+
+def record_users_api(api_url: str) -> None:
+    """Remember the API a run chose, for the Airflow processes started from now on."""
+    HOME.mkdir(parents=True, exist_ok=True)
+    USERS_API_CHOICE.write_text(api_url + "\n")
+
+
+def scheduler_users_api() -> str | None:
+    """USERS_API_URL in the running scheduler's environment (the DAG's task inherits it); None
+    when the scheduler does not run or runs with the setting's default."""
+    pid = read_pid("airflow-scheduler")
+    if not pid:
+        return None
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return None
+    for entry in environ.split(b"\0"):
+        name, _, value = entry.partition(b"=")
+        if name == b"USERS_API_URL":
+            return value.decode()
+    return None

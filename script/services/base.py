@@ -68,6 +68,10 @@ class Service:
         """On every `up`, before `.stack/` is made private (`layout.private_state`): what a
         service that runs as another user needs to reach in it (idempotent)."""
 
+    def wanted_with_stack(self) -> bool:
+        """An on-demand service: True when `./run.sh up` of the whole stack starts it too."""
+        return False
+
     def set_up(self) -> None:
         """Once it is ready, on every `up`: idempotent (e.g. the pipeline's topic)."""
 

@@ -6,6 +6,7 @@ import sys
 
 from pipeline import config
 from script.procs import spawn
+from script.services.airflow import users_api
 from script.services.base import Service
 from script.services.stream import stream_env
 
@@ -29,6 +30,10 @@ class StandIn(Service):
     def start(self) -> None:
         command = [sys.executable, "-m", "standin"]
         spawn(self.name, [*command, "--host", "127.0.0.1", "--port", str(self.port)], stream_env())
+
+    def wanted_with_stack(self) -> bool:
+        """When Airflow's runs use it (the last `./run.sh` chose it), it runs with the stack."""
+        return users_api() == standin_url()
 
     def probe(self) -> str | None:
         import requests
