@@ -255,3 +255,42 @@ def user_pipeline_stays_healthy(settings: config.Settings):
         while stream_progress(settings).lag:
             assert time.monotonic() < deadline, "the user's stream job did not catch up"
             time.sleep(2)
+
+
+# Debian's Chromium, driven by Playwright (its own browser download cannot work offline). The
+# flags keep a headless browser off the closed network and fit a container run as root.
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SCREENSHOTS = LOGS / "screenshots"
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Headless Chromium from Debian (`apt-get install chromium`), one for the session."""
+    from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: `apt-get install chromium`", pytrace=False)
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser, request):
+    """A fresh browser page; its last view is saved as `.stack/logs/screenshots/TEST.png`."""
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    page = context.new_page()
+    yield page
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=SCREENSHOTS / f"{request.node.name}.png", full_page=True)
+    context.close()
