@@ -31,7 +31,7 @@ VERSIONS_FILE = REPO / "stack" / "versions.env"
 SPARK_POM = REPO / "stack" / "spark-jars.pom.xml"
 RUN_DOCKER = REPO / "run-docker.sh"
 ENTRYPOINT = REPO / "script" / "entrypoint.sh"
-README = REPO / "README.md"
+DOCKER_DOCS = REPO / "docs" / "docker.md"  # the Docker page of the docs
 
 AIRFLOW_COMPONENTS = {
     "airflow-apiserver": "api-server",

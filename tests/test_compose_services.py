@@ -18,8 +18,8 @@ import yaml
 from compose_helpers import (
     AIRFLOW_COMPONENTS,
     COMPOSE_FILE,
+    DOCKER_DOCS,
     FAKE_KAFKA_TOPICS,
-    README,
     compose_env,
     compose_text,
     compose_with,
@@ -62,7 +62,7 @@ EXPECTED_SERVICES = {
     "cassandra-init",
 }
 SCALABLE = {"spark-worker"}
-MEMORY_BUDGET = 8 * 1024**3  # the README advises giving Docker 6-8 GB
+MEMORY_BUDGET = 8 * 1024**3  # the docs advise giving Docker 6-8 GB
 
 
 def test_compose_file_is_valid_against_the_compose_spec() -> None:
@@ -526,15 +526,15 @@ def test_images_are_the_documented_ones(compose: dict[str, Any]) -> None:
         }, "the Spark image's build args are stack/versions.env's"
 
 
-def readme_memory_figures() -> tuple[float, float]:
-    """The README's "limits add up to X GiB (Y GiB with Control Center ...)"."""
-    text = " ".join(README.read_text().split())
+def docs_memory_figures() -> tuple[float, float]:
+    """docs/docker.md's "limits add up to X GiB (Y GiB with Control Center ...)"."""
+    text = " ".join(DOCKER_DOCS.read_text().split())
     match = re.search(r"limits add up to ([\d.]+) GiB \(([\d.]+) GiB with Control Center", text)
-    assert match, "README.md no longer says what the memory limits add up to"
+    assert match, "docs/docker.md no longer says what the memory limits add up to"
     return float(match.group(1)), float(match.group(2))
 
 
-def test_memory_limits_fit_the_readmes_docker_memory_advice(compose: dict[str, Any]) -> None:
+def test_memory_limits_fit_the_docs_docker_memory_advice(compose: dict[str, Any]) -> None:
     totals = {"default": 0, "ui": 0}
     for name, service in long_running(compose).items():
         assert service.get("mem_limit"), f"{name} has no mem_limit"
@@ -549,10 +549,10 @@ def test_memory_limits_fit_the_readmes_docker_memory_advice(compose: dict[str, A
     assert totals["default"] <= MEMORY_BUDGET, (
         f"the limits add up to {totals['default'] / 1024**3:.2f} GiB, more than 8 GiB"
     )
-    assert readme_memory_figures() == (
+    assert docs_memory_figures() == (
         round(totals["default"] / 1024**3, 1),
         round(totals["ui"] / 1024**3, 1),
-    ), "README.md's memory figures are not what the limits add up to"
+    ), "docs/docker.md's memory figures are not what the limits add up to"
     assert services(compose)["control-center"]["profiles"] == ["ui"]
     worker = environment(services(compose)["spark-worker"])
     executor = environment(services(compose)["spark-stream"])["SPARK_EXECUTOR_MEMORY"]

@@ -1,7 +1,8 @@
-"""What the README and run-docker.sh's greeting tell a user about the Docker stack is what
-docker-compose.yml does: the ports in the README's port table are exactly the ones published,
-each URL they give reaches a service's HTTP port, and their cqlsh command logs in to the
-Cassandra container with the login Compose gives it (.env from .env.example).
+"""What the docs and run-docker.sh's greeting tell a user about the Docker stack is what
+docker-compose.yml does: the ports in the port table (docs/configuration.md) are exactly the ones
+published, each URL the Docker page (docs/docker.md) and the greeting give reaches a service's
+HTTP port, and every `docker exec ... cqlsh` command of the README, the docs and the greeting
+logs in to the Cassandra container with the login Compose gives it (.env from .env.example).
 """
 
 from __future__ import annotations
@@ -10,13 +11,14 @@ import re
 from typing import Any
 
 from compose_helpers import (
-    README,
+    DOCKER_DOCS,
     RUN_DOCKER,
     container_ports,
     environment,
     published_ports,
     services,
 )
+from docs_pages import name, page, pages
 
 
 def markdown_tables(text: str) -> list[list[dict[str, str]]]:
@@ -37,25 +39,17 @@ def markdown_tables(text: str) -> list[list[dict[str, str]]]:
     return tables
 
 
-def readme_docker_ports() -> dict[int, str]:
-    """Port -> service, from each README table with a "Port" column; a row whose "Docker"
-    column says "no" is a local-stack-only port and is left out."""
+def docs_docker_ports() -> dict[int, str]:
+    """Port -> service, from each table of docs/configuration.md with a "Port" column; a row
+    whose "Docker" column says "no" is a local-stack-only port and is left out."""
     ports: dict[int, str] = {}
-    for table in markdown_tables(README.read_text()):
+    for table in markdown_tables(page("configuration").read_text()):
         for row in table:
             if "port" not in row or row.get("docker", "").lower() == "no":
                 continue
             for port in re.findall(r"\b\d{2,5}\b", row["port"]):
                 ports[int(port)] = next(iter(row.values()))
     return ports
-
-
-def docker_section() -> str:
-    """The README's "Run it in Docker" section."""
-    text = README.read_text()
-    match = re.search(r"^## Run it in Docker$(.*?)(?=^## )", text, re.M | re.S)
-    assert match, "README.md has no '## Run it in Docker' section"
-    return match.group(1)
 
 
 def greeting() -> str:
@@ -65,27 +59,27 @@ def greeting() -> str:
     return match.group(1)
 
 
-def test_every_port_in_the_readme_port_table_is_published(compose: dict[str, Any]) -> None:
-    ports = readme_docker_ports()
-    assert ports, "README.md has no markdown table with a 'Port' column"
+def test_every_port_in_the_docs_port_table_is_published(compose: dict[str, Any]) -> None:
+    ports = docs_docker_ports()
+    assert ports, "docs/configuration.md has no markdown table with a 'Port' column"
     missing = sorted(set(ports) - set(published_ports(compose)))
-    assert not missing, f"README.md lists ports that docker-compose.yml does not publish: {missing}"
+    assert not missing, f"the port table lists ports docker-compose.yml does not publish: {missing}"
 
 
-def test_every_published_port_is_in_the_readme_port_table(compose: dict[str, Any]) -> None:
+def test_every_published_port_is_in_the_docs_port_table(compose: dict[str, Any]) -> None:
     undocumented = {
         port: service
         for port, (service, _, _) in published_ports(compose).items()
-        if port not in readme_docker_ports()
+        if port not in docs_docker_ports()
     }
-    assert not undocumented, f"docker-compose.yml publishes ports README.md omits: {undocumented}"
+    assert not undocumented, f"docker-compose.yml publishes ports the table omits: {undocumented}"
 
 
-def test_every_url_the_readme_and_run_docker_give_reaches_a_services_http_port(
+def test_every_url_the_docker_docs_and_run_docker_give_reaches_a_services_http_port(
     compose: dict[str, Any],
 ) -> None:
     published = published_ports(compose)
-    for where, text in (("README.md", docker_section()), ("run-docker.sh", greeting())):
+    for where, text in (("docs/docker.md", DOCKER_DOCS.read_text()), ("run-docker.sh", greeting())):
         urls = set(re.findall(r"http://localhost:(\d+)", text))
         assert len(urls) >= 4, f"{where} gives no Airflow, Control Center and Spark URLs: {urls}"
         for port in sorted(map(int, urls)):
@@ -105,11 +99,11 @@ CQLSH = re.compile(
 
 
 def test_the_cqlsh_commands_log_in_to_the_cassandra_container(compose: dict[str, Any]) -> None:
-    commands = {
-        where: [m.groupdict() for m in CQLSH.finditer(text)]
-        for where, text in (("README.md", README.read_text()), ("run-docker.sh", greeting()))
-    }
-    assert all(commands.values()), f"no `docker exec ... cqlsh` command in {commands}"
+    texts = {name(path): " ".join(path.read_text().split()) for path in pages()}
+    texts["run-docker.sh"] = greeting()
+    commands = {where: [m.groupdict() for m in CQLSH.finditer(t)] for where, t in texts.items()}
+    for where in ("README.md", "docs/docker.md", "run-docker.sh"):
+        assert commands[where], f"no `docker exec ... cqlsh` command in {where}"
     by_container = {s.get("container_name"): s for s in services(compose).values()}
     for where, found in commands.items():
         for command in found:
