@@ -90,12 +90,40 @@ def cassandra_session(c: CassandraSettings):
     return cluster, cluster.connect()
 
 
+# Murmur3Partitioner's tokens, split into this many ranges for a count.
+TOKEN_MIN, TOKEN_MAX = -(2**63), 2**63 - 1
+COUNT_SLICES = 64
+
+
+def token_slices(slices: int = COUNT_SLICES) -> list[tuple[int, int]]:
+    """``slices`` adjacent (low, high] token ranges that cover the ring once (Murmur3 gives no
+    key the token TOKEN_MIN: it maps it to TOKEN_MAX)."""
+    step = (TOKEN_MAX - TOKEN_MIN) // slices
+    bounds = [TOKEN_MIN + i * step for i in range(slices)] + [TOKEN_MAX]
+    return list(zip(bounds, bounds[1:], strict=False))
+
+
 def count_rows(session, keyspace: str, table: str) -> int | None:
-    """COUNT(*) of a table, or None when it does not exist yet."""
+    """The rows of a table, or None when it does not exist yet.
+
+    Counted one token range at a time (a few at once): a single COUNT(*) reads the whole table
+    in one request and times out in Cassandra on a large one."""
+    from cassandra.concurrent import execute_concurrent_with_args
+
     meta = session.cluster.metadata.keyspaces.get(keyspace)
     if meta is None or table not in meta.tables:
         return None
-    return session.execute(f"SELECT COUNT(*) FROM {keyspace}.{table}", timeout=120).one()[0]
+    key = ", ".join(c.name for c in meta.tables[table].partition_key)
+    query = session.prepare(
+        f"SELECT COUNT(*) FROM {keyspace}.{table} WHERE token({key}) > ? AND token({key}) <= ?"
+    )
+    results = execute_concurrent_with_args(session, query, token_slices(), concurrency=4)
+    total = 0
+    for ok, result in results:
+        if not ok:
+            raise result
+        total += result.one()[0]
+    return total
 
 
 def reasons(session, keyspace: str, table: str, limit: int = 100_000) -> Counter[str]:
