@@ -15,9 +15,12 @@ messages cost a second job only when there are any). The parse and a connector w
 before the query starts, so the first batch does not pay for the JVM's and Python's warm-up.
 
 Self-healing: a write that fails (Cassandra or Kafka gone) is retried with backoff while the
-batch is in flight; the connector notices a dead Cassandra in seconds and reconnects within two
-seconds of it answering. When the query makes no progress for ``SPARK_STALL_SECONDS`` the job
-exits 1, for its supervisor (``./run.sh stream``, Compose's restart policy) to start it again.
+batch is in flight, in the same process: the job waits for Cassandra; the connector notices a
+dead Cassandra in seconds and reconnects within two seconds of it answering. When the query
+shows no sign of life (no progress report, no batch begun, no write attempt ended) for
+``SPARK_STALL_SECONDS`` (five times that before its first batch: a busy machine starts slowly)
+the job exits 1, for its supervisor (``./run.sh stream``, Compose's restart policy) to start it
+again: the last resort for a write stuck where it cannot be interrupted.
 The job reads the topic by pattern, so a topic that does not exist yet is waited for, and one
 created under the running query is picked up from its first offset.
 
@@ -128,6 +131,9 @@ RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0)
 # How long SIGTERM waits for the running batch before interrupting it (it is then replayed on
 # restart); with `query.stop()`'s 10 s and Spark's own stop, the job is gone within 30 s.
 STOP_GRACE_SECONDS = 12.0
+# Before its first batch is done a job is starting (the JVM, the Python workers, the connector's
+# session, a backlog): on a busy machine that takes many times a batch's time.
+START_STALL_FACTOR = 5
 
 
 class ConnectorMissing(RuntimeError):
@@ -163,6 +169,9 @@ class CassandraSink:
         self._idle = threading.Event()
         self._idle.set()
         self.last_batch_id: int | None = None
+        # When a batch began or a write attempt ended: a sign of life for the watchdog (a write
+        # that waits for Cassandra fails and is tried again, a stuck one never returns).
+        self.alive_at = time.monotonic()
 
     def classify(self, kafka: DataFrame) -> DataFrame:
         messages, rejected = self._messages, self._rejected
@@ -175,6 +184,7 @@ class CassandraSink:
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
         self._idle.clear()
+        self.alive_at = time.monotonic()
         try:
             self._write_retrying(batch, batch_id)
             self.last_batch_id = batch_id
@@ -194,6 +204,7 @@ class CassandraSink:
             except AnalysisException:  # a plan or schema problem: no retry will change it
                 raise
             except Exception as exc:  # noqa: BLE001 - retried until stop, then re-raised
+                self.alive_at = time.monotonic()
                 if self._stop.is_set():
                     log.warning("batch %d: abandoned while stopping (it is replayed)", batch_id)
                     raise
@@ -372,11 +383,14 @@ def run_until_stopped(
 ) -> int:
     """Block until the query fails, stalls or ``stop`` is set; return the exit status.
 
-    A query that shows no progress (a finished batch, or Spark's idle report every 10 s) for
-    ``stall_seconds`` is stalled: the status says "try again" at once, without stopping the
-    query, which may be stuck where it cannot be interrupted. (The connector refreshes its
-    schema metadata before every write and waits for that uninterruptibly: when Cassandra went
-    away at the wrong moment, it may wait forever. A new process has a new session.)
+    A query that shows no sign of life (a finished batch or Spark's idle report every 10 s, a
+    batch begun, a write attempt ended) for ``stall_seconds`` is stalled, and one that has not
+    finished its first batch after ``START_STALL_FACTOR`` times that: the status says "try
+    again" at once, without stopping the query, which may be stuck where it cannot be
+    interrupted. (The connector refreshes its schema metadata before every write and waits for
+    that uninterruptibly: when Cassandra went away at the wrong moment, it may wait forever. A
+    new process has a new session.) A write that fails and is tried again is alive: the job
+    waits for Cassandra in the same process.
     """
     seen, moved, told = None, time.monotonic(), False
     while query.isActive and not stop.wait(1.0):
@@ -388,11 +402,13 @@ def run_until_stopped(
             if not told and progress and no_partitions_yet(progress):
                 log.info("%s", NO_TOPIC_YET)
                 told = True
-        elif now - moved > stall_seconds:
+        quiet = now - max(moved, sink.alive_at)
+        limit = stall_seconds if seen is not None else START_STALL_FACTOR * stall_seconds
+        if quiet > limit:
             log.error(
                 "no progress for %.0f s (batch %s was the last written): exiting so that the "
                 "job is started again (SPARK_STALL_SECONDS)",
-                now - moved,
+                quiet,
                 sink.last_batch_id,
             )
             stop.set()

@@ -26,9 +26,21 @@ from kafka import KafkaProducer
 from pipeline import contract, producer
 from script import services
 from script.faults.rig import Feeder, SupervisedJob, users
-from spark_stream import NO_TOPIC_YET
+from spark_stream import CONNECTOR_CONF, NO_TOPIC_YET
 
 RATE = 1000  # users per second offered, as the issue asks
+# How long the connector takes at most to give up on a write to a Cassandra that does not
+# answer (every try of the request timed out, after its connection timeout), with room for a
+# busy machine: the waits below derive from the job's own settings, not from a quiet machine.
+WRITE_GIVES_UP_S = (
+    3
+    * (
+        int(CONNECTOR_CONF["spark.cassandra.read.timeoutMS"])
+        * (int(CONNECTOR_CONF["spark.cassandra.query.retry.count"]) + 1)
+        + int(CONNECTOR_CONF["spark.cassandra.connection.timeoutMS"])
+    )
+    / 1000
+)
 
 
 @pytest.fixture
@@ -75,7 +87,7 @@ def test_a_stalled_query_fails_and_its_supervisor_restarts_it(
     job = side_job("stall", {"SPARK_STALL_SECONDS": "8"})
     job.start()
     with Feeder(job.settings, RATE) as feeder:
-        job.next_row(60)
+        job.next_row(180)
         with cassandra_frozen():  # the job's writes hang until their timeouts
             job.wait_for(lambda: job.restarts() >= 1, "restart by the supervisor", 120)
         job.next_row(180)
@@ -90,9 +102,9 @@ def test_sigterm_stops_the_job_within_30_s_while_a_write_is_retrying(
     job = side_job("sigterm")
     job.start()
     with Feeder(job.settings, RATE) as feeder:
-        job.next_row(60)
+        job.next_row(180)
         with cassandra_frozen():
-            job.wait_for(lambda: "write failed" in job.text(), "a failed write", 60)
+            job.wait_for(lambda: "write failed" in job.text(), "a failed write", WRITE_GIVES_UP_S)
             assert job.process is not None
             job.process.send_signal(signal.SIGTERM)
             try:
