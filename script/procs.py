@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -154,3 +155,18 @@ def write_secret(path: Path, text: str) -> None:
     with os.fdopen(fd, "w") as out:
         out.write(text)
     path.chmod(0o600)
+
+
+def apt_install(package: str, why: str) -> bool:
+    """Install Debian's ``package`` with apt-get when this runs as root on Debian (as the stack
+    does for PostgreSQL); False when it cannot, for the caller to name the fix."""
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        return False
+    say(f"installing {package} from Debian (apt-get) {why} ...")
+    subprocess.run(["apt-get", "update", "-qq"], check=True)
+    subprocess.run(
+        ["apt-get", "install", "-y", "-qq", package],
+        check=True,
+        env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+    )
+    return True

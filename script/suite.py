@@ -4,15 +4,46 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 from script import stack, status
-from script.layout import REPO, say
+from script.layout import REPO, StackError, say
+from script.procs import apt_install
 from script.services import ON_DEMAND
 from script.services.stream import stream_env
+
+CHROMIUM = Path("/usr/bin/chromium")  # the browser tests drive Debian's (tests/conftest.py)
+
+
+def ensure_chromium() -> None:
+    if CHROMIUM.exists() or apt_install("chromium", "for the browser tests"):
+        return
+    raise StackError(f"{CHROMIUM} is missing: `sudo apt-get install chromium`, then run again")
+
+
+# As measured on 2 cores with the user's stack running (docs/development.md).
+DEFAULT_MINUTES, ALL_MINUTES = 15, 30
+
+
+def what_runs(pytest_args: list[str]) -> str:
+    """One line before the tests start: which set, and about how long it takes."""
+    if "--all" in pytest_args:
+        return (
+            f"running every test, the long ones too (cluster topology, soak, fault scenarios): "
+            f"about {ALL_MINUTES} min on 2 cores"
+        )
+    if any(a.startswith("tests") or ".py" in a for a in pytest_args):
+        return f"running the tests named: {' '.join(pytest_args)}"
+    return (
+        f"running the default set, every behaviour a user relies on: about {DEFAULT_MINUTES} "
+        "min on 2 cores (`./run.sh test --all` adds the cluster topology, soak and fault runs)"
+    )
 
 
 def run_tests(pytest_args: list[str]) -> int:
     """Bring the stack up if needed, run pytest, stop what this run started."""
+    ensure_chromium()
+    say(what_runs(pytest_args))
     on_demand_before = {s.name for s in ON_DEMAND if s.pid()}
     started = stack.up()
     try:

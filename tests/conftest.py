@@ -29,6 +29,26 @@ os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 os.umask(0o077)
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--all",
+        action="store_true",
+        help="also the long tests (cluster topology, soak, fault scenarios): what CI runs",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Without --all and without a test named on the command line, the default set: every
+    behaviour a user relies on, without the tests marked `long`."""
+    named = config.args_source != pytest.Config.ArgsSource.TESTPATHS
+    if config.getoption("--all") or named:
+        return
+    long = [item for item in items if item.get_closest_marker("long")]
+    if long:
+        config.hook.pytest_deselected(items=long)
+        items[:] = [item for item in items if not item.get_closest_marker("long")]
+
+
 def imported_modules(path: Path) -> set[str]:
     """Every absolute module name ``path`` imports, at any depth (function-level imports too),
     with ``from M import N`` also giving ``M.N`` (N may be a module)."""

@@ -36,7 +36,8 @@ NODES = [
     "spark-worker-2",
 ]
 
-pytestmark = pytest.mark.usefixtures("user_pipeline_stays_healthy")
+# a 3-node cluster of its own: `./run.sh test --all`
+pytestmark = [pytest.mark.long, pytest.mark.usefixtures("user_pipeline_stays_healthy")]
 
 
 def _jmx_ports() -> int:

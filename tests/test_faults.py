@@ -9,7 +9,8 @@ import pytest
 from script.faults import scenarios
 from script.faults.scenarios import SHORT
 
-pytestmark = pytest.mark.usefixtures("user_pipeline_stays_healthy")
+# fault scenarios of minutes each, the soak among them: `./run.sh test --all`
+pytestmark = [pytest.mark.long, pytest.mark.usefixtures("user_pipeline_stays_healthy")]
 
 
 def test_the_stream_job_killed_three_times_loses_and_duplicates_nothing() -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pipeline import config
 from script.layout import DATA, LOGS, RUN, STATE, StackError, say, versions
-from script.procs import pid_alive
+from script.procs import apt_install, pid_alive
 from script.services.base import Service
 
 PG_DATA = DATA / "postgres"
@@ -127,19 +127,13 @@ def pg_bin(tool: str) -> str:
     for path in candidates:
         if path.exists():
             return str(path)
-    if os.geteuid() == 0 and shutil.which("apt-get"):
-        say("installing PostgreSQL from Debian (apt-get) ...")
+    if os.geteuid() == 0:
         # Debian would create and start its own cluster; the stack runs its own.
         conf = Path("/etc/postgresql-common/createcluster.conf")
         conf.parent.mkdir(parents=True, exist_ok=True)
         if not conf.exists():
             conf.write_text("create_main_cluster = false\n")
-        subprocess.run(["apt-get", "update", "-qq"], check=True)
-        subprocess.run(
-            ["apt-get", "install", "-y", "-qq", "postgresql"],
-            check=True,
-            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
-        )
+    if apt_install("postgresql", "for Airflow's metadata"):
         return pg_bin(tool)
     raise StackError(
         "PostgreSQL server binaries not found: install them "
@@ -222,14 +216,7 @@ def _setfacl() -> str:
     found = shutil.which("setfacl")
     if found:
         return found
-    if os.geteuid() == 0 and shutil.which("apt-get"):
-        say("installing setfacl (Debian's acl package) to let postgres reach its files ...")
-        subprocess.run(["apt-get", "update", "-qq"], check=True)
-        subprocess.run(
-            ["apt-get", "install", "-y", "-qq", "acl"],
-            check=True,
-            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
-        )
+    if apt_install("acl", "for setfacl, to let postgres reach its files"):
         return _setfacl()
     raise StackError(
         "setfacl not found: install it (sudo apt-get install acl) so that the postgres user "
