@@ -7,23 +7,21 @@ supervise) take them as they are.
 
 from __future__ import annotations
 
-import argparse
 import os
 import subprocess
 import sys
 
-from pipeline.config import ConfigError
+from pipeline import config
 from script import run_pipeline, stack, status, suite, supervise
 from script.airflow_api import AirflowError
+from script.arguments import Parser, UsageError
 from script.layout import UMASK, VENV_BIN, StackError, say
-from script.services import STACK, STREAM
+from script.services import ALL, STACK, STREAM
 from script.services.airflow import airflow_env
 from script.services.cassandra import cqlsh_credentials
 
 
 def cqlsh(extra: list[str]) -> int:
-    from pipeline import config
-
     s = config.cassandra_admin()  # a superuser: the stream job's role may not change the schema
     login = ["--credentials", str(cqlsh_credentials())]  # a password in argv is public
     return subprocess.call(
@@ -58,8 +56,8 @@ def worker(extra: list[str]) -> int:
     return workers[extra[0]](extra[1:])
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+def parser() -> Parser:
+    p = Parser(
         prog="./run.sh",
         description="Without a command: set up the local stack, run the pipeline once, report.",
     )
@@ -102,13 +100,28 @@ PASS_ON = {
 }
 
 
+def check_services(command: str, names: list[str]) -> None:
+    """``UsageError`` naming the names ``./run.sh up|down`` does not know."""
+    known = [s.name for s in (STACK if command == "up" else ALL)]
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise UsageError(
+            f"./run.sh {command}: {' '.join(unknown)}: one of {', '.join(known)} is needed"
+        )
+
+
 def main(argv: list[str]) -> int:
-    p = parser()
-    args, extra = p.parse_known_args(argv)
-    if extra and args.command not in PASS_ON:
-        p.error(f"unrecognized arguments: {' '.join(extra)}")
-    os.umask(UMASK)  # what any command writes is the user's alone (`up` also fixes what is there)
+    """Run a command; 2 when its command line or a setting is refused (before it starts
+    anything), 1 when a step fails, else what the command returns."""
     try:
+        p = parser()
+        args, extra = p.parse_known_args(argv)
+        if extra and args.command not in PASS_ON:
+            p.error(f"unrecognized arguments: {' '.join(extra)}")
+        if args.command in ("up", "down"):
+            check_services(args.command, args.services)
+        config.load()  # every setting, by its rule, before anything starts
+        os.umask(UMASK)  # what any command writes is the user's alone (`up` fixes what is there)
         if args.command is None:
             return run_pipeline.run(args)
         if args.command in PASS_ON:
@@ -126,7 +139,13 @@ def main(argv: list[str]) -> int:
         elif args.command == "jars":
             for name, path in stack.downloads().items():
                 print(f"{name}: {path}")
-    except (StackError, AirflowError, ConfigError) as exc:
+    except UsageError as exc:  # the line names the command (a pass-on command's own too)
+        print(exc, file=sys.stderr)
+        return 2
+    except config.ConfigError as exc:
+        print(f"./run.sh: {exc}", file=sys.stderr)
+        return 2
+    except (StackError, AirflowError) as exc:
         say(f"ERROR: {exc}")
         return 1
     return 0

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from pipeline import config
 from script import stack
+from script.arguments import Parser
 from script.faults.nodes import NODE_SCENARIOS, require_cluster
 from script.faults.rig import Outcome, say
 from script.faults.scenarios import FULL, SCENARIOS, SHORT
@@ -27,7 +28,7 @@ def default_scenarios() -> str:
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="./run.sh faults",
         description="Break the pipeline on purpose and count: users sent, rows, dead letters, "
         "lost (must be 0), extra (must be 0), time to recover.",
@@ -41,7 +42,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args = p.parse_args(argv)
     unknown = set(args.scenarios.split(",")) - set(EVERY)
     if unknown:
-        p.error(f"unknown scenario(s) {', '.join(sorted(unknown))}; known: {', '.join(EVERY)}")
+        p.error(
+            f"--scenarios {args.scenarios}: a comma-separated list of {', '.join(EVERY)} is needed"
+        )
     return args
 
 
