@@ -7,6 +7,7 @@ supervise) take them as they are.
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from pipeline import config
 from script import run_pipeline, stack, status, suite, supervise
 from script.airflow_api import AirflowError
 from script.arguments import Parser, UsageError
-from script.layout import UMASK, VENV_BIN, StackError, say
+from script.layout import LOGS, TOOL_LOG, UMASK, VENV_BIN, StackError, say
 from script.services import ALL, STACK, STREAM
 from script.services.airflow import airflow_env
 from script.services.cassandra import cqlsh_credentials
@@ -110,6 +111,41 @@ def check_services(command: str, names: list[str]) -> None:
         )
 
 
+def keep_log() -> None:
+    """What our modules log goes to TOOL_LOG, such as a refused call's whole answer (logged at
+    INFO); their warnings and errors show on the terminal too, as without a handler."""
+    LOGS.mkdir(parents=True, exist_ok=True)
+    to_file = logging.FileHandler(TOOL_LOG)
+    to_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    to_terminal = logging.StreamHandler()
+    to_terminal.setLevel(logging.WARNING)
+    for name in ("script", "pipeline"):
+        logger = logging.getLogger(name)
+        logger.setLevel(logging.INFO)
+        logger.addHandler(to_file)
+        logger.addHandler(to_terminal)
+
+
+def cassandra_refusal(exc: Exception) -> str | None:
+    """One sentence for an error of Cassandra's driver (its whole text goes to the log), naming
+    the fix; None when ``exc`` is not the driver's."""
+    if type(exc).__module__.partition(".")[0] != "cassandra":
+        return None
+    logging.getLogger("script").info("Cassandra's driver: %r", exc)
+    s = config.load().cassandra
+    name, text = type(exc).__name__, str(exc)
+    if "authentic" in text.lower() or "credentials" in text.lower():
+        why = f"refused the login of {s.username!r}; check {s.login_variables}"
+    elif name == "Unauthorized":
+        why = f"refused a query of {s.username!r}, which lacks the right; `./run.sh up` grants it"
+    elif name in ("NoHostAvailable", "OperationTimedOut") or name.endswith("Timeout"):
+        why = f"did not answer ({name}): is it up? `./run.sh status`, {LOGS}/cassandra.log"
+    else:
+        first = text.strip().splitlines()[0][:200] if text.strip() else name
+        why = f"refused a query: {first}"
+    return f"Cassandra at {s.host}:{s.port} {why}; its whole answer is in {TOOL_LOG}"
+
+
 def main(argv: list[str]) -> int:
     """Run a command; 2 when its command line or a setting is refused (before it starts
     anything), 1 when a step fails, else what the command returns."""
@@ -122,6 +158,8 @@ def main(argv: list[str]) -> int:
             check_services(args.command, args.services)
         config.load()  # every setting, by its rule, before anything starts
         os.umask(UMASK)  # what any command writes is the user's alone (`up` fixes what is there)
+        if args.command not in ("supervise", "worker"):  # they log as their own processes
+            keep_log()
         if args.command is None:
             return run_pipeline.run(args)
         if args.command in PASS_ON:
@@ -147,6 +185,12 @@ def main(argv: list[str]) -> int:
         return 2
     except (StackError, AirflowError) as exc:
         say(f"ERROR: {exc}")
+        return 1
+    except Exception as exc:
+        refused = cassandra_refusal(exc)
+        if refused is None:
+            raise
+        say(f"ERROR: {refused}")
         return 1
     return 0
 
