@@ -11,6 +11,7 @@ import logging
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 from pipeline import config
 from script import run_pipeline, stack, status, suite, supervise
@@ -111,11 +112,21 @@ def check_services(command: str, names: list[str]) -> None:
         )
 
 
+class _LogFile(logging.FileHandler):
+    """A log file made (with its folder) when the first line is written to it."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path, delay=True)
+
+    def _open(self):  # type: ignore[no-untyped-def]
+        Path(self.baseFilename).parent.mkdir(parents=True, exist_ok=True)
+        return super()._open()
+
+
 def keep_log() -> None:
     """What our modules log goes to TOOL_LOG, such as a refused call's whole answer (logged at
     INFO); their warnings and errors show on the terminal too, as without a handler."""
-    LOGS.mkdir(parents=True, exist_ok=True)
-    to_file = logging.FileHandler(TOOL_LOG)
+    to_file = _LogFile(TOOL_LOG)
     to_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     to_terminal = logging.StreamHandler()
     to_terminal.setLevel(logging.WARNING)

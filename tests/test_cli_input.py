@@ -143,6 +143,14 @@ def test_unknown_fault_scenarios_and_a_flag_with_a_value_are_refused(tmp_path: P
     assert line == "./run.sh faults: argument --short: ignored explicit argument 'yes'"
 
 
+def test_node_scenarios_on_one_node_of_each_are_refused_naming_the_fix(tmp_path: Path) -> None:
+    line = refusal(tmp_path, "faults", "--scenarios", "kafka-broker", STACK_TOPOLOGY="single")
+    assert line.startswith(
+        "./run.sh faults: --scenarios kafka-broker: the node scenarios need the cluster topology"
+    )
+    assert line.endswith("STACK_TOPOLOGY=cluster ./run.sh up`")
+
+
 RULED = [v for v in config.VARIABLES if v.kind != config.TEXT or v.choices]
 
 
