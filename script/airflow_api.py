@@ -90,7 +90,7 @@ class AirflowClient:
                 f"is Airflow up (`./run.sh status`)? see {LOGS / 'airflow-api-server.log'}"
             ) from exc
 
-    def call(self, method: str, path: str, doing: str = "", **kwargs: Any) -> Any:
+    def call(self, method: str, path: str, *, doing: str = "", **kwargs: Any) -> Any:
         """The API's answer to ``method path``; ``AirflowError`` saying what it refused
         (``doing``, else the call) and the fix, when it refuses."""
         url = f"{self.base_url}/api/v2{path}"
@@ -124,14 +124,16 @@ class AirflowClient:
             time.sleep(2)
 
     def unpause(self, dag_id: str) -> None:
-        self.call("PATCH", f"/dags/{dag_id}", f"to unpause {dag_id}", json={"is_paused": False})
+        self.call(
+            "PATCH", f"/dags/{dag_id}", doing=f"to unpause {dag_id}", json={"is_paused": False}
+        )
 
     def trigger(self, dag_id: str, conf: dict[str, Any] | None = None) -> str:
         """Create a DAG run for the scheduler to run now; return its run id."""
         run = self.call(
             "POST",
             f"/dags/{dag_id}/dagRuns",
-            f"to start a run of {dag_id} with {conf or {}}",
+            doing=f"to start a run of {dag_id} with {conf or {}}",
             json={"logical_date": None, "conf": conf or {}},
         )
         return run["dag_run_id"]
