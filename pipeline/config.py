@@ -39,6 +39,7 @@ STACK = "local stack"
 
 # How a variable's value is read (see ``read``).
 TEXT, WHOLE, NUMBER, MEMORY, URL = "text", "whole number", "number", "JVM memory size", "URL"
+CQL_NAME = "Cassandra name"  # a keyspace, table or role, written unquoted in CQL
 
 # In a default, "{repo}" is the repository and "{state}" the value of STACK_STATE_DIR.
 _STATE = "{state}"
@@ -292,6 +293,7 @@ VARIABLES: tuple[Variable, ...] = (
         "(set-up creates it)",
         STREAM_JOB,
         SETUP,
+        kind=CQL_NAME,
     ),
     # A local-stack default, like the superuser's; Compose generates one into .env.
     _var(
@@ -308,6 +310,7 @@ VARIABLES: tuple[Variable, ...] = (
         "a superuser: set-up creates the keyspace, tables and writer role with it; "
         "`./run.sh cqlsh` logs in with it",
         SETUP,
+        kind=CQL_NAME,
     ),
     _var(
         "CASSANDRA_ADMIN_PASSWORD",
@@ -322,14 +325,16 @@ VARIABLES: tuple[Variable, ...] = (
         "keyspace set-up creates and the stream job writes",
         STREAM_JOB,
         SETUP,
+        kind=CQL_NAME,
     ),
-    _var("CASSANDRA_TABLE", "created_users", "table of users", STREAM_JOB, SETUP),
+    _var("CASSANDRA_TABLE", "created_users", "table of users", STREAM_JOB, SETUP, kind=CQL_NAME),
     _var(
         "CASSANDRA_DEAD_LETTER_TABLE",
         "dead_letters",
         "table of rejected messages",
         STREAM_JOB,
         SETUP,
+        kind=CQL_NAME,
     ),
     _var(
         "CASSANDRA_REPLICATION_FACTOR",
@@ -574,6 +579,8 @@ def param_schema(name: str, unset: int | None) -> dict[str, object]:
 
 
 _MEMORY = re.compile(r"[1-9][0-9]*[kKmMgG]?")
+# Unquoted CQL identifiers: a letter, then letters, digits or underscores; at most 48 long.
+_CQL_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,47}")
 
 
 class ConfigError(ValueError):
@@ -611,10 +618,7 @@ def topology(env: Mapping[str, str] | None = None) -> str:
             raw = topology_record(env).read_text().strip()
         except OSError:
             raw = "single"
-    try:
-        return str(read(BY_NAME["STACK_TOPOLOGY"], raw))
-    except ValueError as exc:
-        raise ConfigError(f"STACK_TOPOLOGY={raw!r}: {exc}") from None
+    return str(checked("STACK_TOPOLOGY", raw))
 
 
 def rule(variable: Variable) -> str:
@@ -628,6 +632,7 @@ def rule(variable: Variable) -> str:
     return {
         MEMORY: "a JVM memory size such as 512m or 1g",
         URL: "an http:// or https:// URL",
+        CQL_NAME: "a Cassandra name (a letter, then letters, digits or _; at most 48 characters)",
     }.get(variable.kind, "any text")
 
 
@@ -649,8 +654,8 @@ def read(variable: Variable, raw: str) -> str | int | float:
 def _allowed(variable: Variable, raw: str) -> bool:
     if variable.choices:
         return raw.lower() in (c.lower() for c in variable.choices)
-    if variable.kind == MEMORY:
-        return bool(_MEMORY.fullmatch(raw))
+    if variable.kind in (MEMORY, CQL_NAME):
+        return bool((_MEMORY if variable.kind == MEMORY else _CQL_NAME).fullmatch(raw))
     if variable.kind == URL:
         parts = urlsplit(raw)
         return parts.scheme in ("http", "https") and bool(parts.netloc)
@@ -664,13 +669,16 @@ def _allowed(variable: Variable, raw: str) -> bool:
     return math.isfinite(value) and variable.minimum <= value <= top
 
 
-def _parse(env: Mapping[str, str], name: str) -> str | int | float:
-    """The value of ``name`` read by its rule, or ConfigError naming it, its value and the rule."""
-    raw = _raw(env, name)
+def checked(name: str, raw: str) -> str | int | float:
+    """``raw`` read by variable ``name``'s rule, else ConfigError naming it, the value, the rule."""
     try:
         return read(BY_NAME[name], raw)
     except ValueError as exc:
         raise ConfigError(f"{name}={raw!r}: {exc}") from None
+
+
+def _parse(env: Mapping[str, str], name: str) -> str | int | float:
+    return checked(name, _raw(env, name))
 
 
 def _text(env: Mapping[str, str], name: str) -> str:
@@ -847,7 +855,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
     Raises ``ConfigError`` naming the variable when a value is unusable.
     """
     env = os.environ if env is None else env
-    return Settings(
+    settings = Settings(
         kafka=KafkaSettings(
             bootstrap_servers=_text(env, "KAFKA_BOOTSTRAP_SERVERS"),
             topic=_text(env, "KAFKA_TOPIC"),
@@ -934,6 +942,17 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         ),
         task=load_task(env),
     )
+    check_writer(settings.cassandra.username, settings.cassandra_admin.username)
+    return settings
+
+
+def check_writer(writer: str, admin: str | None) -> None:
+    """``ConfigError`` when the stream job's role is the admin (set-up grants it rights)."""
+    if writer == admin:
+        raise ConfigError(
+            f"CASSANDRA_USERNAME={writer!r} is the admin login: give the stream job a role of its "
+            "own (default pipeline_writer), set-up grants it only read and write"
+        )
 
 
 def cassandra_admin(env: Mapping[str, str] | None = None) -> CassandraSettings:

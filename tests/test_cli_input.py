@@ -158,8 +158,8 @@ RULED = [v for v in config.VARIABLES if v.kind != config.TEXT or v.choices]
 def test_a_bad_setting_is_refused_before_anything_starts(
     tmp_path: Path, variable: config.Variable
 ) -> None:
-    line = refusal(tmp_path, **{variable.name: "lots"})
-    assert line == f"./run.sh: {variable.name}='lots': {config.rule(variable)} is needed"
+    line = refusal(tmp_path, **{variable.name: "lots of"})
+    assert line == f"./run.sh: {variable.name}='lots of': {config.rule(variable)} is needed"
 
 
 def test_a_setting_out_of_its_bounds_is_refused_for_every_command(tmp_path: Path) -> None:
@@ -167,3 +167,13 @@ def test_a_setting_out_of_its_bounds_is_refused_for_every_command(tmp_path: Path
         (tmp_path / command).mkdir()
         line = refusal(tmp_path / command, command, USERS_PER_REQUEST="6000")
         assert line == "./run.sh: USERS_PER_REQUEST='6000': a whole number from 1 to 5000 is needed"
+
+
+def test_the_admin_as_the_stream_jobs_login_is_refused_before_cassandra_starts(
+    tmp_path: Path,
+) -> None:
+    line = refusal(tmp_path, "up", CASSANDRA_USERNAME="cassandra", CASSANDRA_ADMIN_USERNAME="")
+    assert line == (
+        "./run.sh: CASSANDRA_USERNAME='cassandra' is the admin login: give the stream job a role "
+        "of its own (default pipeline_writer), set-up grants it only read and write"
+    )

@@ -108,6 +108,7 @@ PROBES = {
     config.NUMBER: ("12.5", 12.5),
     config.MEMORY: ("3g", "3g"),
     config.URL: ("http://probe:1/api/", "http://probe:1/api/"),
+    config.CQL_NAME: ("probe_name", "probe_name"),
 }
 
 
@@ -139,8 +140,8 @@ def test_a_value_that_breaks_its_rule_is_refused_naming_the_variable_and_the_rul
         if variable.kind == config.TEXT and not variable.choices:
             continue
         needed = re.escape(f"{config.rule(variable)} is needed")
-        with pytest.raises(config.ConfigError, match=f"^{variable.name}='lots': {needed}$"):
-            config.load({variable.name: "lots"})
+        with pytest.raises(config.ConfigError, match=f"^{variable.name}='lots of': {needed}$"):
+            config.load({variable.name: "lots of"})
         if variable.kind == config.WHOLE and variable.minimum > 0:
             with pytest.raises(config.ConfigError, match=f"^{variable.name}='0': a whole number"):
                 config.load({variable.name: "0"})
