@@ -946,6 +946,12 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
     return settings
 
 
+def check_bounded(api: ApiSettings) -> None:
+    """``ConfigError`` when nothing bounds a run: no ``USERS_TOTAL`` and no time budget."""
+    if api.total == 0 and api.run_seconds <= 0:
+        raise ConfigError("USERS_TOTAL=0 and USERS_RUN_SECONDS=0: set one of them to bound the run")
+
+
 def check_writer(writer: str, admin: str | None) -> None:
     """``ConfigError`` when the stream job's role is the admin (set-up grants it rights)."""
     if writer == admin:

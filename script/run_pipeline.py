@@ -148,7 +148,8 @@ def _param_rule(name: str) -> config.Variable:
 
 
 def run_conf(args: argparse.Namespace, env_url: str | None) -> dict[str, Any]:
-    """The DAG run's conf from the parsed options; ``UsageError`` when they contradict."""
+    """The DAG run's conf from the parsed options; ``UsageError`` when they contradict each
+    other, ``ConfigError`` when the run they make with the settings has no bound."""
     if args.offline and env_url and env_url != standin_url():
         raise UsageError(
             f"./run.sh: --offline with USERS_API_URL={env_url}: either, not both (--offline uses "
@@ -161,6 +162,7 @@ def run_conf(args: argparse.Namespace, env_url: str | None) -> dict[str, Any]:
         conf["seed"] = args.seed
     if args.users_per_second is not None:
         conf["users_per_second"] = args.users_per_second
+    config.check_bounded(config.load_for_run(conf).api)
     return conf
 
 

@@ -177,3 +177,10 @@ def test_the_admin_as_the_stream_jobs_login_is_refused_before_cassandra_starts(
         "./run.sh: CASSANDRA_USERNAME='cassandra' is the admin login: give the stream job a role "
         "of its own (default pipeline_writer), set-up grants it only read and write"
     )
+
+
+def test_a_run_with_nothing_to_bound_it_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    line = refusal(tmp_path, "--offline", USERS_TOTAL="0", USERS_RUN_SECONDS="0")
+    assert (
+        line == "./run.sh: USERS_TOTAL=0 and USERS_RUN_SECONDS=0: set one of them to bound the run"
+    )
