@@ -17,30 +17,23 @@ from airflow.sdk import Param, dag, get_current_context, task
 
 # The deployments put the repository on PYTHONPATH. Only the settings are imported at parse
 # time (the standard library only); Kafka and the API client are imported by the task.
-from pipeline.config import DAG_ID, load_task
+from pipeline.config import DAG_ID, load_task, param_schema
 
 # A parameter left at its default means "use the environment" (pipeline/config.py); a trigger's
 # conf overrides the variable for that run. "Use the environment" is `null` (an empty field) or
-# 0, values Airflow's Trigger form accepts untouched, so the dialog opens ready to run.
+# 0, values Airflow's Trigger form accepts untouched, so the dialog opens ready to run. Each
+# parameter's type and bounds are its variable's in the settings table (``param_schema``).
 PARAMS = {
-    "api_url": Param(
-        None, type=["null", "string"], description="users API for this run (empty: USERS_API_URL)"
-    ),
-    "total": Param(0, type="integer", minimum=0, description="users to send (0: time budget)"),
-    "run_seconds": Param(0, type="number", minimum=0, description="time budget (0: env)"),
-    "seed": Param(
-        None,
-        type=["null", "string"],
-        description="randomuser seed for a reproducible run (empty: USERS_SEED, else the run id)",
-    ),
-    "start_page": Param(0, type="integer", minimum=0, description="first page (0: env)"),
-    "topic": Param(None, type=["null", "string"], description="Kafka topic (empty: KAFKA_TOPIC)"),
-    "users_per_second": Param(
-        None,
-        type=["null", "number"],
-        minimum=0,
-        description="send rate (empty: USERS_PER_SECOND; 0: unpaced)",
-    ),
+    name: Param(default, description=description, **param_schema(name, default))
+    for name, default, description in (
+        ("api_url", None, "users API for this run (empty: USERS_API_URL)"),
+        ("total", 0, "users to send (0: time budget)"),
+        ("run_seconds", 0, "time budget (0: env)"),
+        ("seed", None, "randomuser seed of a reproducible run (empty: USERS_SEED, else run id)"),
+        ("start_page", 0, "first page (0: env)"),
+        ("topic", None, "Kafka topic (empty: KAFKA_TOPIC)"),
+        ("users_per_second", None, "send rate (empty: USERS_PER_SECOND; 0: unpaced)"),
+    )
 }
 # Taken now: Airflow's Param.resolve() overwrites a Param's value with the run's.
 PARAM_DEFAULTS = {name: param.value for name, param in PARAMS.items()}

@@ -43,9 +43,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Unquoted CQL identifiers: a letter, then letters, digits or underscores; at most 48 long.
-_IDENTIFIER = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,47}$")
-
 
 @dataclass(frozen=True)
 class TableShape:
@@ -102,13 +99,9 @@ WRITER_PERMISSIONS = ("SELECT", "MODIFY")
 
 
 def identifier(value: str, variable: str) -> str:
-    """``value`` if it is a plain CQL identifier, else ``ConfigError`` naming ``variable``."""
-    if not _IDENTIFIER.match(value):
-        raise ConfigError(
-            f"{variable}={value!r} is not a valid Cassandra name "
-            "(a letter, then letters, digits or _; at most 48 characters)"
-        )
-    return value
+    """``value`` if it is a plain CQL identifier (the rule of ``variable`` in the settings
+    table), else ``ConfigError`` naming ``variable``."""
+    return str(config.checked(variable, value))
 
 
 def keyspace_cql(keyspace: str, replication_factor: int) -> str:
@@ -423,12 +416,7 @@ def set_up(session: Session, writer: CassandraSettings) -> list[str]:
     role ``writer.username`` with ``writer.password`` and only SELECT and MODIFY on the
     keyspace: any other permission on data it holds is taken back. Idempotent.
     ``ConfigError`` when the writer is the admin itself."""
-    admin = getattr(session.cluster.auth_provider, "username", None)
-    if writer.username == admin:
-        raise ConfigError(
-            f"CASSANDRA_USERNAME={writer.username!r} is the admin login: give the stream job a "
-            "role of its own (default pipeline_writer), set-up grants it only read and write"
-        )
+    config.check_writer(writer.username, getattr(session.cluster.auth_provider, "username", None))
     altered = ensure_schema(session, writer)
     for statement in writer_role_statements(writer):
         session.execute(statement)

@@ -19,6 +19,7 @@ import textwrap
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from urllib.parse import urlsplit
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,8 +37,9 @@ SUBMIT = "spark-submit"  # the stream job's launch line: --master, --jars, --con
 SETUP = "Cassandra set-up"
 STACK = "local stack"
 
-# How a variable's value is read (see ``_parse``).
-TEXT, WHOLE, NUMBER, MEMORY = "text", "whole number", "number", "JVM memory size"
+# How a variable's value is read (see ``read``).
+TEXT, WHOLE, NUMBER, MEMORY, URL = "text", "whole number", "number", "JVM memory size", "URL"
+CQL_NAME = "Cassandra name"  # a keyspace, table or role, written unquoted in CQL
 
 # In a default, "{repo}" is the repository and "{state}" the value of STACK_STATE_DIR.
 _STATE = "{state}"
@@ -54,6 +56,8 @@ class Variable:
     kind: str = TEXT
     minimum: int = 0  # WHOLE and NUMBER: the smallest value allowed
     cluster: str | None = None  # the default when STACK_TOPOLOGY is cluster, None: the same
+    maximum: int | None = None  # WHOLE and NUMBER: the largest value allowed, None: no bound
+    choices: tuple[str, ...] = ()  # TEXT: the values allowed (any case), () for any text
 
     @property
     def side(self) -> str:
@@ -69,14 +73,27 @@ def _var(
     kind: str = TEXT,
     minimum: int = 0,
     cluster: str | None = None,
+    maximum: int | None = None,
+    choices: tuple[str, ...] = (),
 ) -> Variable:
-    return Variable(name, default, help, read_by, kind, minimum, cluster)
+    return Variable(name, default, help, read_by, kind, minimum, cluster, maximum, choices)
+
+
+# A TCP port's rule.
+PORT = {"kind": WHOLE, "minimum": 1, "maximum": 65535}
 
 
 # The cluster topology's nodes: three hosts, loopback aliases on one machine (one node per host
 # on real machines). Brokers and Cassandra nodes keep the standard ports, each on its address.
 CLUSTER_HOSTS = ("127.0.0.1", "127.0.0.2", "127.0.0.3")
 TOPOLOGIES = ("single", "cluster")
+
+# KAFKA_COMPRESSION's values; "none" sends uncompressed batches.
+COMPRESSIONS = ("none", "gzip", "lz4", "snappy", "zstd")
+# SCHEMA_COMPATIBILITY's values: BACKWARD or stricter (a consumer always reads older records).
+COMPATIBILITIES = ("BACKWARD", "BACKWARD_TRANSITIVE", "FULL", "FULL_TRANSITIVE")
+# CASSANDRA_WRITE_CONSISTENCY's values: the ones a write of the connector can ask for.
+CONSISTENCIES = ("ONE", "TWO", "THREE", "QUORUM", "LOCAL_ONE", "LOCAL_QUORUM", "EACH_QUORUM", "ALL")
 
 
 # The table. Comments give the why of a default; `help` is the line README and --help show.
@@ -135,6 +152,7 @@ VARIABLES: tuple[Variable, ...] = (
         "of the CPU of kafka-python's gzip, fixed at level 9; snappy and zstd need a library "
         "`requirements.txt` does not install)",
         DAG,
+        choices=COMPRESSIONS,
     ),
     _var("KAFKA_LINGER_MS", "20", "producer batching delay", DAG, kind=WHOLE),
     _var("KAFKA_BATCH_SIZE", "262144", "producer batch size in bytes", DAG, kind=WHOLE, minimum=1),
@@ -160,7 +178,7 @@ VARIABLES: tuple[Variable, ...] = (
         minimum=1,
     ),
     # randomuser.me (or the bundled stand-in)
-    _var("USERS_API_URL", "https://randomuser.me/api/", "the users API", DAG),
+    _var("USERS_API_URL", "https://randomuser.me/api/", "the users API", DAG, kind=URL),
     _var(
         "USERS_PER_REQUEST",
         "5000",
@@ -168,6 +186,7 @@ VARIABLES: tuple[Variable, ...] = (
         DAG,
         kind=WHOLE,
         minimum=1,
+        maximum=5000,  # what randomuser.me serves at most
     ),
     _var(
         "USERS_TOTAL",
@@ -245,6 +264,7 @@ VARIABLES: tuple[Variable, ...] = (
         "the schema registry's Confluent REST API, where set-up and the producer publish the "
         "record's JSON Schema under `<KAFKA_TOPIC>-value` (Compose: `http://schema-registry:8081`)",
         DAG,
+        kind=URL,
     ),
     _var(
         "SCHEMA_COMPATIBILITY",
@@ -252,6 +272,7 @@ VARIABLES: tuple[Variable, ...] = (
         "the subject's compatibility mode (`BACKWARD` or stricter: `BACKWARD_TRANSITIVE`, "
         "`FULL`, `FULL_TRANSITIVE`); the producer refuses to run with an incompatible contract",
         DAG,
+        choices=COMPATIBILITIES,  # the stream job must read records of an older schema
     ),
     # Cassandra
     _var(
@@ -263,7 +284,7 @@ VARIABLES: tuple[Variable, ...] = (
         SETUP,
         cluster=",".join(CLUSTER_HOSTS),
     ),
-    _var("CASSANDRA_PORT", "9042", "CQL port", STREAM_JOB, kind=WHOLE, minimum=1),
+    _var("CASSANDRA_PORT", "9042", "CQL port", STREAM_JOB, **PORT),
     # The stream job's own role: set-up grants it SELECT and MODIFY on the keyspace, nothing else.
     _var(
         "CASSANDRA_USERNAME",
@@ -272,6 +293,7 @@ VARIABLES: tuple[Variable, ...] = (
         "(set-up creates it)",
         STREAM_JOB,
         SETUP,
+        kind=CQL_NAME,
     ),
     # A local-stack default, like the superuser's; Compose generates one into .env.
     _var(
@@ -288,6 +310,7 @@ VARIABLES: tuple[Variable, ...] = (
         "a superuser: set-up creates the keyspace, tables and writer role with it; "
         "`./run.sh cqlsh` logs in with it",
         SETUP,
+        kind=CQL_NAME,
     ),
     _var(
         "CASSANDRA_ADMIN_PASSWORD",
@@ -302,14 +325,16 @@ VARIABLES: tuple[Variable, ...] = (
         "keyspace set-up creates and the stream job writes",
         STREAM_JOB,
         SETUP,
+        kind=CQL_NAME,
     ),
-    _var("CASSANDRA_TABLE", "created_users", "table of users", STREAM_JOB, SETUP),
+    _var("CASSANDRA_TABLE", "created_users", "table of users", STREAM_JOB, SETUP, kind=CQL_NAME),
     _var(
         "CASSANDRA_DEAD_LETTER_TABLE",
         "dead_letters",
         "table of rejected messages",
         STREAM_JOB,
         SETUP,
+        kind=CQL_NAME,
     ),
     _var(
         "CASSANDRA_REPLICATION_FACTOR",
@@ -327,6 +352,7 @@ VARIABLES: tuple[Variable, ...] = (
         "LOCAL_QUORUM",
         "the stream job's write consistency (`LOCAL_QUORUM`: a majority of the replicas)",
         STREAM_JOB,
+        choices=CONSISTENCIES,
     ),
     # Spark stream job
     _var(
@@ -394,7 +420,7 @@ VARIABLES: tuple[Variable, ...] = (
         STREAM_JOB,
         kind=NUMBER,
     ),
-    _var("SPARK_UI_PORT", "4040", "the stream job's Spark UI", SUBMIT, kind=WHOLE, minimum=1),
+    _var("SPARK_UI_PORT", "4040", "the stream job's Spark UI", SUBMIT, **PORT),
     _var(
         "SPARK_JARS_DIR",
         f"{_STATE}/jars/spark",
@@ -409,6 +435,7 @@ VARIABLES: tuple[Variable, ...] = (
         "master and workers: the defaults marked cluster); empty: the topology of the last "
         "`up`, kept in `$STACK_STATE_DIR/data/topology`, else `single`",
         STACK,
+        choices=TOPOLOGIES,
     ),
     _var(
         "STACK_STATE_DIR",
@@ -436,8 +463,7 @@ VARIABLES: tuple[Variable, ...] = (
         "8081",
         "the schema registry's HTTP port (on 127.0.0.1)",
         STACK,
-        kind=WHOLE,
-        minimum=1,
+        **PORT,
     ),
     _var("SCHEMA_REGISTRY_HEAP", "256m", "the schema registry's heap", STACK, kind=MEMORY),
     _var("KAFKA_HEAP", "512m", "each Kafka broker's heap", STACK, kind=MEMORY, cluster="384m"),
@@ -448,8 +474,7 @@ VARIABLES: tuple[Variable, ...] = (
         "7199",
         "the first Cassandra node's JMX port (on 127.0.0.1; node n: this + n - 1), for nodetool",
         STACK,
-        kind=WHOLE,
-        minimum=1,
+        **PORT,
     ),
     # In client mode the driver only plans batches: the executors parse and write.
     _var(
@@ -485,15 +510,14 @@ VARIABLES: tuple[Variable, ...] = (
         "9090",
         "the Spark master's web UI (workers and applications), as in Compose",
         STACK,
-        kind=WHOLE,
-        minimum=1,
+        **PORT,
     ),
-    _var("ZOOKEEPER_PORT", "2181", "ZooKeeper's client port", STACK, kind=WHOLE, minimum=1),
-    _var("POSTGRES_PORT", "5432", "PostgreSQL's port", STACK, kind=WHOLE, minimum=1),
+    _var("ZOOKEEPER_PORT", "2181", "ZooKeeper's client port", STACK, **PORT),
+    _var("POSTGRES_PORT", "5432", "PostgreSQL's port", STACK, **PORT),
     _var("POSTGRES_USER", "airflow", "Airflow's PostgreSQL login", STACK),
     _var("POSTGRES_PASSWORD", "airflow", "its password", STACK),
     _var("POSTGRES_DB", "airflow", "Airflow's metadata database", STACK),
-    _var("AIRFLOW_PORT", "8080", "Airflow's UI and API server", STACK, kind=WHOLE, minimum=1),
+    _var("AIRFLOW_PORT", "8080", "Airflow's UI and API server", STACK, **PORT),
     _var("AIRFLOW_ADMIN_USERNAME", "admin", "Airflow's admin login", STACK),
     _var(
         "AIRFLOW_ADMIN_PASSWORD",
@@ -515,8 +539,7 @@ VARIABLES: tuple[Variable, ...] = (
         "8765",
         "port of the bundled randomuser stand-in (offline runs)",
         STACK,
-        kind=WHOLE,
-        minimum=1,
+        **PORT,
     ),
 )
 
@@ -535,11 +558,31 @@ RUN_PARAMS: dict[str, str] = {
     "topic": "KAFKA_TOPIC",
     "users_per_second": "USERS_PER_SECOND",
 }
+_JSON_TYPES = {WHOLE: "integer", NUMBER: "number"}
 
-# KAFKA_COMPRESSION's values; "none" sends uncompressed batches.
-COMPRESSIONS = ("none", "gzip", "lz4", "snappy", "zstd")
+
+def param_schema(name: str, unset: int | None) -> dict[str, object]:
+    """Run parameter ``name``'s JSON Schema (the type and bounds of the DAG's ``Param``), from
+    the rule of the variable it overrides, so that the two cannot drift apart.
+
+    ``unset`` is the parameter's default, the value meaning "use the environment": None (the
+    Trigger form's empty field, so "null" is a type too) or 0 (so 0 is allowed too).
+    """
+    variable = BY_NAME[RUN_PARAMS[name]]
+    json_type = _JSON_TYPES.get(variable.kind, "string")
+    schema: dict[str, object] = {"type": json_type if unset is not None else ["null", json_type]}
+    if variable.kind in _JSON_TYPES:
+        schema["minimum"] = variable.minimum if unset is None else min(unset, variable.minimum)
+        if variable.maximum is not None:
+            schema["maximum"] = variable.maximum
+    if variable.choices:
+        schema["enum"] = [*variable.choices, *([None] if unset is None else [])]
+    return schema
+
 
 _MEMORY = re.compile(r"[1-9][0-9]*[kKmMgG]?")
+# Unquoted CQL identifiers: a letter, then letters, digits or underscores; at most 48 long.
+_CQL_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,47}")
 
 
 class ConfigError(ValueError):
@@ -577,29 +620,67 @@ def topology(env: Mapping[str, str] | None = None) -> str:
             raw = topology_record(env).read_text().strip()
         except OSError:
             raw = "single"
-    if raw not in TOPOLOGIES:
-        raise ConfigError(f"STACK_TOPOLOGY={raw!r}: use one of {', '.join(TOPOLOGIES)}")
-    return raw
+    return str(checked("STACK_TOPOLOGY", raw))
+
+
+def rule(variable: Variable) -> str:
+    """What ``variable`` allows, as the refusal of a bad value says it: "a whole number >= 1"."""
+    if variable.choices:
+        return f"one of {', '.join(variable.choices)}"
+    if variable.kind in (WHOLE, NUMBER):
+        if variable.maximum is None:
+            return f"a {variable.kind} >= {variable.minimum}"
+        return f"a {variable.kind} from {variable.minimum} to {variable.maximum}"
+    return {
+        MEMORY: "a JVM memory size such as 512m or 1g",
+        URL: "an http:// or https:// URL",
+        CQL_NAME: "a Cassandra name (a letter, then letters, digits or _; at most 48 characters)",
+    }.get(variable.kind, "any text")
+
+
+def read(variable: Variable, raw: str) -> str | int | float:
+    """``raw`` read by ``variable``'s rule in the table (a choice as the table spells it).
+
+    Raises ``ValueError`` saying what is allowed ("... is needed"), without the variable's
+    name: a setting's refusal and a command-line option's each put their own name in front.
+    """
+    if _allowed(variable, raw):
+        if variable.choices:
+            return next(c for c in variable.choices if c.lower() == raw.lower())
+        if variable.kind in (WHOLE, NUMBER):
+            return int(raw) if variable.kind == WHOLE else float(raw)
+        return raw
+    raise ValueError(f"{rule(variable)} is needed")
+
+
+def _allowed(variable: Variable, raw: str) -> bool:
+    if variable.choices:
+        return raw.lower() in (c.lower() for c in variable.choices)
+    if variable.kind in (MEMORY, CQL_NAME):
+        return bool((_MEMORY if variable.kind == MEMORY else _CQL_NAME).fullmatch(raw))
+    if variable.kind == URL:
+        parts = urlsplit(raw)
+        return parts.scheme in ("http", "https") and bool(parts.netloc)
+    if variable.kind not in (WHOLE, NUMBER):
+        return True
+    try:
+        value = int(raw) if variable.kind == WHOLE else float(raw)
+    except ValueError:
+        return False
+    top = math.inf if variable.maximum is None else variable.maximum
+    return math.isfinite(value) and variable.minimum <= value <= top
+
+
+def checked(name: str, raw: str) -> str | int | float:
+    """``raw`` read by variable ``name``'s rule, else ConfigError naming it, the value, the rule."""
+    try:
+        return read(BY_NAME[name], raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name}={raw!r}: {exc}") from None
 
 
 def _parse(env: Mapping[str, str], name: str) -> str | int | float:
-    """The value of ``name`` read as the table's kind says, or ConfigError naming it."""
-    variable, raw = BY_NAME[name], _raw(env, name)
-    if variable.kind == TEXT:
-        return raw
-    if variable.kind == MEMORY:
-        if not _MEMORY.fullmatch(raw):
-            raise ConfigError(f"{name}={raw!r} is not a JVM memory size such as 512m or 1g")
-        return raw
-    try:
-        value: int | float = int(raw) if variable.kind == WHOLE else float(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a {variable.kind}") from None
-    if not math.isfinite(value):
-        raise ConfigError(f"{name}={raw!r} is not a finite number")
-    if value < variable.minimum:
-        raise ConfigError(f"{name}={value} must be at least {variable.minimum}")
-    return value
+    return checked(name, _raw(env, name))
 
 
 def _text(env: Mapping[str, str], name: str) -> str:
@@ -612,40 +693,6 @@ def _int(env: Mapping[str, str], name: str) -> int:
 
 def _float(env: Mapping[str, str], name: str) -> float:
     return float(_parse(env, name))
-
-
-def _compression(env: Mapping[str, str]) -> str:
-    raw = _text(env, "KAFKA_COMPRESSION")
-    if raw.lower() not in COMPRESSIONS:
-        raise ConfigError(f"KAFKA_COMPRESSION={raw!r}: use one of {', '.join(COMPRESSIONS)}")
-    return raw.lower()
-
-
-# SCHEMA_COMPATIBILITY's values: BACKWARD or stricter (a consumer always reads older records).
-COMPATIBILITIES = ("BACKWARD", "BACKWARD_TRANSITIVE", "FULL", "FULL_TRANSITIVE")
-
-
-def _compatibility(env: Mapping[str, str]) -> str:
-    raw = _text(env, "SCHEMA_COMPATIBILITY").upper()
-    if raw not in COMPATIBILITIES:
-        raise ConfigError(
-            f"SCHEMA_COMPATIBILITY={raw!r}: use one of {', '.join(COMPATIBILITIES)} (the stream "
-            "job must read records written with an older schema)"
-        )
-    return raw
-
-
-# CASSANDRA_WRITE_CONSISTENCY's values: the ones a write of the connector can ask for.
-CONSISTENCIES = ("ONE", "TWO", "THREE", "QUORUM", "LOCAL_ONE", "LOCAL_QUORUM", "EACH_QUORUM", "ALL")
-
-
-def _consistency(env: Mapping[str, str]) -> str:
-    raw = _text(env, "CASSANDRA_WRITE_CONSISTENCY").upper()
-    if raw not in CONSISTENCIES:
-        raise ConfigError(
-            f"CASSANDRA_WRITE_CONSISTENCY={raw!r}: use one of {', '.join(CONSISTENCIES)}"
-        )
-    return raw
 
 
 @dataclass(frozen=True)
@@ -810,16 +857,13 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
     Raises ``ConfigError`` naming the variable when a value is unusable.
     """
     env = os.environ if env is None else env
-    per_request = _int(env, "USERS_PER_REQUEST")
-    if per_request > 5000:
-        raise ConfigError(f"USERS_PER_REQUEST={per_request}: randomuser.me serves at most 5000")
-    return Settings(
+    settings = Settings(
         kafka=KafkaSettings(
             bootstrap_servers=_text(env, "KAFKA_BOOTSTRAP_SERVERS"),
             topic=_text(env, "KAFKA_TOPIC"),
             partitions=_int(env, "KAFKA_TOPIC_PARTITIONS"),
             replication_factor=_int(env, "KAFKA_REPLICATION_FACTOR"),
-            compression=_compression(env),
+            compression=_text(env, "KAFKA_COMPRESSION"),
             linger_ms=_int(env, "KAFKA_LINGER_MS"),
             batch_size=_int(env, "KAFKA_BATCH_SIZE"),
             max_in_flight_records=_int(env, "KAFKA_MAX_IN_FLIGHT_RECORDS"),
@@ -828,7 +872,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         ),
         api=ApiSettings(
             url=_text(env, "USERS_API_URL"),
-            per_request=per_request,
+            per_request=_int(env, "USERS_PER_REQUEST"),
             total=_int(env, "USERS_TOTAL"),
             run_seconds=_float(env, "USERS_RUN_SECONDS"),
             per_second=_float(env, "USERS_PER_SECOND"),
@@ -849,14 +893,15 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
             table=_text(env, "CASSANDRA_TABLE"),
             dead_letter_table=_text(env, "CASSANDRA_DEAD_LETTER_TABLE"),
             replication_factor=_int(env, "CASSANDRA_REPLICATION_FACTOR"),
-            write_consistency=_consistency(env),
+            write_consistency=_text(env, "CASSANDRA_WRITE_CONSISTENCY"),
         ),
         cassandra_admin=CassandraLogin(
             username=_text(env, "CASSANDRA_ADMIN_USERNAME"),
             password=_text(env, "CASSANDRA_ADMIN_PASSWORD"),
         ),
         registry=RegistrySettings(
-            url=_text(env, "SCHEMA_REGISTRY_URL"), compatibility=_compatibility(env)
+            url=_text(env, "SCHEMA_REGISTRY_URL"),
+            compatibility=_text(env, "SCHEMA_COMPATIBILITY"),
         ),
         stream=StreamSettings(
             master=_text(env, "SPARK_MASTER"),
@@ -899,6 +944,23 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         ),
         task=load_task(env),
     )
+    check_writer(settings.cassandra.username, settings.cassandra_admin.username)
+    return settings
+
+
+def check_bounded(api: ApiSettings) -> None:
+    """``ConfigError`` when nothing bounds a run: no ``USERS_TOTAL`` and no time budget."""
+    if api.total == 0 and api.run_seconds <= 0:
+        raise ConfigError("USERS_TOTAL=0 and USERS_RUN_SECONDS=0: set one of them to bound the run")
+
+
+def check_writer(writer: str, admin: str | None) -> None:
+    """``ConfigError`` when the stream job's role is the admin (set-up grants it rights)."""
+    if writer == admin:
+        raise ConfigError(
+            f"CASSANDRA_USERNAME={writer!r} is the admin login: give the stream job a role of its "
+            "own (default pipeline_writer), set-up grants it only read and write"
+        )
 
 
 def cassandra_admin(env: Mapping[str, str] | None = None) -> CassandraSettings:

@@ -21,7 +21,8 @@ from typing import Any
 
 import requests
 
-from pipeline.config import DAG_ID, ApiSettings, ConfigError
+from pipeline import config
+from pipeline.config import DAG_ID, ApiSettings
 
 log = logging.getLogger(__name__)
 
@@ -205,8 +206,7 @@ def iter_batches(
     (fetching runs ahead of paced sending, so the clock alone would overshoot the budget).
     """
     api = client.api
-    if api.total == 0 and api.run_seconds <= 0:
-        raise ConfigError("USERS_TOTAL=0 and USERS_RUN_SECONDS=0: set one of them to bound the run")
+    config.check_bounded(api)
     limit = api.total or (math.ceil(api.per_second * api.run_seconds) if api.per_second else 0)
     deadline = None if api.total else clock() + api.run_seconds
     fetched = 0

@@ -15,6 +15,7 @@ Compose runs Confluent's registry: the same calls work against both.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +29,16 @@ SCHEMA_ID_HEADER = contract.SCHEMA_ID_HEADER
 _MEDIA = "application/vnd.schemaregistry.v1+json"
 _TIMEOUT = 10
 _JSON_TYPES = {"string": "string", "long": "integer"}
+log = logging.getLogger(__name__)
+
+# What to do about a refusal, by HTTP status.
+_FIXES = {
+    401: "it wants credentials, which the pipeline does not send: use a registry without them",
+    404: "is SCHEMA_REGISTRY_URL the registry's Confluent REST API (the local stack's ends in "
+    "/apis/ccompat/v7)?",
+    422: "the schema or the mode is not valid for it: check SCHEMA_COMPATIBILITY",
+}
+_FIXES[403] = _FIXES[401]
 
 
 class RegistryError(RuntimeError):
@@ -84,13 +95,18 @@ class Registry:
             ) from exc
         if reply.status_code in ok:
             return None
-        if reply.status_code == 409:
-            raise SchemaRejected(_message(reply))
-        if reply.status_code >= 400:
-            raise RegistryError(
-                f"{method} {self.url}{path}: HTTP {reply.status_code}: {_message(reply)}"
-            )
-        return reply.json()
+        if reply.status_code < 400:
+            return reply.json()
+        log.info("%s %s%s: HTTP %s %s", method, self.url, path, reply.status_code, reply.text)
+        message = _message(reply)
+        if reply.status_code == 409:  # its reason in full: publish() puts it in a sentence
+            raise SchemaRejected(message or "incompatible (its whole answer is logged)")
+        said = f": {message.splitlines()[0][:200]}" if message else ""
+        raise RegistryError(
+            f"the schema registry at SCHEMA_REGISTRY_URL={self.url} refused {method} {path}{said} "
+            f"(HTTP {reply.status_code}); {_FIXES.get(reply.status_code, 'see its log')}; its "
+            "whole answer is in the log"
+        )
 
     def set_compatibility(self, name: str, mode: str) -> None:
         self._call("PUT", f"/config/{name}", {"compatibility": mode})
@@ -121,10 +137,11 @@ class Registry:
 
 
 def _message(reply: requests.Response) -> str:
+    """The registry's own words (its JSON ``message``), else nothing."""
     try:
-        return str(reply.json().get("message", reply.text))
-    except ValueError:
-        return reply.text[:300]
+        return str(reply.json().get("message") or "").strip()
+    except (ValueError, AttributeError):
+        return ""
 
 
 def publish(settings: Settings) -> int:

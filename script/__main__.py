@@ -7,23 +7,23 @@ supervise) take them as they are.
 
 from __future__ import annotations
 
-import argparse
+import logging
 import os
 import subprocess
 import sys
+from pathlib import Path
 
-from pipeline.config import ConfigError
+from pipeline import config
 from script import run_pipeline, stack, status, suite, supervise
 from script.airflow_api import AirflowError
-from script.layout import UMASK, VENV_BIN, StackError, say
-from script.services import STACK, STREAM
+from script.arguments import Parser, UsageError
+from script.layout import LOGS, TOOL_LOG, UMASK, VENV_BIN, StackError, say
+from script.services import ALL, STACK, STREAM
 from script.services.airflow import airflow_env
 from script.services.cassandra import cqlsh_credentials
 
 
 def cqlsh(extra: list[str]) -> int:
-    from pipeline import config
-
     s = config.cassandra_admin()  # a superuser: the stream job's role may not change the schema
     login = ["--credentials", str(cqlsh_credentials())]  # a password in argv is public
     return subprocess.call(
@@ -58,8 +58,8 @@ def worker(extra: list[str]) -> int:
     return workers[extra[0]](extra[1:])
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+def parser() -> Parser:
+    p = Parser(
         prog="./run.sh",
         description="Without a command: set up the local stack, run the pipeline once, report.",
     )
@@ -102,13 +102,75 @@ PASS_ON = {
 }
 
 
+def check_services(command: str, names: list[str]) -> None:
+    """``UsageError`` naming the names ``./run.sh up|down`` does not know."""
+    known = [s.name for s in (STACK if command == "up" else ALL)]
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise UsageError(
+            f"./run.sh {command}: {' '.join(unknown)}: one of {', '.join(known)} is needed"
+        )
+
+
+class _LogFile(logging.FileHandler):
+    """A log file made (with its folder) when the first line is written to it."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path, delay=True)
+
+    def _open(self):  # type: ignore[no-untyped-def]
+        Path(self.baseFilename).parent.mkdir(parents=True, exist_ok=True)
+        return super()._open()
+
+
+def keep_log() -> None:
+    """What our modules log goes to TOOL_LOG, such as a refused call's whole answer (logged at
+    INFO); their warnings and errors show on the terminal too, as without a handler."""
+    to_file = _LogFile(TOOL_LOG)
+    to_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    to_terminal = logging.StreamHandler()
+    to_terminal.setLevel(logging.WARNING)
+    for name in ("script", "pipeline"):
+        logger = logging.getLogger(name)
+        logger.setLevel(logging.INFO)
+        logger.addHandler(to_file)
+        logger.addHandler(to_terminal)
+
+
+def cassandra_refusal(exc: Exception) -> str | None:
+    """One sentence for an error of Cassandra's driver (its whole text goes to the log), naming
+    the fix; None when ``exc`` is not the driver's."""
+    if type(exc).__module__.partition(".")[0] != "cassandra":
+        return None
+    logging.getLogger("script").info("Cassandra's driver: %r", exc)
+    s = config.load().cassandra
+    name, text = type(exc).__name__, str(exc)
+    if "authentic" in text.lower() or "credentials" in text.lower():
+        why = f"refused the login of {s.username!r}; check {s.login_variables}"
+    elif name == "Unauthorized":
+        why = f"refused a query of {s.username!r}, which lacks the right; `./run.sh up` grants it"
+    elif name in ("NoHostAvailable", "OperationTimedOut") or name.endswith("Timeout"):
+        why = f"did not answer ({name}): is it up? `./run.sh status`, {LOGS}/cassandra.log"
+    else:
+        first = text.strip().splitlines()[0][:200] if text.strip() else name
+        why = f"refused a query: {first}"
+    return f"Cassandra at {s.host}:{s.port} {why}; its whole answer is in {TOOL_LOG}"
+
+
 def main(argv: list[str]) -> int:
-    p = parser()
-    args, extra = p.parse_known_args(argv)
-    if extra and args.command not in PASS_ON:
-        p.error(f"unrecognized arguments: {' '.join(extra)}")
-    os.umask(UMASK)  # what any command writes is the user's alone (`up` also fixes what is there)
+    """Run a command; 2 when its command line or a setting is refused (before it starts
+    anything), 1 when a step fails, else what the command returns."""
     try:
+        p = parser()
+        args, extra = p.parse_known_args(argv)
+        if extra and args.command not in PASS_ON:
+            p.error(f"unrecognized arguments: {' '.join(extra)}")
+        if args.command in ("up", "down"):
+            check_services(args.command, args.services)
+        config.load()  # every setting, by its rule, before anything starts
+        os.umask(UMASK)  # what any command writes is the user's alone (`up` fixes what is there)
+        if args.command not in ("supervise", "worker"):  # they log as their own processes
+            keep_log()
         if args.command is None:
             return run_pipeline.run(args)
         if args.command in PASS_ON:
@@ -126,8 +188,20 @@ def main(argv: list[str]) -> int:
         elif args.command == "jars":
             for name, path in stack.downloads().items():
                 print(f"{name}: {path}")
-    except (StackError, AirflowError, ConfigError) as exc:
+    except UsageError as exc:  # the line names the command (a pass-on command's own too)
+        print(exc, file=sys.stderr)
+        return 2
+    except config.ConfigError as exc:
+        print(f"./run.sh: {exc}", file=sys.stderr)
+        return 2
+    except (StackError, AirflowError) as exc:
         say(f"ERROR: {exc}")
+        return 1
+    except Exception as exc:
+        refused = cassandra_refusal(exc)
+        if refused is None:
+            raise
+        say(f"ERROR: {refused}")
         return 1
     return 0
 

@@ -6,17 +6,63 @@ user clicking "Trigger" in the UI would, not through `airflow dags test`.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import requests
 
+from script.layout import LOGS, TOOL_LOG
+
 FINISHED = {"success", "failed"}
+log = logging.getLogger(__name__)
+
+# What to do about a refusal, by HTTP status.
+_FIXES = {
+    400: "check the values given (`./run.sh --help`)",
+    401: "check AIRFLOW_ADMIN_USERNAME and AIRFLOW_ADMIN_PASSWORD (the generated one is in "
+    "$STACK_STATE_DIR/data/airflow/admin-password)",
+    404: "is the DAG parsed (`./run.sh airflow dags list`) and AIRFLOW_PORT the API server's port?",
+    409: "it exists already",
+    422: "check the values given (`./run.sh --help`)",
+}
+_FIXES[403] = _FIXES[401]
 
 
 class AirflowError(RuntimeError):
-    """The API refused a call or a DAG run did not finish; the message says which and why."""
+    """The API refused a call or a DAG run did not finish; the message says which and why, in
+    one sentence (a refused call's whole answer goes to ``TOOL_LOG``)."""
+
+
+def refusal(reply: requests.Response, doing: str) -> AirflowError:
+    """The one sentence for a call Airflow's API refused; its whole answer goes to the log."""
+    log.info("%s %s: HTTP %s %s", reply.request.method, reply.url, reply.status_code, reply.text)
+    detail = _detail(reply)
+    fix = _FIXES.get(reply.status_code) or (
+        f"see {LOGS / 'airflow-api-server.log'}" if reply.status_code >= 500 else "see the log"
+    )
+    return AirflowError(
+        f"Airflow's API refused {doing}{f': {detail}' if detail else ''} (HTTP "
+        f"{reply.status_code}); {fix}; its whole answer is in {TOOL_LOG}"
+    )
+
+
+def _detail(reply: requests.Response) -> str:
+    """What the API said, in its own words when it said it in words: FastAPI's ``detail`` (a
+    sentence, or a list of {loc, msg}), its first line, at most 200 characters."""
+    try:
+        detail = reply.json().get("detail")
+    except (ValueError, AttributeError):
+        return ""
+    if isinstance(detail, list):
+        detail = "; ".join(
+            f"{'.'.join(str(p) for p in d.get('loc', []))}: {d.get('msg', '')}"
+            for d in detail
+            if isinstance(d, dict)
+        )
+    text = str(detail or "").strip().splitlines()
+    return text[0][:200] if text else ""
 
 
 @dataclass
@@ -28,25 +74,29 @@ class AirflowClient:
 
     def _headers(self) -> dict[str, str]:
         if not self._token:
-            reply = requests.post(
-                f"{self.base_url}/auth/token",
-                timeout=10,
-                json={"username": self.username, "password": self.password},
-            )
+            body = {"username": self.username, "password": self.password}
+            reply = self._send("POST", f"{self.base_url}/auth/token", timeout=10, json=body)
             if reply.status_code not in (200, 201):
-                raise AirflowError(
-                    f"login as {self.username!r} at {self.base_url} failed: "
-                    f"HTTP {reply.status_code} {reply.text[:200]}"
-                )
+                raise refusal(reply, f"the login of {self.username!r} at {self.base_url}")
             self._token = reply.json()["access_token"]
         return {"Authorization": f"Bearer {self._token}"}
 
-    def call(self, method: str, path: str, **kwargs: Any) -> Any:
-        reply = requests.request(
-            method, f"{self.base_url}/api/v2{path}", headers=self._headers(), timeout=30, **kwargs
-        )
+    def _send(self, method: str, url: str, **kwargs: Any) -> requests.Response:
+        try:
+            return requests.request(method, url, **kwargs)
+        except requests.RequestException as exc:
+            raise AirflowError(
+                f"Airflow's API at {self.base_url} does not answer ({exc.__class__.__name__}): "
+                f"is Airflow up (`./run.sh status`)? see {LOGS / 'airflow-api-server.log'}"
+            ) from exc
+
+    def call(self, method: str, path: str, *, doing: str = "", **kwargs: Any) -> Any:
+        """The API's answer to ``method path``; ``AirflowError`` saying what it refused
+        (``doing``, else the call) and the fix, when it refuses."""
+        url = f"{self.base_url}/api/v2{path}"
+        reply = self._send(method, url, headers=self._headers(), timeout=30, **kwargs)
         if reply.status_code >= 400:
-            raise AirflowError(f"{method} {path}: HTTP {reply.status_code} {reply.text[:300]}")
+            raise refusal(reply, doing or f"{method} {path}")
         return reply.json() if reply.content else None
 
     def wait_for_dag(self, dag_id: str, timeout: float = 120) -> dict[str, Any]:
@@ -74,12 +124,17 @@ class AirflowClient:
             time.sleep(2)
 
     def unpause(self, dag_id: str) -> None:
-        self.call("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
+        self.call(
+            "PATCH", f"/dags/{dag_id}", doing=f"to unpause {dag_id}", json={"is_paused": False}
+        )
 
     def trigger(self, dag_id: str, conf: dict[str, Any] | None = None) -> str:
         """Create a DAG run for the scheduler to run now; return its run id."""
         run = self.call(
-            "POST", f"/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": conf or {}}
+            "POST",
+            f"/dags/{dag_id}/dagRuns",
+            doing=f"to start a run of {dag_id} with {conf or {}}",
+            json={"logical_date": None, "conf": conf or {}},
         )
         return run["dag_run_id"]
 

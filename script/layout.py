@@ -26,6 +26,9 @@ DATA = STATE / "data"
 LOGS = STATE / "logs"
 RUN = STATE / "run"
 CONF = STATE / "conf"
+# ./run.sh's own log: what our modules log, such as the whole answer of a call a service refused
+# (the terminal gets one sentence).
+TOOL_LOG = LOGS / "run.sh.log"
 VENV_BIN = Path(sys.executable).parent
 
 

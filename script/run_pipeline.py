@@ -18,6 +18,7 @@ import requests
 from pipeline import config
 from script import stack
 from script.airflow_api import AirflowClient
+from script.arguments import Parser, UsageError
 from script.layout import StackError
 from script.pipeline_status import cassandra_session, count_rows, percentile, stream_progress
 from script.services import STREAM, named
@@ -115,26 +116,54 @@ def run_rows(session, c: config.CassandraSettings, since_ms: int) -> list[Any]:
     )
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of a run (`./run.sh [OPTIONS]`)."""
+def add_arguments(parser: Parser) -> None:
+    """The options of a run (`./run.sh [OPTIONS]`): each sets a DAG parameter for the run and is
+    read by the rule of the variable it overrides (``config.RUN_PARAMS``)."""
     parser.add_argument(
         "--offline",
         action="store_true",
         help="use the bundled randomuser-compatible server, do not try the internet",
     )
-    parser.add_argument(
+    parser.add_checked(
         "--users",
-        type=int,
+        _param_rule("total"),
+        "0: the DAG's time budget",
         default=0,
         help="send this many users (default: the DAG's USERS_RUN_SECONDS budget)",
     )
-    parser.add_argument("--seed", default="", help="randomuser seed for a reproducible run")
-    parser.add_argument(
+    parser.add_checked(
+        "--seed", _param_rule("seed"), default="", help="randomuser seed for a reproducible run"
+    )
+    parser.add_checked(
         "--users-per-second",
-        type=float,
+        _param_rule("users_per_second"),
+        "0: unpaced",
         default=None,
         help="send rate of this run (default: USERS_PER_SECOND; 0: unpaced)",
     )
+
+
+def _param_rule(name: str) -> config.Variable:
+    return config.BY_NAME[config.RUN_PARAMS[name]]
+
+
+def run_conf(args: argparse.Namespace, env_url: str | None) -> dict[str, Any]:
+    """The DAG run's conf from the parsed options; ``UsageError`` when they contradict each
+    other, ``ConfigError`` when the run they make with the settings has no bound."""
+    if args.offline and env_url and env_url != standin_url():
+        raise UsageError(
+            f"./run.sh: --offline with USERS_API_URL={env_url}: either, not both (--offline uses "
+            f"the bundled stand-in, {standin_url()}); unset USERS_API_URL or drop --offline"
+        )
+    conf: dict[str, Any] = {}
+    if args.users:
+        conf["total"] = args.users
+    if args.seed:
+        conf["seed"] = args.seed
+    if args.users_per_second is not None:
+        conf["users_per_second"] = args.users_per_second
+    config.check_bounded(config.load_for_run(conf).api)
+    return conf
 
 
 def run(args: argparse.Namespace) -> int:
@@ -143,7 +172,9 @@ def run(args: argparse.Namespace) -> int:
     began = time.monotonic()
     settings = config.load()
     c = settings.cassandra
-    api_url, _ = choose_api(args.offline, os.environ.get("USERS_API_URL"))
+    env_url = os.environ.get("USERS_API_URL")
+    conf = run_conf(args, env_url)  # before anything starts
+    api_url, _ = choose_api(args.offline, env_url)
     use_api(api_url)  # before `up`: Airflow starts with it, and the stand-in with the stack
     stack.up()
     stack.start_service(STREAM)
@@ -153,13 +184,6 @@ def run(args: argparse.Namespace) -> int:
     airflow.unpause(DAG_ID)
     cluster, session = cassandra_session(c)
     dead_before = count_rows(session, c.keyspace, c.dead_letter_table) or 0
-    conf: dict[str, Any] = {}
-    if args.users:
-        conf["total"] = args.users
-    if args.seed:
-        conf["seed"] = args.seed
-    if args.users_per_second is not None:
-        conf["users_per_second"] = args.users_per_second
     since_ms = int(time.time() * 1000)
     run_id = airflow.trigger(DAG_ID, conf)
     say(f"triggered {DAG_ID} ({run_id}) with {conf}; the scheduler runs it")

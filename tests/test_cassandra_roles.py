@@ -6,6 +6,7 @@ Each test has its own keyspace and its own role, so the shared ones are never to
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import secrets
 import subprocess
@@ -213,11 +214,10 @@ def test_the_admin_cannot_be_the_stream_jobs_role(
     cassandra_session: Any, writer: config.CassandraSettings
 ) -> None:
     admin = config.cassandra_admin().username
-    as_admin = config.load(
-        {"CASSANDRA_KEYSPACE": writer.keyspace, "CASSANDRA_USERNAME": admin}
-    ).cassandra
     with pytest.raises(config.ConfigError, match="CASSANDRA_USERNAME=.* is the admin login"):
-        set_up(cassandra_session, as_admin)
+        config.load({"CASSANDRA_KEYSPACE": writer.keyspace, "CASSANDRA_USERNAME": admin})
+    with pytest.raises(config.ConfigError, match="CASSANDRA_USERNAME=.* is the admin login"):
+        set_up(cassandra_session, dataclasses.replace(writer, username=admin))
     assert schema(cassandra_session, writer.keyspace) == {}  # nothing was made
 
 

@@ -6,6 +6,7 @@ throw-away keyspace of the local Cassandra and read the columns back from ``syst
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Iterator
@@ -59,8 +60,11 @@ def test_spark_reads_what_the_producer_sends_field_for_field(spark: SparkSession
 
 
 def test_table_names_that_are_not_cql_identifiers_are_refused() -> None:
-    settings = config.load({"CASSANDRA_TABLE": "users; DROP KEYSPACE x"}).cassandra
-    with pytest.raises(config.ConfigError, match="CASSANDRA_TABLE"):
+    bad = "users; DROP KEYSPACE x"
+    with pytest.raises(config.ConfigError, match="CASSANDRA_TABLE"):  # by the settings
+        config.load({"CASSANDRA_TABLE": bad})
+    settings = dataclasses.replace(config.load({}).cassandra, table=bad)
+    with pytest.raises(config.ConfigError, match="CASSANDRA_TABLE"):  # and by set-up itself
         cassandra_schema.schema_statements(settings)
 
 

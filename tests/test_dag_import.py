@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import copy
 import sys
 from datetime import timedelta
 from pathlib import Path
@@ -76,6 +77,25 @@ def test_every_run_param_is_a_typed_dag_param_that_defaults_to_the_environment(d
         rate.resolve(-1)
     with pytest.raises(ValueError):  # Airflow's ParamValidationError
         rate.resolve("fast")
+
+
+def test_each_param_refuses_what_its_variable_refuses_and_takes_its_default(dagbag) -> None:
+    """The Trigger form and `./run.sh` hold one rule: the variable's in the settings table."""
+    # A copy: Param.resolve() keeps the value it resolved.
+    for name, param in copy.deepcopy(dagbag.dags[config.DAG_ID].params).items():
+        variable = config.BY_NAME[config.RUN_PARAMS[name]]
+        default = param.value
+        assert param.resolve(default) == default  # the form opens valid
+        if variable.kind in (config.WHOLE, config.NUMBER):
+            assert param.resolve(variable.minimum + 1) == variable.minimum + 1
+            config.read(variable, str(variable.minimum + 1))
+            below = min(variable.minimum, default or 0) - 1
+            with pytest.raises(ValueError):  # Airflow's ParamValidationError
+                param.resolve(below)
+            with pytest.raises(ValueError):
+                config.read(variable, str(below))
+        else:
+            assert param.resolve("http://x/") == "http://x/"
 
 
 def test_a_param_left_at_its_default_takes_the_environment_and_0_users_per_second_does_not(

@@ -152,6 +152,7 @@ DIAGRAM_PARTS = {
         "script/supervise.py",
         "script/airflow_api.py",
         "script/pipeline_status.py",
+        "script/arguments.py",
     ],
 }
 

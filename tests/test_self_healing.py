@@ -104,7 +104,7 @@ def test_sigterm_stops_the_job_within_30_s_while_a_write_is_retrying(
     with Feeder(job.settings, RATE) as feeder:
         job.next_row(180)
         with cassandra_frozen():
-            job.wait_for(lambda: "write failed" in job.text(), "a failed write", WRITE_GIVES_UP_S)
+            job.wait_for(lambda: "write failed" in job.text(), "failed write", WRITE_GIVES_UP_S)
             assert job.process is not None
             job.process.send_signal(signal.SIGTERM)
             try:
@@ -123,7 +123,7 @@ def test_a_topic_created_under_the_job_is_read_and_oversize_values_become_dead_l
 ) -> None:
     job = side_job("topic", topic=False)
     job.start()  # the topic does not exist yet
-    job.wait_for(lambda: NO_TOPIC_YET in job.text(), "the job to report no topic yet", 60)
+    job.wait_for(lambda: NO_TOPIC_YET in job.text(), "report that the topic is missing", 60)
     producer.ensure_topic(job.settings.kafka)
     big = "x" * (contract.MAX_STRING_BYTES + 1)
     record = {**next(users(1)), "produced_at": int(time.time() * 1000)}

@@ -6,7 +6,9 @@ import argparse
 import time
 from typing import Any
 
+from pipeline import config
 from script import stack
+from script.arguments import Parser, rule
 from script.benchmark import parts, report
 from script.benchmark.memory import service_pss_mb
 from script.benchmark.stats import RateSearch
@@ -18,46 +20,49 @@ PARTS = ("latency", "rate", "classify", "sink", "producer", "restart", "memory",
 NEEDED = pipeline_services()  # every node; the producer publishes its schema
 
 
+# The options' rules: counts and rates of at least 1, windows of at least 1 s, a warm-up and a
+# latency limit of 0 s or more.
+COUNT = rule(config.WHOLE, minimum=1)
+RATE = rule(config.NUMBER, minimum=1)
+SECONDS = rule(config.NUMBER)
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
+    """The options, each read by its rule; ``UsageError`` in one line before anything starts."""
+    p = Parser(
         prog="./run.sh bench",
         description="Throughput, latency, restart and memory figures of the pipeline, "
         "each the median (min..max) of --runs runs.",
     )
-    p.add_argument("--runs", type=int, default=3, help="runs per figure (default 3)")
+    p.add_checked("--runs", COUNT, default=3, help="runs per figure (default 3)")
     p.add_argument("--parts", default=",".join(PARTS), help="comma-separated, of: %(default)s")
-    p.add_argument(
-        "--rate",
-        type=float,
-        default=1000,
-        help="users/s of the latency and restart runs (default 1000)",
+    p.add_checked(
+        "--rate", RATE, default=1000, help="users/s of the latency and restart runs (default 1000)"
     )
-    p.add_argument("--seconds", type=float, default=60, help="latency window (default 60)")
-    p.add_argument(
+    p.add_checked("--seconds", RATE, default=60, help="latency window (default 60)")
+    p.add_checked(
         "--search-seconds",
-        type=float,
+        RATE,
         default=None,
         help="window of each rate-search step (default: --seconds, at most 30)",
     )
-    p.add_argument(
+    p.add_checked(
         "--warm-seconds",
-        type=float,
+        SECONDS,
         default=10,
         help="load a fresh job gets before its clock starts (default 10)",
     )
-    p.add_argument("--p99-limit", type=float, default=3.0, help="rate search: p99 limit in s")
-    p.add_argument("--rate-step", type=float, default=2000, help="rate search: step up by")
-    p.add_argument("--rate-ceiling", type=float, default=16000, help="rate search: highest rate")
-    p.add_argument("--rate-resolution", type=float, default=500, help="rate search: bisect to")
-    p.add_argument("--classify-messages", type=int, default=100_000)
-    p.add_argument("--sink-messages", type=int, default=200_000)
-    p.add_argument("--users", type=int, default=50_000, help="users per producer run")
+    p.add_checked("--p99-limit", SECONDS, default=3.0, help="rate search: p99 limit in s")
+    p.add_checked("--rate-step", RATE, default=2000, help="rate search: step up by")
+    p.add_checked("--rate-ceiling", RATE, default=16000, help="rate search: highest rate")
+    p.add_checked("--rate-resolution", RATE, default=500, help="rate search: bisect to")
+    p.add_checked("--classify-messages", COUNT, default=100_000)
+    p.add_checked("--sink-messages", COUNT, default=200_000)
+    p.add_checked("--users", COUNT, default=50_000, help="users per producer run")
     args = p.parse_args(argv)
     unknown = set(args.parts.split(",")) - set(PARTS)
     if unknown:
-        p.error(f"unknown part(s) {', '.join(sorted(unknown))}; known: {', '.join(PARTS)}")
-    if args.runs < 1:
-        p.error("--runs must be at least 1")
+        p.error(f"--parts {args.parts}: a comma-separated list of {', '.join(PARTS)} is needed")
     if args.search_seconds is None:
         args.search_seconds = min(args.seconds, 30.0)
     return args

@@ -9,10 +9,11 @@ from pathlib import Path
 
 from pipeline import config
 from script import stack
+from script.arguments import Parser
 from script.faults.nodes import NODE_SCENARIOS, require_cluster
 from script.faults.rig import Outcome, say
 from script.faults.scenarios import FULL, SCENARIOS, SHORT
-from script.layout import STATE
+from script.layout import STATE, StackError
 from script.services import STACK, pipeline_services
 
 # What the scenarios run against (Airflow and its database only for `retry`: the user's `up`).
@@ -27,7 +28,7 @@ def default_scenarios() -> str:
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="./run.sh faults",
         description="Break the pipeline on purpose and count: users sent, rows, dead letters, "
         "lost (must be 0), extra (must be 0), time to recover.",
@@ -41,7 +42,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args = p.parse_args(argv)
     unknown = set(args.scenarios.split(",")) - set(EVERY)
     if unknown:
-        p.error(f"unknown scenario(s) {', '.join(sorted(unknown))}; known: {', '.join(EVERY)}")
+        p.error(
+            f"--scenarios {args.scenarios}: a comma-separated list of {', '.join(EVERY)} is needed"
+        )
+    if set(args.scenarios.split(",")) & set(NODE_SCENARIOS):
+        try:
+            require_cluster()
+        except StackError as exc:
+            p.error(f"--scenarios {args.scenarios}: {exc}")
     return args
 
 
@@ -89,8 +97,6 @@ def main(argv: list[str]) -> int:
     out = STATE / "faults" / time.strftime("%Y%m%d-%H%M%S")
     chosen = set(args.scenarios.split(","))
     needed = NEEDED
-    if chosen & set(NODE_SCENARIOS):
-        require_cluster()
     if chosen <= set(NODE_SCENARIOS):  # they feed the topic directly: no schema registry
         needed = [name for name in NEEDED if name != "schema-registry"]
     stack.up(needed)

@@ -105,7 +105,7 @@ class SupervisedJob:
                 cwd=REPO,
                 start_new_session=True,
             )
-        self.wait_for(lambda: READY in self.text(), "the job to be ready", timeout)
+        self.wait_for(lambda: READY in self.text(), "readiness", timeout)
 
     def text(self) -> str:
         """What the supervisor and the job logged since the latest start."""
