@@ -20,7 +20,7 @@ from dash import Dash, Input, Output, State, dcc, html
 
 from pipeline import config
 from pipeline.config import Settings
-from script.monitor.watch import Watch
+from script.monitor.watch import WINDOW, Watch
 
 REFRESH_MS = 1500  # the page asks for the latest snapshot this often
 TITLE = "Pipeline: users_created -> Cassandra"
@@ -366,7 +366,8 @@ def search_result(found: dict[str, Any]) -> Any:
         html.Div(
             [
                 html.H3(
-                    f"Kafka: p{m['partition']} offset {m['offset']}, schema id {m['schema_id']}"
+                    f"Kafka: p{m['partition']} offset {m['offset']}, "
+                    f"schema id {m['schema_id'] or '-'}"
                 ),
                 html.Pre(m["value"], id="search-message"),
             ]
@@ -383,7 +384,7 @@ def search_result(found: dict[str, Any]) -> Any:
         html.Div(
             [
                 html.H3("Cassandra row"),
-                _table(["column", "value"], [[k, v] for k, v in row.items()], id="search-row"),
+                _table(["column", "value"], [[k, str(v)] for k, v in row.items()], id="search-row"),
             ]
         )
         if row
@@ -413,14 +414,16 @@ def _clock(epoch: float) -> str:
 
 
 def _figure(title: str, traces: list[dict[str, Any]], unit: str) -> dict[str, Any]:
+    now = time.time()
+    window = [datetime.fromtimestamp(t).isoformat(timespec="seconds") for t in (now - WINDOW, now)]
     return {
         "data": traces,
         "layout": {
             "title": {"text": title, "font": {"size": 13}},
             "height": 190,
-            "margin": {"l": 50, "r": 10, "t": 30, "b": 30},
+            "margin": {"l": 50, "r": 10, "t": 30, "b": 40},
             "yaxis": {"title": {"text": unit}, "rangemode": "tozero"},
-            "xaxis": {"type": "date"},
+            "xaxis": {"type": "date", "range": window},
             "legend": {"orientation": "h", "y": -0.25},
             "uirevision": title,
         },

@@ -32,7 +32,8 @@ log = logging.getLogger(__name__)
 
 FAST, SLOW = 2.0, 10.0  # seconds between two reads of the fast and of the slow figures
 WINDOW = 15 * 60  # seconds of history the charts show
-SLICES = 16  # the users table is counted one 1/SLICES token slice per FAST tick
+SLICES = 16  # the users table is counted in token slices, 1/SLICES of it per query
+COUNT_BUDGET = 0.3  # seconds of counting per FAST tick at most
 LATEST = 20  # messages in the browser
 TASK_ID = "stream_users"
 
@@ -278,13 +279,15 @@ class Watch:
         meta = session.cluster.metadata.keyspaces.get(c.keyspace)
         if meta is None or c.table not in meta.tables:
             return {"rows": None}
+        # Slices in ring order, each counted again once rows came in, for at most
+        # COUNT_BUDGET seconds a tick (the first count of all of them excepted): a small table
+        # is recounted whole every tick, a large one over several.
+        began = time.monotonic()
         first = len(self._slice_rows) < SLICES
-        todo = sorted(self._dirty_slices) if first else []
-        if not first and self._dirty_slices:
+        while self._dirty_slices and (first or time.monotonic() - began < COUNT_BUDGET):
             while self._next_slice not in self._dirty_slices:
                 self._next_slice = (self._next_slice + 1) % SLICES
-            todo = [self._next_slice]
-        for i in todo:
+            i = self._next_slice
             lo, hi = self._slices[i]
             self._slice_rows[i] = collect.count_slice(session, c.keyspace, c.table, lo, hi)
             self._dirty_slices.discard(i)
