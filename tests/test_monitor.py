@@ -12,6 +12,7 @@ Run against the running stack with its stream job (`./run.sh up`, `./run.sh stre
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 import uuid
@@ -24,6 +25,7 @@ import pytest
 from pipeline import config, contract, producer
 from script import stack
 from script.layout import LOGS
+from script.procs import memory_kb
 from script.services import STREAM, named
 
 CHROMIUM = "/usr/bin/chromium"
@@ -39,6 +41,7 @@ ARGS = [
 PAGE_SECONDS = 60  # the page's first figures
 FLOW_SECONDS = 180  # users sent until they are counted on the page
 STOPPED_SECONDS = 5  # the issue's bound: a stopped job shows as stopped
+COST_SECONDS = 60  # the span the page's CPU is measured over
 
 
 @pytest.fixture(scope="module")
@@ -141,6 +144,26 @@ def test_the_page_loads_every_section_from_this_machine_only(
     assert not elsewhere, f"the page fetched from elsewhere: {elsewhere[:5]}"
     assert not page.errors, page.errors[:5]
     shots(page, "monitor-loaded")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of ``pid`` so far (/proc/PID/stat fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_the_page_costs_at_most_150_mb_and_3_percent_of_a_core_while_open(page: Any) -> None:
+    """Measured with the page open in the browser and refreshing, over COST_SECONDS."""
+    pid = named("monitor").pid()
+    assert pid, "the monitor is not running"
+    wait_until("a first full read", lambda: page.query_selector("#dag-runs"), PAGE_SECONDS)
+    before, started = cpu_seconds(pid), time.monotonic()
+    time.sleep(COST_SECONDS)  # the measurement's span, not a wait for something
+    cpu = (cpu_seconds(pid) - before) / (time.monotonic() - started)
+    pss_mb = memory_kb(pid)[0] / 1024
+    print(f"monitor: PSS {pss_mb:.0f} MB, CPU {cpu:.1%} of one core over {COST_SECONDS} s")
+    assert pss_mb <= 150
+    assert cpu <= 0.03
 
 
 def test_rows_and_offsets_grow_while_users_flow(
