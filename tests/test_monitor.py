@@ -7,7 +7,8 @@ a stopped stream job shows as stopped within 5 s. The users and the bad message 
 pipeline's own topic (they land in the user's table, as `./run.sh` runs do). Screenshots go to
 pytest's temporary folder and to `.stack/logs/screenshots/`.
 
-Run against the running stack with its stream job (`./run.sh up`, `./run.sh stream`).
+Run against the running stack (`./run.sh up`); the stream job is started if it is not running,
+and stopped again after.
 """
 
 from __future__ import annotations
@@ -49,6 +50,16 @@ def monitor_url(settings: config.Settings) -> str:
     """The stack's pipeline page, started if it is not running."""
     stack.start_service(named("monitor"))
     return f"http://127.0.0.1:{settings.monitor.port}/"
+
+
+@pytest.fixture(scope="module")
+def stream_job() -> Iterator[None]:
+    """The user's stream job, running (started here, and stopped after, if it was not)."""
+    was_running = STREAM.pid() is not None
+    stack.start_service(STREAM)
+    yield
+    if not was_running:
+        stack.stop_service(STREAM)
 
 
 @pytest.fixture(scope="module")
@@ -167,9 +178,8 @@ def test_the_page_costs_at_most_150_mb_and_3_percent_of_a_core_while_open(page: 
 
 
 def test_rows_and_offsets_grow_while_users_flow(
-    page: Any, settings: config.Settings, shots: Callable
+    page: Any, settings: config.Settings, shots: Callable, stream_job: None
 ) -> None:
-    assert STREAM.pid(), "the stream job is not running: start it with `./run.sh stream`"
     wait_until("the row count", lambda: page.query_selector("#rows-count"), PAGE_SECONDS)
     messages, rows = number(page, "#topic-total"), number(page, "#rows-count")
     batch = users(2000, f"monitor-{uuid.uuid4().hex[:8]}")
@@ -182,7 +192,7 @@ def test_rows_and_offsets_grow_while_users_flow(
 
 
 def test_a_bad_message_shows_as_a_dead_letter_with_its_reason(
-    page: Any, settings: config.Settings, cassandra_session: Any
+    page: Any, settings: config.Settings, cassandra_session: Any, stream_job: None
 ) -> None:
     marker = f"monitor-bad-{uuid.uuid4().hex[:8]}"
     send(settings, [(marker.encode(), f'{{"id": "{marker}", <not json>'.encode())])
@@ -213,7 +223,7 @@ def test_a_bad_message_shows_as_a_dead_letter_with_its_reason(
 
 
 def test_a_user_searched_in_the_page_matches_its_cassandra_row(
-    page: Any, settings: config.Settings, cassandra_session: Any, shots: Callable
+    page: Any, settings: config.Settings, cassandra_session: Any, shots: Callable, stream_job: None
 ) -> None:
     key, value = users(1, f"monitor-{uuid.uuid4().hex[:8]}")[0]
     send(settings, [(key, value)])
@@ -241,9 +251,8 @@ def test_a_user_searched_in_the_page_matches_its_cassandra_row(
 
 
 def test_a_stopped_stream_job_shows_as_stopped_within_5_seconds(
-    page: Any, user_pipeline_stays_healthy: None
+    page: Any, stream_job: None, user_pipeline_stays_healthy: None
 ) -> None:
-    assert STREAM.pid(), "the stream job is not running: start it with `./run.sh stream`"
     wait_until("the job running", lambda: page.inner_text("#job-state") == "running", 60)
     try:
         stack.stop_service(STREAM)

@@ -423,21 +423,26 @@ def _figure(title: str, traces: list[dict[str, Any]], unit: str) -> dict[str, An
             "height": 190,
             "margin": {"l": 50, "r": 10, "t": 30, "b": 40},
             "yaxis": {"title": {"text": unit}, "rangemode": "tozero"},
-            "xaxis": {"type": "date", "range": window},
+            "xaxis": {"type": "date", "range": window, "tickformat": "%H:%M"},
             "legend": {"orientation": "h", "y": -0.25},
             "uirevision": title,
         },
     }
 
 
+GAP = 10  # seconds without a point: the line breaks there instead of joining across it
+
+
 def _trace(points: list[tuple], name: str, column: int = 1, scale: float = 1) -> dict:
-    return {
-        "type": "scatter",
-        "mode": "lines",
-        "name": name,
-        "x": [datetime.fromtimestamp(p[0]).isoformat(timespec="seconds") for p in points],
-        "y": [round(p[column] * scale, 3) for p in points],
-    }
+    x: list[str] = []
+    y: list[float | None] = []
+    for i, p in enumerate(points):
+        if i and p[0] - points[i - 1][0] > GAP:
+            x.append(datetime.fromtimestamp(p[0] - GAP / 2).isoformat(timespec="seconds"))
+            y.append(None)
+        x.append(datetime.fromtimestamp(p[0]).isoformat(timespec="seconds"))
+        y.append(round(p[column] * scale, 3))
+    return {"type": "scatter", "mode": "lines", "name": name, "x": x, "y": y}
 
 
 def chart_kafka(snap: dict[str, Any]) -> dict[str, Any]:
