@@ -20,7 +20,7 @@ from dash import Dash, Input, Output, State, dcc, html
 
 from pipeline import config
 from pipeline.config import Settings
-from script.monitor.watch import WINDOW, Watch
+from script.monitor.watch import UNAVAILABLE, WINDOW, Watch
 
 REFRESH_MS = 1500  # the page asks for the latest snapshot this often
 TITLE = "Pipeline: users_created -> Cassandra"
@@ -59,7 +59,10 @@ def create_app(settings: Settings, watch: Watch) -> Dash:
         user_id = (user_id or "").strip()
         if not user_id:
             return html.P("Type a user id (a message key, e.g. from the browser below).")
-        return search_result(watch.search(user_id))
+        try:
+            return search_result(watch.search(user_id))
+        except UNAVAILABLE as exc:
+            return html.P(f"not answering: {exc.__class__.__name__}: {exc}", className="bad")
 
     return app
 

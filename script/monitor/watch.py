@@ -158,8 +158,8 @@ class Watch:
             for client in self._kafka.values():
                 try:
                     client.close()
-                except Exception:  # noqa: BLE001 - closing a broken client, nothing to report
-                    pass
+                except (KafkaError, OSError):
+                    pass  # closing a client that already broke: nothing more to report
             self._kafka.clear()
         if part in ("cassandra_state", "rows", "latency") and self._cassandra is not None:
             self._cassandra.cluster.shutdown()
