@@ -1,5 +1,6 @@
 # The Airflow image for the Docker stack: Apache's image plus what the DAG's task imports
-# (requirements-airflow.txt), so no container installs anything when it starts.
+# (requirements-airflow.txt) and what the pipeline page needs (requirements-monitor.txt: Compose's
+# monitor service runs on this image), so no container installs anything when it starts.
 #
 # The versions come from stack/versions.env through docker-compose.yml's build args; the ARG
 # defaults below equal them (tests/test_airflow_image.py checks), so a plain build matches too.
@@ -16,7 +17,9 @@ ARG AIRFLOW_CONSTRAINTS=""
 # As the image's airflow user (pip refuses root here), into its ~/.local virtualenv. Naming
 # apache-airflow at the image's own version makes pip fail on a conflict instead of moving Airflow.
 COPY requirements-airflow.txt /tmp/requirements-airflow.txt
+COPY requirements-monitor.txt /tmp/requirements-monitor.txt
 RUN pip install --no-cache-dir \
         "apache-airflow==${AIRFLOW_VERSION}" \
         -r /tmp/requirements-airflow.txt \
+        -r /tmp/requirements-monitor.txt \
         --constraint "${AIRFLOW_CONSTRAINTS:-${HOME}/constraints.txt}"

@@ -50,7 +50,7 @@ warn_if_little_memory() {
     local bytes
     bytes="$(docker info --format '{{.MemTotal}}' 2>/dev/null || true)"
     if [[ "${bytes}" =~ ^[0-9]+$ ]] && ((bytes > 0 && bytes < 6 * 1024 * 1024 * 1024)); then
-        log "warning: Docker has $((bytes / 1024 / 1024)) MiB of memory; the stack needs 6-8 GB (Docker Desktop: Settings > Resources)"
+        log "warning: Docker has $((bytes / 1024 / 1024)) MiB of memory; the stack needs 6-8 GB with CONTROL_CENTER_REPLICAS=0 in .env, 16 GB with Control Center (Docker Desktop: Settings > Resources)"
     fi
 }
 
@@ -107,7 +107,8 @@ print_urls() {
 
 Every service is healthy.
   Airflow          http://localhost:8080   login ${user}, password: AIRFLOW_ADMIN_PASSWORD in .env
-  Control Center   http://localhost:9021   with COMPOSE_PROFILES=ui in .env
+  Pipeline page    http://localhost:9022
+  Control Center   http://localhost:9021   (CONTROL_CENTER_REPLICAS=0 in .env leaves it out)
   Spark master UI  http://localhost:9090
   Spark job UI     http://localhost:4040
   Cassandra        docker exec -it cassandra cqlsh -u cassandra -p cassandra localhost 9042

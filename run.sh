@@ -27,8 +27,9 @@ ensure_venv() {
   command -v java >/dev/null 2>&1 || die "Java 17 is required (java not on PATH)"
   command -v mvn >/dev/null 2>&1 || die "Maven is required (mvn not on PATH): apt-get install maven"
   local python want have=""
-  # requirements.txt and the file it includes (-r requirements-airflow.txt).
-  want="$(cat "$repo/requirements.txt" "$repo/requirements-airflow.txt" | sha256sum | cut -d' ' -f1)"
+  # requirements.txt and the files it includes (-r requirements-airflow.txt, requirements-monitor.txt).
+  want="$(cat "$repo/requirements.txt" "$repo/requirements-airflow.txt" "$repo/requirements-monitor.txt" \
+    | sha256sum | cut -d' ' -f1)"
   [ -f "$venv/.requirements.sha256" ] && have="$(cat "$venv/.requirements.sha256")"
   [ "$want" = "$have" ] && return 0
   python="$(find_python)" || die "Python 3.11 is required (set PYTHON=/path/to/python3.11)"

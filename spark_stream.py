@@ -106,9 +106,12 @@ CONNECTOR_CONF: dict[str, str] = {
 }
 
 # Spark itself: `query.stop()` gives up on a stuck batch after 10 s instead of waiting forever.
+# The query's input and processing rates and batch duration are gauges on the Spark UI's
+# `/metrics/json/`, for the pipeline page (script/monitor).
 SESSION_CONF: dict[str, str] = {
     "spark.sql.streaming.stopTimeout": "10000",
     "spark.ui.showConsoleProgress": "false",
+    "spark.sql.streaming.metricsEnabled": "true",
 }
 
 # The Kafka source: a broker that is away is retried for a while (the stall watchdog bounds the

@@ -36,6 +36,8 @@ SUBMIT = "spark-submit"  # the stream job's launch line: --master, --jars, --con
 # pipeline.cassandra_schema`) create the keyspace, the tables and the stream job's role.
 SETUP = "Cassandra set-up"
 STACK = "local stack"
+# The pipeline page (`script/monitor/`): the local stack's service and Compose's `monitor`.
+MONITOR = "pipeline page"
 
 # How a variable's value is read (see ``read``).
 TEXT, WHOLE, NUMBER, MEMORY, URL = "text", "whole number", "number", "JVM memory size", "URL"
@@ -534,6 +536,30 @@ VARIABLES: tuple[Variable, ...] = (
         kind=WHOLE,
         minimum=1,
     ),
+    # The pipeline page: Control Center's port, which the local stack does not otherwise use.
+    _var(
+        "MONITOR_PORT",
+        "9021",
+        "the live pipeline page's HTTP port, on 127.0.0.1 (Compose: `9022`, since Control "
+        "Center holds 9021)",
+        MONITOR,
+        kind=WHOLE,
+        minimum=1,
+    ),
+    _var(
+        "MONITOR_SPARK_UI_URL",
+        "",
+        "the stream job's Spark UI as the pipeline page reaches it; empty: "
+        "`http://127.0.0.1:<SPARK_UI_PORT>` (Compose: `http://spark-stream:4040`)",
+        MONITOR,
+    ),
+    _var(
+        "MONITOR_AIRFLOW_URL",
+        "",
+        "Airflow's API server as the pipeline page reaches it; empty: "
+        "`http://127.0.0.1:<AIRFLOW_PORT>` (Compose: `http://airflow-apiserver:8080`)",
+        MONITOR,
+    ),
     _var(
         "USERS_STANDIN_PORT",
         "8765",
@@ -821,6 +847,26 @@ class StackSettings:
 
 
 @dataclass(frozen=True)
+class MonitorSettings:
+    """The pipeline page's: its port, and where it reaches Spark's UI and Airflow's API
+    (empty: the local stack's, see ``monitor_urls``)."""
+
+    port: int
+    spark_ui_url: str
+    airflow_url: str
+
+
+def monitor_urls(settings: Settings) -> tuple[str, str]:
+    """(Spark UI, Airflow API server) as the pipeline page reaches them: MONITOR_SPARK_UI_URL
+    and MONITOR_AIRFLOW_URL, else the local stack's on SPARK_UI_PORT and AIRFLOW_PORT."""
+    m = settings.monitor
+    return (
+        m.spark_ui_url or f"http://127.0.0.1:{settings.stream.ui_port}",
+        m.airflow_url or settings.stack.airflow_url,
+    )
+
+
+@dataclass(frozen=True)
 class TaskSettings:
     """How Airflow runs the DAG's task: retries, the wait between them, one attempt's limit."""
 
@@ -849,6 +895,7 @@ class Settings:
     stream: StreamSettings
     stack: StackSettings
     task: TaskSettings
+    monitor: MonitorSettings
 
 
 def load(env: Mapping[str, str] | None = None) -> Settings:
@@ -943,6 +990,11 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
             standin_port=_int(env, "USERS_STANDIN_PORT"),
         ),
         task=load_task(env),
+        monitor=MonitorSettings(
+            port=_int(env, "MONITOR_PORT"),
+            spark_ui_url=_text(env, "MONITOR_SPARK_UI_URL").rstrip("/"),
+            airflow_url=_text(env, "MONITOR_AIRFLOW_URL").rstrip("/"),
+        ),
     )
     check_writer(settings.cassandra.username, settings.cassandra_admin.username)
     return settings

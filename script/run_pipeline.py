@@ -226,6 +226,7 @@ def run(args: argparse.Namespace) -> int:
     for r in rows[:3]:
         print(f"    {r.id}  {r.first_name} {r.last_name}  {r.email}  {r.post_code}")
     print()
+    print(f"  watch it live at http://localhost:{settings.monitor.port}")
     print(
         f"  Airflow UI   http://localhost:{settings.stack.airflow_port}  (login {user}; "
         "password: AIRFLOW_ADMIN_PASSWORD or .stack/data/airflow/admin-password)"

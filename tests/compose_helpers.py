@@ -277,6 +277,21 @@ def long_running(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {name: s for name, s in services(doc).items() if not is_one_shot(s)}
 
 
+def memory_totals(doc: dict[str, Any]) -> dict[str, int]:
+    """The long-running services' limits (times their replicas) added up: "default" as
+    `docker compose up` starts them, "small" without Control Center (CONTROL_CENTER_REPLICAS=0)."""
+    totals = {"default": 0, "small": 0}
+    for name, service in long_running(doc).items():
+        assert service.get("mem_limit"), f"{name} has no mem_limit"
+        limit = to_bytes(service["mem_limit"]) * int(
+            (service.get("deploy") or {}).get("replicas", 1)
+        )
+        totals["default"] += limit
+        if name != "control-center":
+            totals["small"] += limit
+    return totals
+
+
 def parse_port(entry: Any) -> tuple[str, int | None, int]:
     """(host_ip, published, target) of a ports entry, short or long syntax."""
     if isinstance(entry, dict):

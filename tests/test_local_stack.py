@@ -183,6 +183,7 @@ def test_status_lists_every_service_with_pid_port_memory_and_log(
         ("kafka", 9092),
         ("cassandra", settings.cassandra.port),
         ("airflow-api-server", settings.stack.airflow_port),
+        ("monitor", settings.monitor.port),
     ):
         state, pid, listed_port, pss, rss, log = rows[name][1:7]
         assert (state, listed_port) == ("up", str(port))

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline import config
 from script import stack
 from script.procs import process_tree
 
@@ -102,6 +103,17 @@ def test_every_listening_socket_of_the_stack_is_on_loopback() -> None:
         if not is_loopback(address)
     ]
     assert not exposed, "listening beyond loopback:\n  " + "\n  ".join(exposed)
+
+
+def test_the_pipeline_page_listens_on_loopback_only() -> None:
+    """The monitor's Dash server, on MONITOR_PORT: seen listening, and only on 127.0.0.1."""
+    port = config.load().monitor.port
+    mine = [(address, p) for service, _, _, address, p in stack_listeners() if service == "monitor"]
+    assert (
+        "127.0.0.1",
+        port,
+    ) in mine, f"the pipeline page is not listening on 127.0.0.1:{port} (`./run.sh up monitor`)"
+    assert all(is_loopback(address) for address, _ in mine), mine
 
 
 @pytest.mark.parametrize(

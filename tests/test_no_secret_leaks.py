@@ -9,6 +9,7 @@ the secret.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -92,6 +93,57 @@ def test_no_secret_on_any_command_line_or_in_any_log() -> None:
     )
     leaks = secrets_in_command_lines(secrets) + secrets_in_files(secrets, LOGS)
     assert not leaks, "secrets leak:\n  " + "\n  ".join(leaks)
+
+
+def test_the_pipeline_page_shows_no_secret() -> None:
+    """The monitor's process and log are among those searched above; here its page: the HTML,
+    the layout, and every figure it shows (one refresh of all its sections)."""
+    import requests
+
+    from script.services import named
+
+    monitor = named("monitor")
+    assert monitor.pid(), "the pipeline page is not running: `./run.sh up monitor`"
+    assert monitor.log.parent == LOGS and monitor.log.exists()
+    secrets = configured_secrets()
+    base = f"http://127.0.0.1:{config.load().monitor.port}"
+    layout = requests.get(f"{base}/_dash-layout", timeout=10).json()
+    outputs = _outputs(layout)
+    refresh = requests.post(
+        f"{base}/_dash-update-component",
+        json={
+            "output": ".." + "...".join(outputs) + "..",
+            "outputs": [{"id": i, "property": p} for i, p in _split(outputs)],
+            "inputs": [{"id": "tick", "property": "n_intervals", "value": 1}],
+            "changedPropIds": ["tick.n_intervals"],
+            "state": [],
+        },
+        timeout=30,
+    )
+    assert refresh.status_code == 200 and b"job-state" in refresh.content, refresh.text[:300]
+    pages = {
+        "the HTML": requests.get(base, timeout=10).content,
+        "the layout": json.dumps(layout).encode(),
+        "the figures": refresh.content,
+    }
+    leaks = [
+        f"{name} in {where}"
+        for where, text in pages.items()
+        for name, secret in secrets.items()
+        if any(form in text for form in _forms(secret))
+    ]
+    assert not leaks, "the pipeline page shows secrets: " + ", ".join(leaks)
+
+
+def _outputs(layout: dict) -> list[str]:
+    """The refresh callback's outputs ("id.property"), as the page's sections name them."""
+    from script.monitor.app import CHARTS, SECTIONS
+
+    return [f"{s}.children" for s in SECTIONS] + [f"{c}.figure" for c in CHARTS]
+
+
+def _split(outputs: list[str]) -> list[tuple[str, str]]:
+    return [tuple(o.rsplit(".", 1)) for o in outputs]  # type: ignore[misc]
 
 
 def test_the_leak_search_finds_a_secret_on_a_command_line_and_in_a_file(tmp_path: Path) -> None:

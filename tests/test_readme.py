@@ -142,6 +142,7 @@ DIAGRAM_PARTS = {
         "script/benchmark/",
         "script/harness/",
         "script/faults/",
+        "script/monitor/",
     ],
     "stack": ["script/stack.py"],
     "services": ["script/services/"],

@@ -126,6 +126,7 @@ def test_run_docker_up_creates_env_builds_and_waits_for_health(
     for text in (
         "http://localhost:8080",
         "http://localhost:9021",
+        "http://localhost:9022",
         "http://localhost:9090",
         "http://localhost:4040",
         "docker exec -it cassandra cqlsh -u cassandra -p cassandra localhost 9042",

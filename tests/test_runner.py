@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from pipeline import config
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -27,6 +29,8 @@ def test_the_runner_sends_users_through_the_pipeline_and_reports_them(
     assert re.search(r"sent to Kafka\s+3,000\s+skipped 0\s+failed 0", report), report
     assert re.search(r"written\s+3,000 rows in spark_streams\.created_users", report), report
     assert re.search(r"latency median [\d.]+s, p95 [\d.]+s", report), report
+    port = config.load().monitor.port
+    assert report.index(f"watch it live at http://localhost:{port}") < report.index("Airflow UI")
     ids = re.findall(r"^    ([0-9a-f-]{36})  ", report, flags=re.M)
     assert len(ids) == 3
     for user_id in ids:  # the sample rows are real rows

@@ -3,8 +3,9 @@
 `STACK` is what `./run.sh up` starts, in this order (and `down` stops in reverse): one
 Cassandra node per CASSANDRA_HOST, one Kafka broker per address of KAFKA_BOOTSTRAP_SERVERS, a
 Spark master and SPARK_WORKERS workers when SPARK_MASTER is `spark://` (the cluster topology's
-defaults: 3, 3 and 2). `ON_DEMAND` are started by the commands that need them (`./run.sh
-stream`, an offline run, the benchmark) and stopped by `down`.
+defaults: 3, 3 and 2), Airflow, and last the pipeline page that watches them all. `ON_DEMAND`
+are started by the commands that need them (`./run.sh stream`, an offline run, the benchmark)
+and stopped by `down`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from script.services.airflow import Airflow
 from script.services.base import Process, Service
 from script.services.cassandra import Cassandra
 from script.services.kafka import Kafka
+from script.services.monitor import Monitor
 from script.services.postgres import Postgres
 from script.services.registry import SchemaRegistry
 from script.services.spark import SparkMaster, SparkWorker
@@ -41,6 +43,7 @@ def _stack() -> list[Service]:
         *(Cassandra(n) for n in range(1, nodes + 1)),
         *spark,
         Airflow(),
+        Monitor(),
     ]
 
 
@@ -53,9 +56,9 @@ ALL: list[Service] = [*STACK, *ON_DEMAND]
 
 def pipeline_services() -> list[str]:
     """What a stream job of its own (faults, benchmark) runs against: every node of ZooKeeper,
-    Kafka, the schema registry, Cassandra and Spark's standalone cluster; not Airflow nor its
-    database."""
-    return [s.name for s in STACK if not isinstance(s, Postgres | Airflow)]
+    Kafka, the schema registry, Cassandra and Spark's standalone cluster; not Airflow, its
+    database, nor the pipeline page."""
+    return [s.name for s in STACK if not isinstance(s, Postgres | Airflow | Monitor)]
 
 
 def named(name: str) -> Service:
