@@ -103,6 +103,24 @@ def token_slices(slices: int = COUNT_SLICES) -> list[tuple[int, int]]:
     return list(zip(bounds, bounds[1:], strict=False))
 
 
+def _slice_count(session, keyspace: str, table: str):
+    """The prepared count of one token range (low, high] of a table, or None when the table
+    does not exist yet."""
+    meta = session.cluster.metadata.keyspaces.get(keyspace)
+    if meta is None or table not in meta.tables:
+        return None
+    key = ", ".join(c.name for c in meta.tables[table].partition_key)
+    return session.prepare(
+        f"SELECT COUNT(*) FROM {keyspace}.{table} WHERE token({key}) > ? AND token({key}) <= ?"
+    )
+
+
+def count_slice(session, keyspace: str, table: str, low: int, high: int) -> int:
+    """Rows of a table whose partition token is in (low, high]: a bounded share of it."""
+    query = _slice_count(session, keyspace, table)
+    return session.execute(query, (low, high), timeout=60).one()[0] if query else 0
+
+
 def count_rows(session, keyspace: str, table: str) -> int | None:
     """The rows of a table, or None when it does not exist yet.
 
@@ -110,13 +128,9 @@ def count_rows(session, keyspace: str, table: str) -> int | None:
     in one request and times out in Cassandra on a large one."""
     from cassandra.concurrent import execute_concurrent_with_args
 
-    meta = session.cluster.metadata.keyspaces.get(keyspace)
-    if meta is None or table not in meta.tables:
+    query = _slice_count(session, keyspace, table)
+    if query is None:
         return None
-    key = ", ".join(c.name for c in meta.tables[table].partition_key)
-    query = session.prepare(
-        f"SELECT COUNT(*) FROM {keyspace}.{table} WHERE token({key}) > ? AND token({key}) <= ?"
-    )
     results = execute_concurrent_with_args(session, query, token_slices(), concurrency=4)
     total = 0
     for ok, result in results:

@@ -148,6 +148,19 @@ def memory_kb(pid: int) -> tuple[int, int]:
     return pss, rss
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU seconds the process tree of ``pid`` has used so far (/proc/PID/stat
+    fields 14 and 15 of each live process in it)."""
+    ticks = 0
+    for p in process_tree(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(") ", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def write_secret(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` readable by its owner only, from the first byte."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -116,6 +116,15 @@ def run_rows(session, c: config.CassandraSettings, since_ms: int) -> list[Any]:
     )
 
 
+def rate_line(stats: dict[str, Any]) -> str:
+    """The rate a run was paced at and the one it reached, from its counts."""
+    reached = float(stats.get("rate_per_second") or 0)
+    asked = float(stats.get("paced_per_second") or 0)
+    if not asked:
+        return f"unpaced, reached {reached:,.0f} users/s"
+    return f"paced at {asked:,.0f} users/s, reached {reached:,.0f} ({reached / asked:.0%})"
+
+
 def add_arguments(parser: Parser) -> None:
     """The options of a run (`./run.sh [OPTIONS]`): each sets a DAG parameter for the run and is
     read by the rule of the variable it overrides (``config.RUN_PARAMS``)."""
@@ -193,6 +202,7 @@ def run(args: argparse.Namespace) -> int:
             f"DAG run {run_id} ended {state}: see the task log in the Airflow "
             "UI or .stack/logs/airflow-tasks/"
         )
+    lag_at_end = stream_progress(settings).lag  # the job's backlog when the sending ended
     stats = airflow.xcom(DAG_ID, run_id, TASK_ID)
     say(f"DAG run succeeded: {stats}")
     wait_caught_up(settings, timeout=900)
@@ -216,6 +226,8 @@ def run(args: argparse.Namespace) -> int:
     )
     print(f"  written            {len(rows):,} rows in {c.keyspace}.{c.table}")
     print(f"  rejected           {dead:,} dead letters in {c.keyspace}.{c.dead_letter_table}")
+    print(f"  rate               {rate_line(stats)}")
+    print(f"  lag                {lag_at_end:,} messages behind when the sending ended")
     print(f"  elapsed            {elapsed:.0f}s (set-up included)")
     if latencies:
         print(

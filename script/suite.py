@@ -4,22 +4,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 from script import stack, status
-from script.layout import REPO, StackError, say
-from script.procs import apt_install
+from script.browser import ensure_chromium
+from script.layout import REPO, say
 from script.services import ON_DEMAND
 from script.services.stream import stream_env
-
-CHROMIUM = Path("/usr/bin/chromium")  # the browser tests drive Debian's (tests/conftest.py)
-
-
-def ensure_chromium() -> None:
-    if CHROMIUM.exists() or apt_install("chromium", "for the browser tests"):
-        return
-    raise StackError(f"{CHROMIUM} is missing: `sudo apt-get install chromium`, then run again")
-
 
 # As measured on 2 cores with the user's stack running (docs/development.md).
 DEFAULT_MINUTES, ALL_MINUTES = 15, 30

@@ -277,32 +277,16 @@ def user_pipeline_stays_healthy(settings: config.Settings):
             time.sleep(2)
 
 
-# Debian's Chromium, driven by Playwright (its own browser download cannot work offline). The
-# flags keep a headless browser off the closed network and fit a container run as root.
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 SCREENSHOTS = LOGS / "screenshots"
 
 
 @pytest.fixture(scope="session")
 def browser():
-    """Headless Chromium from Debian (`apt-get install chromium`), one for the session."""
-    from playwright.sync_api import sync_playwright
+    """Headless Chromium from Debian (script/browser.py), one for the session."""
+    from script.browser import chromium
 
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: `apt-get install chromium`", pytrace=False)
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
+    with chromium() as browser:
+        yield browser
 
 
 @pytest.fixture

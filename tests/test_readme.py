@@ -89,6 +89,7 @@ def test_the_port_table_shows_the_local_stacks_default_ports() -> None:
         "PostgreSQL (Airflow metadata)": d["POSTGRES_PORT"],
         "Spark UI (stream job)": d["SPARK_UI_PORT"],
         "randomuser stand-in (offline runs)": d["USERS_STANDIN_PORT"],
+        "Pipeline page (`MONITOR_PORT`)": d["MONITOR_PORT"],
     }
     text = page("configuration").read_text()
     local = dict(re.findall(r"^\| ([^|]+?) \| (\d+) \| yes \|", text, flags=re.M))
@@ -154,6 +155,7 @@ DIAGRAM_PARTS = {
         "script/airflow_api.py",
         "script/pipeline_status.py",
         "script/arguments.py",
+        "script/browser.py",
     ],
 }
 

@@ -16,7 +16,8 @@ from script.layout import STATE, say
 from script.services import STACK, STANDIN, pipeline_services
 from script.services.standin import standin_url
 
-PARTS = ("latency", "rate", "classify", "sink", "producer", "restart", "memory", "fetch")
+# In the order they run: the idle stack first, before any load.
+PARTS = ("idle", "latency", "rate", "classify", "sink", "producer", "restart", "memory", "fetch")
 NEEDED = pipeline_services()  # every node; the producer publishes its schema
 
 
@@ -59,6 +60,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_checked("--classify-messages", COUNT, default=100_000)
     p.add_checked("--sink-messages", COUNT, default=200_000)
     p.add_checked("--users", COUNT, default=50_000, help="users per producer run")
+    p.add_checked(
+        "--idle-seconds", RATE, default=60, help="idle part: the span CPU is measured over"
+    )
     args = p.parse_args(argv)
     unknown = set(args.parts.split(",")) - set(PARTS)
     if unknown:
@@ -102,6 +106,21 @@ def run_parts(
     args: argparse.Namespace, wanted: list[str], figures: report.Figures, details: dict[str, Any]
 ) -> None:
     runs = range(args.runs)
+    if "idle" in wanted:
+        print(
+            f"\nIdle stack: CPU (% of one core) of each service over {args.idle_seconds:g} s "
+            "with nothing flowing, the pipeline page open in Chromium"
+        )
+        details["idle"] = idles = [parts.idle(args.idle_seconds) for _ in runs]
+        names = sorted({n for i in idles for n in i["cpu_percent"]})
+        for name in names:
+            values = [i["cpu_percent"][name] for i in idles if name in i["cpu_percent"]]
+            figures.add(f"idle_cpu_{name}", f"{name} (% of a core)", values, 1)
+        totals = [sum(i["cpu_percent"].values()) for i in idles]
+        figures.add("idle_cpu_total", "whole stack (% of a core)", totals, 1)
+        pages = [i["monitor_pss_mb"] for i in idles if i["monitor_pss_mb"]]
+        if pages:
+            figures.add("idle_monitor_pss_mb", "pipeline page, open (PSS MB)", pages)
     if "latency" in wanted:
         print(
             f"\na. End-to-end latency at a steady {args.rate:,.0f} users/s for "

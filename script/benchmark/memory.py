@@ -9,11 +9,11 @@ without a port, the process running ``airflow <component>``.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
-from script import stack
-from script.procs import memory_kb
-from script.services import STACK
+from script.procs import cpu_seconds, memory_kb
+from script.services import ALL, STACK, Service
 
 _LISTEN = "0A"  # TCP state LISTEN in /proc/net/tcp
 
@@ -55,19 +55,33 @@ def airflow_component_pid(component: str) -> int | None:
     return min(found) if found else None
 
 
-def service_pss_mb() -> dict[str, float]:
-    """PSS in MB of each service process (tree) that runs now; missing ones are left out."""
-    out: dict[str, float] = {}
-    known = {r["service"]: r for r in stack.status_rows() if r["state"] == "up"}
-    for service in STACK:
+def service_pids(services: list[Service] = STACK) -> dict[str, int]:
+    """The pid of each process of ``services`` that runs now, by its name in `status`: from
+    this checkout's pid files, else found by what it serves."""
+    out: dict[str, int] = {}
+    for service in services:
         for process in service.processes():
-            if process.name in known:
-                out[process.name] = float(known[process.name]["pss_mb"])
-                continue
-            if process.port:
+            pid = process.pid
+            if not pid and process.port:
                 pid = listener_pid(process.port)
-            else:  # Airflow's components without a port
+            elif not pid and process.name.startswith("airflow-"):  # no port of their own
                 pid = airflow_component_pid(process.name.removeprefix("airflow-"))
             if pid:
-                out[process.name] = memory_kb(pid)[0] / 1024
+                out[process.name] = pid
     return out
+
+
+def service_pss_mb() -> dict[str, float]:
+    """PSS in MB of each service process (tree) that runs now; missing ones are left out."""
+    return {name: memory_kb(pid)[0] / 1024 for name, pid in service_pids().items()}
+
+
+def idle_cpu(seconds: float) -> dict[str, float]:
+    """Each running service's share of one core (%) over ``seconds``, its whole tree counted;
+    the stream job and the pipeline page (on-demand services) included."""
+    pids = service_pids(ALL)
+    before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    began = time.monotonic()
+    time.sleep(seconds)  # the measurement's span
+    span = time.monotonic() - began
+    return {name: 100 * (cpu_seconds(pid) - before[name]) / span for name, pid in pids.items()}

@@ -12,7 +12,7 @@ from typing import Any
 from pipeline import config, producer
 from pipeline.randomuser import RandomUserClient
 from script.benchmark import stats
-from script.benchmark.memory import service_pss_mb
+from script.benchmark.memory import idle_cpu, service_pss_mb
 from script.harness.side import WORKER, LoadGen, SideJob, drop_topic
 from script.layout import REPO, StackError
 from script.services.stream import stream_env
@@ -281,3 +281,19 @@ def wait_backlog_gone(job: SideJob, threshold: int, settle: float, timeout: floa
             return gone
         time.sleep(0.25)
     raise StackError(f"{job.name}: backlog above {threshold:,} after {timeout:.0f} s")
+
+
+def idle(seconds: float) -> dict[str, Any]:
+    """Each service's CPU (% of one core) over ``seconds`` with nothing flowing, the pipeline
+    page open in Chromium (as a user watching it), and the page's PSS at the end."""
+    from script.browser import chromium
+    from script.services import named
+
+    monitor = named("monitor")
+    with chromium() as browser:
+        if monitor.pid():
+            page = browser.new_page()
+            page.goto(f"http://127.0.0.1:{monitor.port}/")
+            page.wait_for_selector("#job-state", timeout=60_000)
+        cpu = idle_cpu(seconds)
+    return {"cpu_percent": cpu, "monitor_pss_mb": service_pss_mb().get("monitor")}

@@ -236,26 +236,6 @@ def query_gauges(gauges: dict[str, dict[str, Any]]) -> dict[str, float]:
 
 # --------------------------------------------------------------------------- Cassandra
 
-TOKEN_MIN, TOKEN_MAX = -(2**63), 2**63 - 1  # Murmur3Partitioner's ring
-
-
-def token_slices(n: int) -> list[tuple[int, int]]:
-    """The ring cut in ``n`` slices (lo, hi]; the first also takes TOKEN_MIN itself."""
-    width = (TOKEN_MAX - TOKEN_MIN) // n
-    bounds = [TOKEN_MIN + i * width for i in range(n)] + [TOKEN_MAX]
-    return list(zip(bounds[:-1], bounds[1:], strict=True))
-
-
-def count_slice(session: Any, keyspace: str, table: str, lo: int, hi: int) -> int:
-    """Rows of ``table`` whose partition token is in (lo, hi] (TOKEN_MIN included): a bounded
-    share of the table per query, never a count of all of it at once."""
-    low = ">=" if lo == TOKEN_MIN else ">"
-    query = (
-        f"SELECT COUNT(*) FROM {keyspace}.{table} "
-        f"WHERE token({contract.PRIMARY_KEY}) {low} %s AND token({contract.PRIMARY_KEY}) <= %s"
-    )
-    return session.execute(query, (lo, hi), timeout=20).one()[0]
-
 
 def cassandra_nodes(session: Any) -> list[dict[str, Any]]:
     """Each node the driver knows: its address, data centre, and whether it is up."""

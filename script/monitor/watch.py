@@ -25,6 +25,7 @@ from pipeline.config import Settings
 from script import supervise
 from script.airflow_api import AirflowClient, AirflowError
 from script.monitor import collect
+from script.pipeline_status import count_slice, token_slices
 from script.services.airflow import HOME as AIRFLOW_HOME
 from script.services.stream import SUPERVISOR_STATE
 
@@ -62,7 +63,7 @@ class Watch:
         self._cassandra: Any = None
         self._http = requests.Session()
         self._airflow: AirflowClient | None = None
-        self._slices = collect.token_slices(SLICES)
+        self._slices = token_slices(SLICES)
         self._slice_rows: dict[int, int] = {}
         self._next_slice = 0
         self._dirty_slices = set(range(SLICES))  # slices to count (again) since rows came in
@@ -289,7 +290,7 @@ class Watch:
                 self._next_slice = (self._next_slice + 1) % SLICES
             i = self._next_slice
             lo, hi = self._slices[i]
-            self._slice_rows[i] = collect.count_slice(session, c.keyspace, c.table, lo, hi)
+            self._slice_rows[i] = count_slice(session, c.keyspace, c.table, lo, hi)
             self._dirty_slices.discard(i)
             self._next_slice = (i + 1) % SLICES
         total = sum(self._slice_rows.values())
