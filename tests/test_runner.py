@@ -29,6 +29,11 @@ def test_the_runner_sends_users_through_the_pipeline_and_reports_them(
     assert re.search(r"sent to Kafka\s+3,000\s+skipped 0\s+failed 0", report), report
     assert re.search(r"written\s+3,000 rows in spark_streams\.created_users", report), report
     assert re.search(r"latency median [\d.]+s, p95 [\d.]+s", report), report
+    paced = re.search(r"rate\s+paced at ([\d,]+) users/s, reached ([\d,]+) \((\d+)%\)", report)
+    assert paced, report
+    asked, reached = (int(g.replace(",", "")) for g in paced.groups()[:2])
+    assert asked == config.load().api.per_second and reached > 0
+    assert re.search(r"lag\s+[\d,]+ messages behind when the sending ended", report), report
     port = config.load().monitor.port
     assert report.index(f"watch it live at http://localhost:{port}") < report.index("Airflow UI")
     ids = re.findall(r"^    ([0-9a-f-]{36})  ", report, flags=re.M)
