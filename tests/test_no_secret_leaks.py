@@ -151,8 +151,13 @@ def test_the_leak_search_finds_a_secret_on_a_command_line_and_in_a_file(tmp_path
     secrets = {"MARKER": marker}
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "a.log").write_text(f"one\ntwo postgresql://u:{quote(marker, safe='')}@h\n")
-    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", marker])
+    sleeper = subprocess.Popen(
+        [sys.executable, "-c", "import time; print('up', flush=True); time.sleep(60)", marker],
+        stdout=subprocess.PIPE,
+    )
     try:
+        assert sleeper.stdout is not None
+        sleeper.stdout.readline()  # it runs its own command line now (a fork shows the parent's)
         on_command_lines = secrets_in_command_lines(secrets)
     finally:
         sleeper.kill()
