@@ -67,7 +67,7 @@ class Watch:
         self._slice_rows: dict[int, int] = {}
         self._next_slice = 0
         self._dirty_slices = set(range(SLICES))  # slices to count (again) since rows came in
-        self._last_ends: dict[int, int] = {}
+        self._last_ends: tuple[dict[int, int], dict[int, int]] | None = None
         self._last_bytes: tuple[float, int] | None = None
         self._last_offsets: tuple[float, int] | None = None
         self._measured: dict[int, int] = {}  # partition -> next offset to sample latency from
@@ -255,9 +255,11 @@ class Watch:
                 rate = max(0, size - self._last_bytes[1]) / (now - self._last_bytes[0])
                 self._point("bytes_per_s", now, rate)
             self._last_bytes = (now, size)
-        if ends != self._last_ends:
-            self._dirty_slices = set(range(SLICES))  # new rows may land anywhere in the ring
-            self._last_ends = ends
+        # New rows may land anywhere in the ring, until the job has committed what came in (it
+        # commits a batch once its rows are written): count every slice again after either.
+        if (ends, committed) != self._last_ends:
+            self._dirty_slices = set(range(SLICES))
+            self._last_ends = (ends, committed)
         self._partitions = sorted(ends)
         messages = collect.latest_messages(consumer, topic, ends, LATEST)
         self._sampled = messages  # for the latency
