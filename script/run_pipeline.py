@@ -20,7 +20,13 @@ from script import stack
 from script.airflow_api import AirflowClient
 from script.arguments import Parser, UsageError
 from script.layout import StackError
-from script.pipeline_status import cassandra_session, count_rows, percentile, stream_progress
+from script.pipeline_status import (
+    cassandra_session,
+    count_rows,
+    percentile,
+    stream_progress,
+    token_slices,
+)
 from script.services import STREAM, named
 from script.services.airflow import airflow_admin, record_users_api, scheduler_users_api, url
 from script.services.standin import standin_url
@@ -104,16 +110,22 @@ def wait_caught_up(settings: config.Settings, timeout: float) -> None:
 
 
 def run_rows(session, c: config.CassandraSettings, since_ms: int) -> list[Any]:
-    """Rows this run wrote or rewrote: their produce time is after the run started."""
-    return list(
-        session.execute(
-            f"SELECT id, first_name, last_name, email, post_code, produced_at, "
-            f"writetime(email) AS written_us FROM {c.keyspace}.{c.table} "
-            f"WHERE produced_at >= %s ALLOW FILTERING",
-            (since_ms,),
-            timeout=120,
-        )
+    """Rows this run wrote or rewrote: their produce time is after the run started. Read one
+    token range at a time (a few at once), so that no request scans the whole table."""
+    from cassandra.concurrent import execute_concurrent_with_args
+
+    query = session.prepare(
+        f"SELECT id, first_name, last_name, email, post_code, produced_at, "
+        f"writetime(email) AS written_us FROM {c.keyspace}.{c.table} "
+        f"WHERE token(id) > ? AND token(id) <= ? AND produced_at >= ? ALLOW FILTERING"
     )
+    ranges = [(low, high, since_ms) for low, high in token_slices()]
+    rows: list[Any] = []
+    for ok, result in execute_concurrent_with_args(session, query, ranges, concurrency=4):
+        if not ok:
+            raise result
+        rows.extend(result)
+    return rows
 
 
 def rate_line(stats: dict[str, Any]) -> str:
