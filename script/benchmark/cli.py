@@ -91,6 +91,8 @@ def main(argv: list[str]) -> int:
     figures = report.Figures()
     details: dict[str, Any] = {}
     print(f"Benchmark: {', '.join(wanted)}; {args.runs} run(s) each")
+    core = [parts.core_seconds() for _ in range(args.runs)]
+    figures.add("core_seconds", "one core: 20 M additions in Python (s)", core, 2)
     try:
         run_parts(args, wanted, figures, details)
     finally:
@@ -188,7 +190,11 @@ def run_parts(
                 )
                 rates = [parts.producer_rate(url, args.users, run) for run in runs]
                 details["producer"] = rates
-                figures.add("producer_users_per_s", "producer (users/s)", rates)
+                producer = figures.add("producer_users_per_s", "producer (users/s)", rates)
+                raw = [parts.raw_send_rate(args.users, run) for run in runs]
+                details["raw_send"] = raw
+                floor = figures.add("raw_send_users_per_s", "kafka-python raw send (users/s)", raw)
+                figures.note(f"producer / raw send: {producer.median / floor.median:.0%}")
             if "fetch" in wanted:
                 print(
                     "\nFetching from the stand-in: one request per user (the reference's "

@@ -191,6 +191,47 @@ def producer_rate(url: str, users: int, run: int) -> float:
         drop_topic(settings, topic)
 
 
+def raw_send_rate(users: int, run: int) -> float:
+    """Floor (c): kafka-python's own send rate with the producer's settings (KAFKA_*): values
+    encoded beforehand, sent to a fresh topic, flushed, every send acknowledged."""
+    from pipeline.formatting import Skip, format_user
+    from standin import generate_users
+
+    topic = f"bench-raw-{os.urandom(3).hex()}"
+    settings = config.load({**os.environ, "KAFKA_TOPIC": topic})
+    records = []
+    page = 1
+    while len(records) < users:
+        for raw in generate_users(f"bench-raw-{run}", page, 5000):
+            record = format_user(raw, int(time.time() * 1000))
+            if not isinstance(record, Skip):
+                records.append((producer.encode_key(record), producer.encode_value(record)))
+        page += 1
+    records = records[:users]
+    producer.ensure_topic(settings.kafka)
+    kafka = producer.create_producer(settings.kafka)
+    try:
+        started = time.perf_counter()
+        sent = [kafka.send(topic, key=key, value=value) for key, value in records]
+        kafka.flush(timeout=300)
+        elapsed = time.perf_counter() - started
+        for future in sent:
+            future.get(timeout=0)  # raises unless the broker acknowledged it
+    finally:
+        kafka.close()
+        drop_topic(settings, topic)
+    return users / elapsed
+
+
+def core_seconds(additions: int = 20_000_000) -> float:
+    """Floor (d): one core's speed, seconds for a plain Python loop of ``additions`` additions
+    (machines of one kind differ; this tells a slow one)."""
+    total, started = 0, time.perf_counter()
+    for i in range(additions):
+        total += i
+    return time.perf_counter() - started
+
+
 def fetch_rates(url: str, users: int, run: int) -> tuple[float, float]:
     """(users/s one request per user, users/s in one batched request) from the stand-in."""
     client = RandomUserClient(config.load({**os.environ, "USERS_API_URL": url}).api)
