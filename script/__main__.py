@@ -49,10 +49,14 @@ def faults(extra: list[str]) -> int:
 
 def worker(extra: list[str]) -> int:
     """`./run.sh worker NAME ARGS`: the benchmark's and the fault runs' own processes."""
-    from script.benchmark import classify_rate
+    from script.benchmark import classify_rate, write_ceiling
     from script.harness import loadgen
 
-    workers = {"loadgen": loadgen.main, "classify_rate": classify_rate.main}
+    workers = {
+        "loadgen": loadgen.main,
+        "classify_rate": classify_rate.main,
+        "write_ceiling": write_ceiling.main,
+    }
     if not extra or extra[0] not in workers:
         raise StackError(f"./run.sh worker NAME: one of {', '.join(workers)}")
     return workers[extra[0]](extra[1:])

@@ -12,11 +12,25 @@ import datetime
 import json
 import time
 
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from pipeline import parsing
 from script.harness.loadgen import message, record_id, templates
+
+
+def message_frame(spark: SparkSession, messages: int, tag: str) -> DataFrame:
+    """A static DataFrame of ``messages`` valid messages with the Kafka source's columns."""
+    pool = templates(2000)
+    now = datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
+    sent_ms = int(time.time() * 1000)
+    rows = []
+    for offset in range(messages):
+        rid = record_id(tag, offset)
+        rows.append(
+            (rid, message(pool[offset % len(pool)], rid, sent_ms), "t", 0, offset, now, 0, None)
+        )
+    return spark.createDataFrame(rows, parsing.KAFKA_SOURCE_SCHEMA)
 
 
 def main(argv: list[str]) -> int:
@@ -30,16 +44,7 @@ def main(argv: list[str]) -> int:
         .getOrCreate()
     )
     spark.sparkContext.setLogLevel("WARN")
-    pool = templates(2000)
-    now = datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
-    sent_ms = int(time.time() * 1000)
-    rows = []
-    for offset in range(messages):
-        rid = record_id("classify", offset)
-        rows.append(
-            (rid, message(pool[offset % len(pool)], rid, sent_ms), "t", 0, offset, now, 0, None)
-        )
-    frame = spark.createDataFrame(rows, parsing.KAFKA_SOURCE_SCHEMA).repartition(2).cache()
+    frame = message_frame(spark, messages, "classify").repartition(2).cache()
     frame.count()
     valid = parsing.classify(frame).where(F.col(parsing.REASON).isNull()).count()
     if valid != messages:

@@ -172,7 +172,17 @@ def run_parts(
             "into Cassandra, from job ready to last row written"
         )
         details["sink"] = sinks = [parts.sink(args.sink_messages) for _ in runs]
-        figures.add("sink_rows_per_s", "sink (rows/s)", [s["rows_per_second"] for s in sinks])
+        sink = figures.add(
+            "sink_rows_per_s", "sink (rows/s)", [s["rows_per_second"] for s in sinks]
+        )
+        details["write_ceiling"] = ceiling = parts.write_ceiling(args.sink_messages, args.runs)
+        floor = figures.add(
+            "write_ceiling_rows_per_s", "connector write ceiling, pre-parsed (rows/s)", ceiling
+        )
+        figures.note(f"sink / write ceiling: {sink.median / floor.median:.0%}")
+        if "sustainable_rate" in figures.medians():
+            rate = figures.medians()["sustainable_rate"]
+            figures.note(f"sustainable rate / write ceiling: {rate / floor.median:.0%}")
         figures.add(
             "sink_start_to_ready_s",
             "job start to ready (s)",

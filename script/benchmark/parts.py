@@ -148,6 +148,38 @@ def classify_rates(messages: int, runs: int) -> list[float]:
     return json.loads(out.stdout.strip().splitlines()[-1])["rates"]
 
 
+def write_ceiling(rows: int, runs: int) -> list[float]:
+    """Floor (b): ``runs`` rates of the connector writing ``rows`` pre-parsed rows, in a Spark
+    session of its own (local[*], the job's connector settings) on a side keyspace."""
+    from script.jars import spark_jars
+    from script.services.cassandra import drop_side_keyspace, set_up_side_keyspace
+
+    overrides = {"CASSANDRA_KEYSPACE": f"bench_ceiling_{os.urandom(3).hex()}"}
+    login = set_up_side_keyspace(overrides)
+    jars = ",".join(str(j) for j in spark_jars())
+    memory = config.load().stack.spark_driver_memory
+    try:
+        out = subprocess.run(
+            [*WORKER, "write_ceiling", str(rows), str(runs)],
+            env={
+                **stream_env(),
+                **overrides,
+                **login,
+                "PYTHONPATH": str(REPO),
+                "PYSPARK_SUBMIT_ARGS": (
+                    f"--master local[*] --jars {jars} --driver-memory {memory} pyspark-shell"
+                ),
+            },
+            capture_output=True,
+            text=True,
+        )
+    finally:
+        drop_side_keyspace(overrides)
+    if out.returncode != 0:
+        raise StackError(f"write ceiling benchmark failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])["rates"]
+
+
 # --- d. sink ----------------------------------------------------------------------------
 
 

@@ -25,6 +25,10 @@ class Figures:
         print(f"  {label:<{LABEL_WIDTH}}{summary.text(digits)}", flush=True)
         return summary
 
+    def medians(self) -> dict[str, float]:
+        """Each figure's median so far, by key."""
+        return {e["key"]: e["median"] for e in self.entries}
+
     def note(self, text: str) -> None:
         print(f"  {text}", flush=True)
 
