@@ -17,7 +17,18 @@ from script.services import STACK, STANDIN, pipeline_services
 from script.services.standin import standin_url
 
 # In the order they run: the idle stack first, before any load.
-PARTS = ("idle", "latency", "rate", "classify", "sink", "producer", "restart", "memory", "fetch")
+PARTS = (
+    "idle",
+    "floor",
+    "latency",
+    "rate",
+    "classify",
+    "sink",
+    "producer",
+    "restart",
+    "memory",
+    "fetch",
+)
 NEEDED = pipeline_services()  # every node; the producer publishes its schema
 
 
@@ -123,6 +134,19 @@ def run_parts(
         pages = [i["monitor_pss_mb"] for i in idles if i["monitor_pss_mb"]]
         if pages:
             figures.add("idle_monitor_pss_mb", "pipeline page, open (PSS MB)", pages)
+    if "floor" in wanted:
+        print(
+            f"\nSpark's floor at a steady {args.rate:,.0f} records/s for {args.seconds:g} s: the "
+            "job's source and trigger, nothing parsed or written (send time to batch end)"
+        )
+        details["floor"] = floors = []
+        for run in runs:
+            floors.append(parts.spark_floor(args.rate, args.seconds, args.warm_seconds))
+            parts.say(
+                f"  run {run + 1}: p50 {floors[-1]['p50']:.2f} s, p99 {floors[-1]['p99']:.2f} s"
+            )
+        for q in ("p50", "p99"):
+            figures.add(f"floor_{q}_s", f"Spark's floor {q} (s)", [f[q] for f in floors], 2)
     if "latency" in wanted:
         print(
             f"\na. End-to-end latency at a steady {args.rate:,.0f} users/s for "
@@ -136,6 +160,12 @@ def run_parts(
             )
         for q in ("p50", "p95", "p99"):
             figures.add(f"latency_{q}_s", f"latency {q} (s)", [r[q] for r in results], 2)
+        m = figures.medians()
+        if "floor_p50_s" in m:
+            figures.note(
+                f"latency / Spark's floor: p50 {m['latency_p50_s'] / m['floor_p50_s']:.1f}x, "
+                f"p99 {m['latency_p99_s'] / m['floor_p99_s']:.1f}x"
+            )
         figures.add(
             "latency_achieved_rate",
             "offered rate held (users/s)",

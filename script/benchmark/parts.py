@@ -91,6 +91,32 @@ def latency(rate: float, seconds: float, warm_seconds: float) -> dict[str, Any]:
     return window
 
 
+def spark_floor(rate: float, seconds: float, warm_seconds: float) -> dict[str, Any]:
+    """Floor (a): the same load through a query with the job's source and trigger that parses
+    and writes nothing (script/benchmark/floor_job.py): Kafka send time to the end of the
+    micro-batch that read it."""
+    with SideJob("floor", main=REPO / "script" / "benchmark" / "floor_job.py") as job:
+        out = job.checkpoint.parent / f"{job.name}.floor.jsonl"
+        job.env["FLOOR_OUT"] = str(out)
+        try:
+            warm_up(job, rate, warm_seconds)
+            gen = LoadGen(job.topic, rate, seconds=seconds, tag="floor")
+            report = gen.wait()
+            if not job.wait_drained(timeout=max(120.0, 4 * seconds)):
+                raise StackError(f"{job.name}: the floor query did not catch up: see {job.log}")
+            latencies = [
+                batch["end_ms"] - sent
+                for batch in map(json.loads, out.read_text().splitlines())
+                for sent in batch["sent_ms"]
+                if report["start_ms"] <= sent <= report["end_ms"]
+            ]
+        finally:
+            out.unlink(missing_ok=True)
+    if len(latencies) < report["sent"]:
+        raise StackError(f"floor run: {len(latencies)} of {report['sent']} records seen")
+    return {"sent": report["sent"], **stats.latency_figures(latencies)}
+
+
 # --- b. sustainable rate ----------------------------------------------------------------
 
 

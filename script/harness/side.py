@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from pipeline import config, producer
@@ -22,7 +23,7 @@ from script.layout import DATA, LOGS, REPO, StackError
 from script.pipeline_status import cassandra_session, checkpoint_offsets
 from script.procs import memory_kb, pid_alive, port_open, process_tree, stop_tree
 from script.services.cassandra import drop_side_keyspace, set_up_side_keyspace
-from script.services.stream import READY, spawn_stream_job, stream_env
+from script.services.stream import READY, STREAM_JOB, spawn_stream_job, stream_env
 
 # Processes of the tools' own (load generator, classify timing): `./run.sh worker NAME ARGS`.
 WORKER = [sys.executable, "-m", "script", "worker"]
@@ -38,7 +39,8 @@ def free_port() -> int:
 class SideJob:
     """A stream job of the benchmark's own, from a fresh topic into a fresh keyspace."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, main: Path = STREAM_JOB) -> None:
+        self.main = main  # spark_stream.py, or another query submitted the same way
         suffix = os.urandom(3).hex()
         self.name = f"bench-{name}-{suffix}"
         self.topic = self.name
@@ -80,7 +82,7 @@ class SideJob:
         log = self.log if not self.starts else self.log.with_suffix(f".{self.starts}.log")
         self.starts += 1
         self.current_log = log
-        self.proc = spawn_stream_job(self.env, log)
+        self.proc = spawn_stream_job(self.env, log, self.main)
         return time.time()
 
     def wait_ready(self, timeout: float = 300) -> float:

@@ -92,8 +92,12 @@ def stream_env() -> dict[str, str]:
     return env
 
 
-def stream_command(env: dict[str, str] | None = None) -> list[str]:
-    """The spark-submit line of the stream job, with the jars resolved into .stack/jars/spark."""
+STREAM_JOB = REPO / "spark_stream.py"
+
+
+def stream_command(env: dict[str, str] | None = None, main: Path = STREAM_JOB) -> list[str]:
+    """The spark-submit line of the stream job (or of another ``main`` submitted the same way,
+    such as the benchmark's floor query), with the jars resolved into .stack/jars/spark."""
     s = config.load(env).stream
     cluster = []
     if s.master.startswith("spark://"):
@@ -134,17 +138,19 @@ def stream_command(env: dict[str, str] | None = None) -> list[str]:
         "spark.ui.killEnabled=false",
         "--conf",
         "spark.sql.shuffle.partitions=4",
-        str(REPO / "spark_stream.py"),
+        str(main),
     ]
 
 
-def spawn_stream_job(overrides: dict[str, str], log: Path) -> subprocess.Popen:
+def spawn_stream_job(
+    overrides: dict[str, str], log: Path, main: Path = STREAM_JOB
+) -> subprocess.Popen:
     """A stream job of its own (tests, benchmark), e.g. on another topic, keyspace, checkpoint."""
     env = {**stream_env(), **overrides}
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("wb") as out:
         return subprocess.Popen(
-            stream_command(env),
+            stream_command(env, main),
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
