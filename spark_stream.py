@@ -18,9 +18,9 @@ Self-healing: a write that fails (Cassandra or Kafka gone) is retried with backo
 batch is in flight, in the same process: the job waits for Cassandra; the connector notices a
 dead Cassandra in seconds and reconnects within two seconds of it answering. When the query
 shows no sign of life (no progress report, no batch begun, no write attempt ended) for
-``SPARK_STALL_SECONDS`` (five times that before its first batch: a busy machine starts slowly)
-the job exits 1, for its supervisor (``./run.sh stream``, Compose's restart policy) to start it
-again: the last resort for a write stuck where it cannot be interrupted.
+``SPARK_STALL_SECONDS`` (five times that until its first batch begins: a busy machine starts
+slowly) the job exits 1, for its supervisor (``./run.sh stream``, Compose's restart policy) to
+start it again: the last resort for a write stuck where it cannot be interrupted.
 The job reads the topic by pattern, so a topic that does not exist yet is waited for, and one
 created under the running query is picked up from its first offset.
 
@@ -134,7 +134,7 @@ RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0)
 # How long SIGTERM waits for the running batch before interrupting it (it is then replayed on
 # restart); with `query.stop()`'s 10 s and Spark's own stop, the job is gone within 30 s.
 STOP_GRACE_SECONDS = 12.0
-# Before its first batch is done a job is starting (the JVM, the Python workers, the connector's
+# Until its first batch begins a job is starting (the JVM, the Python workers, the connector's
 # session, a backlog): on a busy machine that takes many times a batch's time.
 START_STALL_FACTOR = 5
 
@@ -175,6 +175,7 @@ class CassandraSink:
         # When a batch began or a write attempt ended: a sign of life for the watchdog (a write
         # that waits for Cassandra fails and is tried again, a stuck one never returns).
         self.alive_at = time.monotonic()
+        self.begun = False  # a batch has begun: the job has started
 
     def classify(self, kafka: DataFrame) -> DataFrame:
         messages, rejected = self._messages, self._rejected
@@ -188,6 +189,7 @@ class CassandraSink:
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
         self._idle.clear()
         self.alive_at = time.monotonic()
+        self.begun = True
         try:
             self._write_retrying(batch, batch_id)
             self.last_batch_id = batch_id
@@ -388,7 +390,7 @@ def run_until_stopped(
 
     A query that shows no sign of life (a finished batch or Spark's idle report every 10 s, a
     batch begun, a write attempt ended) for ``stall_seconds`` is stalled, and one that has not
-    finished its first batch after ``START_STALL_FACTOR`` times that: the status says "try
+    begun its first batch after ``START_STALL_FACTOR`` times that: the status says "try
     again" at once, without stopping the query, which may be stuck where it cannot be
     interrupted. (The connector refreshes its schema metadata before every write and waits for
     that uninterruptibly: when Cassandra went away at the wrong moment, it may wait forever. A
@@ -406,7 +408,8 @@ def run_until_stopped(
                 log.info("%s", NO_TOPIC_YET)
                 told = True
         quiet = now - max(moved, sink.alive_at)
-        limit = stall_seconds if seen is not None else START_STALL_FACTOR * stall_seconds
+        starting = seen is None and not sink.begun
+        limit = START_STALL_FACTOR * stall_seconds if starting else stall_seconds
         if quiet > limit:
             log.error(
                 "no progress for %.0f s (batch %s was the last written): exiting so that the "

@@ -414,11 +414,11 @@ VARIABLES: tuple[Variable, ...] = (
     # A batch takes seconds at most; Spark reports an idle query every 10 s.
     _var(
         "SPARK_STALL_SECONDS",
-        "60",
-        "a query that shows no sign of life this long (a batch or a write attempt takes "
-        "seconds, up to 30 s when Cassandra does not answer; an idle query reports every 10 s; "
-        "five times this before the first batch) makes the job exit 1, and its supervisor "
-        "starts it again",
+        "45",
+        "a query that shows no sign of life this long (a batch begun or a write attempt ended: "
+        "an attempt gives up within 35 s when Cassandra does not answer; an idle query reports "
+        "every 10 s; five times this until the first batch begins) makes the job exit 1, and "
+        "its supervisor starts it again",
         STREAM_JOB,
         kind=NUMBER,
     ),

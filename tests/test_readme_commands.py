@@ -37,6 +37,7 @@ NOT_RUN_HERE = {
     "./run.sh stream stop": "stops the user's job: tests/test_self_healing.py stops side jobs",
     "./run.sh bench": "minutes of load: tests/test_benchmark.py; `bench --help` runs here",
     "./run.sh bench --parts producer": "a benchmark part: `bench --help` runs here",
+    "./run.sh bench --parts idle": "minutes of measurement: `bench --help` runs here",
     "./run.sh bench --runs 1 --seconds 10 --parts latency,memory": (
         "a side stream job under load beside the user's: tests/test_benchmark.py tests the "
         "parts' figures; `bench --help` runs here"

@@ -3,16 +3,15 @@ trigger, nothing parsed and nothing written.
 
 Submitted like the stream job (`spark-submit ... script/benchmark/floor_job.py`, the job's
 settings from the environment). Each micro-batch only collects its records' Kafka timestamps
-(the producer's send time) and appends them with the time the batch ended to FLOOR_OUT, one JSON
-line per batch: ``{"end_ms": ..., "sent_ms": [...]}``. What the pipeline's latency adds to
-these figures is the parse and the Cassandra write.
+(the producer's send time) and appends them with the time the batch ended to a file beside the
+checkpoint (``floor_file``), one JSON line per batch: ``{"end_ms": ..., "sent_ms": [...]}``.
+What the pipeline's latency adds to these figures is the parse and the Cassandra write.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 import time
 from pathlib import Path
@@ -26,10 +25,15 @@ from pipeline import config
 log = logging.getLogger("floor_job")
 
 
+def floor_file(checkpoint_dir: str) -> Path:
+    """Where the floor query of the checkpoint ``checkpoint_dir`` writes its timings."""
+    return Path(f"{checkpoint_dir}.floor.jsonl")
+
+
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    out = Path(os.environ["FLOOR_OUT"])
     settings = config.load()
+    out = floor_file(settings.stream.checkpoint_dir)
     spark = SparkSession.builder.appName("bench_floor").config(map=spark_stream.SESSION_CONF)
     spark = spark.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")

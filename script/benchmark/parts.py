@@ -95,9 +95,10 @@ def spark_floor(rate: float, seconds: float, warm_seconds: float) -> dict[str, A
     """Floor (a): the same load through a query with the job's source and trigger that parses
     and writes nothing (script/benchmark/floor_job.py): Kafka send time to the end of the
     micro-batch that read it."""
+    from script.benchmark.floor_job import floor_file
+
     with SideJob("floor", main=REPO / "script" / "benchmark" / "floor_job.py") as job:
-        out = job.checkpoint.parent / f"{job.name}.floor.jsonl"
-        job.env["FLOOR_OUT"] = str(out)
+        out = floor_file(str(job.checkpoint))
         try:
             warm_up(job, rate, warm_seconds)
             gen = LoadGen(job.topic, rate, seconds=seconds, tag="floor")
