@@ -125,12 +125,8 @@ def run_parts(
             "with nothing flowing, the pipeline page open in Chromium"
         )
         details["idle"] = idles = [parts.idle(args.idle_seconds) for _ in runs]
-        names = sorted({n for i in idles for n in i["cpu_percent"]})
-        for name in names:
-            values = [i["cpu_percent"][name] for i in idles if name in i["cpu_percent"]]
-            figures.add(f"idle_cpu_{name}", f"{name} (% of a core)", values, 1)
-        totals = [sum(i["cpu_percent"].values()) for i in idles]
-        figures.add("idle_cpu_total", "whole stack (% of a core)", totals, 1)
+        cpu = [i["cpu_percent"] for i in idles]
+        figures.add_each("idle_cpu", "% of a core", cpu, "whole stack", 1)
         pages = [i["monitor_pss_mb"] for i in idles if i["monitor_pss_mb"]]
         if pages:
             figures.add("idle_monitor_pss_mb", "pipeline page, open (PSS MB)", pages)
@@ -288,9 +284,4 @@ def run_parts(
                 samples.append(service_pss_mb())
                 time.sleep(1)
         details["memory_mb"] = samples
-        names = sorted({n for s in samples for n in s}, key=lambda n: (n == "side stream job", n))
-        for name in names:
-            values = [s[name] for s in samples if name in s]
-            figures.add(f"pss_mb_{name}", f"{name} (PSS MB)", values)
-        totals = [sum(s.values()) for s in samples]
-        figures.add("pss_mb_total", "total (PSS MB)", totals)
+        figures.add_each("pss_mb", "PSS MB", samples, "total")

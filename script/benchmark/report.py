@@ -25,6 +25,17 @@ class Figures:
         print(f"  {label:<{LABEL_WIDTH}}{summary.text(digits)}", flush=True)
         return summary
 
+    def add_each(
+        self, key: str, unit: str, samples: list[dict[str, float]], total: str, digits: int = 0
+    ) -> None:
+        """One figure per name over ``samples`` (one dict of name -> value per run; the side
+        stream job, when there, last), then their sum per run labelled ``total``."""
+        names = sorted({n for s in samples for n in s}, key=lambda n: (n == "side stream job", n))
+        for name in names:
+            values = [s[name] for s in samples if name in s]
+            self.add(f"{key}_{name}", f"{name} ({unit})", values, digits)
+        self.add(f"{key}_total", f"{total} ({unit})", [sum(s.values()) for s in samples], digits)
+
     def medians(self) -> dict[str, float]:
         """Each figure's median so far, by key."""
         return {e["key"]: e["median"] for e in self.entries}
