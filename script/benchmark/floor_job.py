@@ -34,8 +34,8 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     settings = config.load()
     out = floor_file(settings.stream.checkpoint_dir)
-    spark = SparkSession.builder.appName("bench_floor").config(map=spark_stream.SESSION_CONF)
-    spark = spark.getOrCreate()
+    conf = spark_stream.session_conf(settings.stream)
+    spark = SparkSession.builder.appName("bench_floor").config(map=conf).getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
 
     def record(batch: DataFrame, _batch_id: int) -> None:

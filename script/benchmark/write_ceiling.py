@@ -21,7 +21,7 @@ from script.benchmark.classify_rate import message_frame
 def main(argv: list[str]) -> int:
     messages, runs = int(argv[0]), int(argv[1])
     settings = config.load()
-    spark = spark_stream.build_session(settings.cassandra)
+    spark = spark_stream.build_session(settings)
     frame = message_frame(spark, messages, "ceiling")
     rows = parsing.valid_rows(parsing.classify(frame))
     rows = rows.repartition(settings.stream.batch_partitions).cache()

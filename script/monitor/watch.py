@@ -32,6 +32,9 @@ from script.services.stream import SUPERVISOR_STATE
 log = logging.getLogger(__name__)
 
 FAST, SLOW = 2.0, 10.0  # seconds between two reads of the fast and of the slow figures
+# Nobody has read the page this long: the reader stops asking the services (an idle stack is
+# quiet) until a browser reads it again; the charts have a gap for that time.
+UNWATCHED = 60.0
 WINDOW = 15 * 60  # seconds of history the charts show
 SLICES = 16  # the users table is counted in token slices, 1/SLICES of it per query
 COUNT_BUDGET = 0.3  # seconds of counting per FAST tick at most
@@ -76,11 +79,13 @@ class Watch:
         self._partitions: list[int] = []
         self._sampled: list[dict[str, Any]] = []
         self._stop = threading.Event()
+        self._watched_at = time.monotonic()  # the page's last read; the start counts as one
 
     # ---------------------------------------------------------------- the page's side
 
     def snapshot(self) -> dict[str, Any]:
         """The latest figures and the charts' series, as plain data."""
+        self._watched_at = time.monotonic()
         with self._lock:
             state = dict(self._state)
             state["series"] = {k: list(v) for k, v in self._series.items()}
@@ -126,6 +131,10 @@ class Watch:
         next_slow = 0.0
         while not self._stop.is_set():
             began = time.monotonic()
+            if began - self._watched_at > UNWATCHED:
+                self._stop.wait(0.5)  # a browser that comes back sees fresh figures at once
+                next_slow = 0.0
+                continue
             if began >= next_slow:
                 self._tick(slow=True)
                 next_slow = began + SLOW

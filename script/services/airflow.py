@@ -158,8 +158,7 @@ def airflow_env() -> dict[str, str]:
             "AIRFLOW__API_AUTH__JWT_SECRET": secret_file.read_text().strip(),
             "AIRFLOW__API__PORT": str(s.airflow_port),
             "AIRFLOW__API__WORKERS": "1",
-            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
-            "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "10",
+            **QUIET,
             "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(LOGS / "airflow-tasks"),
             # Task logs hold the users' data: the owner's alone (Airflow's defaults are 0o775
             # and 0o664, set with chmod whatever the umask).
@@ -168,6 +167,21 @@ def airflow_env() -> dict[str, str]:
         }
     )
     return env
+
+
+# Airflow's loops while nothing runs, slower than its defaults (an idle stack is quiet, see
+# docs/benchmark.md): the scheduler looks for work every 2 s (a triggered run waits up to that),
+# the jobs tell Postgres they live every 10 s (health thresholds 30 s), the DAG file is parsed
+# again every 2 min (a new DAG file is seen within 5). Compose's x-airflow-env has the same.
+QUIET: dict[str, str] = {
+    "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "2",
+    "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "10",
+    "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "30",
+    "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "10",
+    "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "120",
+    "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "300",
+    "AIRFLOW__DAG_PROCESSOR__BUNDLE_REFRESH_CHECK_INTERVAL": "60",
+}
 
 
 def users_api() -> str | None:
