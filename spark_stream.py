@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import logging
 import os
 import re
@@ -57,7 +58,7 @@ from py4j.protocol import Py4JJavaError
 from pyspark.errors import AnalysisException, StreamingQueryException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.streaming import StreamingQuery
+from pyspark.sql.streaming import StreamingQuery, StreamingQueryListener
 
 from pipeline import cassandra_schema, config, parsing
 from pipeline.config import CassandraSettings, Settings
@@ -274,6 +275,27 @@ class CassandraSink:
             F.lit(None).cast(parsing.KAFKA_SOURCE_SCHEMA["headers"].dataType).alias("headers"),
         )
         self._append(parsing.valid_rows(parsing.classify(sample)), self._cassandra.table)
+
+
+BATCH_TIMINGS = "timings (ms)"  # the log line's words, read by the benchmark
+
+
+class BatchTimings(StreamingQueryListener):
+    """Log each batch that read messages with its phases (SPARK_BATCH_TIMINGS): one line of
+    Spark's ``durationMs`` as JSON, with the batch's message count, e.g.
+    ``batch 12 timings (ms): {"addBatch": 210, ..., "numInputRows": 480}``."""
+
+    def onQueryStarted(self, event: Any) -> None:
+        pass
+
+    def onQueryProgress(self, event: Any) -> None:
+        progress = event.progress
+        if progress.numInputRows:
+            line = {**progress.durationMs, "numInputRows": progress.numInputRows}
+            log.info("batch %d %s: %s", progress.batchId, BATCH_TIMINGS, json.dumps(line))
+
+    def onQueryTerminated(self, event: Any) -> None:
+        pass
 
 
 def first_line(exc: BaseException) -> str:
@@ -504,6 +526,8 @@ def main(argv: list[str]) -> int:
     sink = CassandraSink(spark, settings.cassandra, stop)
     started = time.monotonic()
     sink.warm_up(spark)
+    if settings.stream.batch_timings == "true":
+        spark.streams.addListener(BatchTimings())
     query = (
         sink.classify(read_kafka(spark, settings))
         .writeStream.queryName(settings.cassandra.table)

@@ -423,6 +423,14 @@ VARIABLES: tuple[Variable, ...] = (
         kind=WHOLE,
         minimum=1,
     ),
+    _var(
+        "SPARK_BATCH_TIMINGS",
+        "false",
+        "log each micro-batch's phases (Spark's durationMs: latestOffset, queryPlanning, "
+        "addBatch, walCommit, commitOffsets), as `./run.sh bench` does",
+        STREAM_JOB,
+        choices=("true", "false"),
+    ),
     # A batch takes seconds at most; Spark reports an idle query every 10 s.
     _var(
         "SPARK_STALL_SECONDS",
@@ -821,6 +829,7 @@ class StreamSettings:
     jars_dir: str
     executor_memory: str = "512m"
     idle_poll_ms: int = 250
+    batch_timings: str = "false"  # "true": each batch's phases logged
 
 
 @dataclass(frozen=True)
@@ -975,6 +984,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
             jars_dir=_text(env, "SPARK_JARS_DIR"),
             executor_memory=_text(env, "SPARK_EXECUTOR_MEMORY"),
             idle_poll_ms=_int(env, "SPARK_IDLE_POLL_MS"),
+            batch_timings=_text(env, "SPARK_BATCH_TIMINGS"),
         ),
         stack=StackSettings(
             topology=topology(env),

@@ -149,15 +149,16 @@ def memory_kb(pid: int) -> tuple[int, int]:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User plus system CPU seconds the process tree of ``pid`` has used so far (/proc/PID/stat
-    fields 14 and 15 of each live process in it)."""
+    """User plus system CPU seconds the process tree of ``pid`` has used so far: /proc/PID/stat
+    fields 14-17 of each live process in it, its own time and that of the children it has
+    reaped (an Airflow task, a Spark Python worker that ended)."""
     ticks = 0
     for p in process_tree(pid):
         try:
             fields = Path(f"/proc/{p}/stat").read_text().rsplit(") ", 1)[1].split()
         except OSError:
             continue  # gone meanwhile
-        ticks += int(fields[11]) + int(fields[12])
+        ticks += sum(int(f) for f in fields[11:15])
     return ticks / os.sysconf("SC_CLK_TCK")
 
 

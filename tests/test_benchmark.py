@@ -5,6 +5,7 @@ load generator's records and the JSON document. The figures themselves are print
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from pipeline import contract
 from script.benchmark import report, stats
@@ -119,3 +120,53 @@ def test_results_document_carries_each_figure_with_its_runs() -> None:
         }
     ]
     assert again["details"]["sink"][0]["rows_per_second"] == 10.0
+
+
+def test_batch_medians_take_each_phase_over_the_batches_and_count_a_missing_phase_as_zero() -> None:
+    timings = [
+        {"latestOffset": 4, "addBatch": 100, "walCommit": 10, "numInputRows": 500},
+        {"latestOffset": 6, "addBatch": 300, "walCommit": 30, "numInputRows": 700},
+        {"latestOffset": 5, "addBatch": 200, "numInputRows": 600},
+    ]
+    medians = stats.batch_medians(timings)
+    assert medians["latestOffset"] == 5
+    assert medians["addBatch"] == 200
+    assert medians["walCommit"] == 10  # 0, 10, 30
+    assert medians["numInputRows"] == 600
+    assert stats.batch_medians([]) == {}
+
+
+def test_a_side_job_reads_the_batch_timings_its_stream_job_logs(tmp_path: Path) -> None:
+    """The line ``spark_stream.BatchTimings`` writes is the one ``SideJob.batch_timings``
+    reads back, field for field."""
+    import logging
+
+    import spark_stream
+    from script.harness.side import SideJob
+
+    log_file = tmp_path / "job.log"
+    handler = logging.FileHandler(log_file)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    spark_stream.log.addHandler(handler)
+    spark_stream.log.setLevel(logging.INFO)
+
+    class Progress:
+        batchId = 7
+        numInputRows = 480
+        durationMs = {"addBatch": 210, "walCommit": 12, "triggerExecution": 260}
+
+    class Event:
+        progress = Progress()
+
+    try:
+        spark_stream.BatchTimings().onQueryProgress(Event())
+        Progress.numInputRows = 0  # an empty batch is not logged
+        spark_stream.BatchTimings().onQueryProgress(Event())
+    finally:
+        spark_stream.log.removeHandler(handler)
+        handler.close()
+    job = SideJob.__new__(SideJob)
+    job.current_log = log_file
+    assert job.batch_timings() == [
+        {"addBatch": 210, "walCommit": 12, "triggerExecution": 260, "numInputRows": 480}
+    ]

@@ -112,6 +112,7 @@ BENCH_OPTIONS = [
     ("--classify-messages", "1.5", "a whole number >= 1"),
     ("--sink-messages", "0", "a whole number >= 1"),
     ("--users", "-1", "a whole number >= 1"),
+    ("--cost-rates", "1000,0", "a number >= 1"),
 ]
 
 
@@ -129,7 +130,7 @@ def test_unknown_bench_parts_are_refused_naming_the_known(tmp_path: Path) -> Non
     line = refusal(tmp_path, "bench", "--parts", "latency,speed")
     assert line.startswith("./run.sh bench: --parts latency,speed: a comma-separated list of ")
     assert line.endswith(
-        "latency, rate, classify, sink, producer, restart, memory, fetch is needed"
+        "latency, cost, rate, classify, sink, producer, restart, memory, fetch is needed"
     )
 
 

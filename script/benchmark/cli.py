@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from pipeline import config
 from script import stack
 from script.arguments import Parser, rule
-from script.benchmark import parts, report
+from script.benchmark import parts, report, stats
 from script.benchmark.memory import service_pss_mb
-from script.benchmark.stats import RateSearch
 from script.layout import STATE, say
-from script.services import STACK, STANDIN, pipeline_services
+from script.services import STACK, STANDIN, STREAM, pipeline_services
 from script.services.standin import standin_url
 
 # In the order they run: the idle stack first, before any load.
@@ -21,6 +22,7 @@ PARTS = (
     "idle",
     "floor",
     "latency",
+    "cost",
     "rate",
     "classify",
     "sink",
@@ -30,6 +32,9 @@ PARTS = (
     "fetch",
 )
 NEEDED = pipeline_services()  # every node; the producer publishes its schema
+# The parts that run a Spark query of their own: the user's stream job is stopped meanwhile (two
+# Spark jobs on a small machine would measure neither), and started again at the end.
+SIDE_JOB_PARTS = {"floor", "latency", "cost", "rate", "sink", "restart"}
 
 
 # The options' rules: counts and rates of at least 1, windows of at least 1 s, a warm-up and a
@@ -74,10 +79,19 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_checked(
         "--idle-seconds", RATE, default=60, help="idle part: the span CPU is measured over"
     )
+    p.add_argument(
+        "--cost-rates",
+        default="1000,4000",
+        help="cost part: the steady rates (users/s) whose CPU per user is measured",
+    )
     args = p.parse_args(argv)
     unknown = set(args.parts.split(",")) - set(PARTS)
     if unknown:
         p.error(f"--parts {args.parts}: a comma-separated list of {', '.join(PARTS)} is needed")
+    try:
+        args.cost_rates = [config.read(RATE, r) for r in args.cost_rates.split(",")]
+    except ValueError as exc:
+        p.error(f"--cost-rates {args.cost_rates}: {exc}")
     if args.search_seconds is None:
         args.search_seconds = min(args.seconds, 30.0)
     return args
@@ -105,7 +119,10 @@ def main(argv: list[str]) -> int:
     core = [parts.core_seconds() for _ in range(args.runs)]
     figures.add("core_seconds", "one core: 20 M additions in Python (s)", core, 2)
     try:
-        run_parts(args, wanted, figures, details)
+        if "idle" in wanted:  # the whole stack as the user has it, their stream job included
+            idle_part(args, figures, details)
+        with user_job_stopped(SIDE_JOB_PARTS.intersection(wanted)):
+            run_parts(args, wanted, figures, details)
     finally:
         doc = report.document(vars(args), figures.entries, details)
         report.write_json(out / "results.json", doc)
@@ -115,21 +132,87 @@ def main(argv: list[str]) -> int:
     return 0
 
 
+def idle_part(args: argparse.Namespace, figures: report.Figures, details: dict[str, Any]) -> None:
+    print(
+        f"\nIdle stack: CPU (% of one core) of each service over {args.idle_seconds:g} s with "
+        "nothing flowing and nobody on the pipeline page; then with the page open in Chromium"
+    )
+    details["idle"] = idles = [parts.idle(args.idle_seconds) for _ in range(args.runs)]
+    cpu = [i["cpu_percent"] for i in idles]
+    figures.add_each("idle_cpu", "% of a core", cpu, "whole stack", 1)
+    watched = [i["watched_cpu_percent"] for i in idles if i["watched_cpu_percent"]]
+    if watched:
+        figures.add(
+            "idle_watched_monitor",
+            "pipeline page open: the page's service (% of a core)",
+            [w["monitor"] for w in watched],
+            1,
+        )
+        figures.add(
+            "idle_watched_total",
+            "pipeline page open: whole stack (% of a core)",
+            [sum(w.values()) for w in watched],
+            1,
+        )
+    pages = [i["monitor_pss_mb"] for i in idles if i["monitor_pss_mb"]]
+    if pages:
+        figures.add("idle_monitor_pss_mb", "pipeline page, open (PSS MB)", pages)
+
+
+@contextmanager
+def user_job_stopped(side_parts: set[str]) -> Iterator[None]:
+    """Stop the user's stream job while parts with a Spark query of their own run (two Spark
+    jobs on a small machine would measure neither); start it again afterwards."""
+    job = STREAM
+    if not side_parts or not job.pid():
+        yield
+        return
+    say(
+        f"{job.name}: stopped while {', '.join(p for p in PARTS if p in side_parts)} run, "
+        "started again at the end (it resumes from its checkpoint)"
+    )
+    stack.stop_service(job)
+    try:
+        yield
+    finally:
+        stack.start_service(job)
+
+
+def cost_part(args: argparse.Namespace, figures: report.Figures, details: dict[str, Any]) -> None:
+    """CPU seconds per 1,000 users of each service and the batches' phases, at each cost rate
+    (the latency runs' windows serve for their rate)."""
+    windows: dict[float, list[dict[str, Any]]] = {}
+    if args.rate in args.cost_rates and details.get("latency"):
+        windows[args.rate] = details["latency"]
+    for rate in args.cost_rates:
+        if rate not in windows:
+            windows[rate] = [parts.cost(rate, args.seconds, args.warm_seconds)]
+            for _ in range(args.runs - 1):
+                windows[rate].append(parts.cost(rate, args.seconds, args.warm_seconds))
+    details["cost"] = {
+        str(rate): [w["cpu_seconds_per_1000"] for w in ws] for rate, ws in windows.items()
+    }
+    for rate, ws in windows.items():
+        print(f"  at {rate:,.0f} users/s: CPU seconds per 1,000 users, each process")
+        figures.add_each(
+            f"cpu_per_1000_at_{rate:.0f}",
+            "CPU s per 1,000 users",
+            [w["cpu_seconds_per_1000"] for w in ws],
+            "pipeline",
+            3,
+        )
+        print(f"  at {rate:,.0f} users/s: a micro-batch's phases, median over its batches (ms)")
+        medians = [stats.batch_medians(w["batch_timings"]) for w in ws]
+        for name in stats.BATCH_FIGURES:
+            per_run = [m[name] for m in medians if m]
+            if per_run:
+                figures.add(f"batch_{name}_at_{rate:.0f}", name, per_run)
+
+
 def run_parts(
     args: argparse.Namespace, wanted: list[str], figures: report.Figures, details: dict[str, Any]
 ) -> None:
     runs = range(args.runs)
-    if "idle" in wanted:
-        print(
-            f"\nIdle stack: CPU (% of one core) of each service over {args.idle_seconds:g} s "
-            "with nothing flowing, the pipeline page open in Chromium"
-        )
-        details["idle"] = idles = [parts.idle(args.idle_seconds) for _ in runs]
-        cpu = [i["cpu_percent"] for i in idles]
-        figures.add_each("idle_cpu", "% of a core", cpu, "whole stack", 1)
-        pages = [i["monitor_pss_mb"] for i in idles if i["monitor_pss_mb"]]
-        if pages:
-            figures.add("idle_monitor_pss_mb", "pipeline page, open (PSS MB)", pages)
     if "floor" in wanted:
         print(
             f"\nSpark's floor at a steady {args.rate:,.0f} records/s for {args.seconds:g} s: the "
@@ -167,6 +250,13 @@ def run_parts(
             "offered rate held (users/s)",
             [r["achieved_rate"] for r in results],
         )
+    if "cost" in wanted:
+        print(
+            "\nCost: CPU seconds per 1,000 users of each process (sending, then catching up) "
+            "and the phases of a micro-batch (Spark's durationMs), at "
+            f"{', '.join(f'{r:,.0f}' for r in args.cost_rates)} users/s for {args.seconds:g} s"
+        )
+        cost_part(args, figures, details)
     if "rate" in wanted:
         print(
             f"\nb. Sustainable rate: highest steady users/s with p99 <= {args.p99_limit:g} s "
@@ -175,7 +265,7 @@ def run_parts(
         details["rate_search"] = searches = []
         for run in runs:
             parts.say(f"run {run + 1}")
-            search = RateSearch(args.rate_step, args.rate_ceiling, args.rate_resolution)
+            search = stats.RateSearch(args.rate_step, args.rate_ceiling, args.rate_resolution)
             searches.append(
                 parts.rate_search(search, args.search_seconds, args.warm_seconds, args.p99_limit)
             )

@@ -76,12 +76,23 @@ def service_pss_mb() -> dict[str, float]:
     return {name: memory_kb(pid)[0] / 1024 for name, pid in service_pids().items()}
 
 
+def cpu_snapshot(extra: dict[str, int] | None = None) -> dict[str, float]:
+    """CPU seconds used so far by each running service (the on-demand ones included) and by
+    the ``extra`` processes, by name; each whole process tree counted."""
+    pids = {**service_pids(ALL), **(extra or {})}
+    return {name: cpu_seconds(pid) for name, pid in pids.items()}
+
+
+def cpu_used(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """CPU seconds each process used between two snapshots (those in both)."""
+    return {name: after[name] - before[name] for name in after if name in before}
+
+
 def idle_cpu(seconds: float) -> dict[str, float]:
     """Each running service's share of one core (%) over ``seconds``, its whole tree counted;
     the stream job and the pipeline page (on-demand services) included."""
-    pids = service_pids(ALL)
-    before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    before = cpu_snapshot()
     began = time.monotonic()
     time.sleep(seconds)  # the measurement's span
     span = time.monotonic() - began
-    return {name: 100 * (cpu_seconds(pid) - before[name]) / span for name, pid in pids.items()}
+    return {name: 100 * used / span for name, used in cpu_used(before, cpu_snapshot()).items()}

@@ -9,10 +9,10 @@ import subprocess
 import time
 from typing import Any
 
-from pipeline import config, producer
+from pipeline import config, contract, producer
 from pipeline.randomuser import RandomUserClient
 from script.benchmark import stats
-from script.benchmark.memory import idle_cpu, service_pss_mb
+from script.benchmark.memory import cpu_snapshot, cpu_used, idle_cpu, service_pss_mb
 from script.harness.side import WORKER, LoadGen, SideJob, drop_topic
 from script.layout import REPO, StackError
 from script.services.stream import stream_env
@@ -22,6 +22,7 @@ def say(message: str) -> None:
     print(f"[bench] {message}", flush=True)
 
 
+SIDE_JOB = "side stream job"  # its name among the services' in the CPU and memory figures
 WARM_BATCHES = 4
 WARM_ROUNDS = 5
 
@@ -52,14 +53,17 @@ def offered_window(
     """Offer ``rate`` users/s for ``seconds`` to a warm ``job``; latency and lag of the window."""
     lags: list[int] = []
     memory: dict[str, float] = {}
+    batches_before = len(job.batch_timings())
     gen = LoadGen(job.topic, rate, seconds=seconds, tag=tag)
+    cpu_before = cpu_snapshot({SIDE_JOB: job.proc.pid} if job.proc else {})
     while gen.running:
         lags.append(job.lag())
         if sample_memory and not memory and time.time() * 1000 - gen.start_ms > seconds * 500:
-            memory = {**service_pss_mb(), "side stream job": job.pss_mb()}
+            memory = {**service_pss_mb(), SIDE_JOB: job.pss_mb()}
         time.sleep(0.5)
     report = gen.wait()
     drained = job.wait_drained(timeout=max(120.0, 4 * seconds))
+    cpu = cpu_used(cpu_before, cpu_snapshot({SIDE_JOB: job.proc.pid} if job.proc else {}))
     rows = job.rows(report["start_ms"], report["end_ms"] + 1)
     latencies = [w / 1000 - p for p, w in rows]
     result: dict[str, Any] = {
@@ -72,6 +76,12 @@ def offered_window(
         "lag": lags,
         "offered_per_second": report["per_second"],
         "memory_mb": memory,
+        # What the window's users cost each process (the sending, then the catching up), and
+        # the phases of the batches that read them.
+        "cpu_seconds_per_1000": {
+            name: 1000 * used / max(1, report["sent"]) for name, used in cpu.items()
+        },
+        "batch_timings": job.batch_timings()[batches_before:],
     }
     if latencies:
         result.update(stats.latency_figures(latencies))
@@ -89,6 +99,14 @@ def latency(rate: float, seconds: float, warm_seconds: float) -> dict[str, Any]:
     if window["rows"] != window["sent"]:
         raise StackError(f"latency run: {window['rows']} rows for {window['sent']} users sent")
     return window
+
+
+def cost(rate: float, seconds: float, warm_seconds: float) -> dict[str, Any]:
+    """A latency window at ``rate``, for what its users cost each process and its batches'
+    phases (``offered_window``)."""
+    with SideJob(f"cost{rate:.0f}") as job:
+        warm_up(job, rate, warm_seconds)
+        return offered_window(job, rate, seconds, "cost")
 
 
 def spark_floor(rate: float, seconds: float, warm_seconds: float) -> dict[str, Any]:
@@ -271,7 +289,9 @@ def raw_send_rate(users: int, run: int) -> float:
     kafka = producer.create_producer(settings.kafka)
     try:
         started = time.perf_counter()
-        sent = [kafka.send(topic, key=key, value=value) for key, value in records]
+        # Each with the schema-id header the producer's records carry.
+        headers = [(contract.SCHEMA_ID_HEADER, b"1")]
+        sent = [kafka.send(topic, key=k, value=v, headers=headers) for k, v in records]
         kafka.flush(timeout=300)
         elapsed = time.perf_counter() - started
         for future in sent:
@@ -384,16 +404,26 @@ def wait_backlog_gone(job: SideJob, threshold: int, settle: float, timeout: floa
 
 
 def idle(seconds: float) -> dict[str, Any]:
-    """Each service's CPU (% of one core) over ``seconds`` with nothing flowing, the pipeline
-    page open in Chromium (as a user watching it), and the page's PSS at the end."""
+    """Each service's CPU (% of one core) over ``seconds`` with nothing flowing: first with
+    nobody on the pipeline page (its reader rests), then with the page open in Chromium (as a
+    user watching it), and the page's PSS at the end."""
     from script.browser import chromium
     from script.services import named
+    from script.services.monitor import UNWATCHED
 
     monitor = named("monitor")
+    unwatched = idle_cpu(seconds)
+    watched = None
     with chromium() as browser:
         if monitor.pid():
             page = browser.new_page()
             page.goto(f"http://127.0.0.1:{monitor.port}/")
             page.wait_for_selector("#job-state", timeout=60_000)
-        cpu = idle_cpu(seconds)
-    return {"cpu_percent": cpu, "monitor_pss_mb": service_pss_mb().get("monitor")}
+            watched = idle_cpu(seconds)
+    if monitor.pid():
+        time.sleep(UNWATCHED)  # the reader rests again before the next run
+    return {
+        "cpu_percent": unwatched,
+        "watched_cpu_percent": watched,
+        "monitor_pss_mb": service_pss_mb().get("monitor"),
+    }

@@ -152,3 +152,17 @@ class RateSearch:
     @property
     def at_ceiling(self) -> bool:
         return self.failed is None and self.passed >= self.ceiling
+
+
+# Phases of a micro-batch, in Spark's query progress (durationMs), in the order they run; then
+# the whole batch and its messages.
+PHASES = ("latestOffset", "queryPlanning", "addBatch", "walCommit", "commitOffsets")
+BATCH_FIGURES = (*PHASES, "triggerExecution", "numInputRows")
+
+
+def batch_medians(timings: list[dict[str, int]]) -> dict[str, float]:
+    """The median of each of ``BATCH_FIGURES`` over a run's batches (a phase a batch did not
+    report counts as 0 ms); empty when no batch read messages."""
+    if not timings:
+        return {}
+    return {name: statistics.median(t.get(name, 0) for t in timings) for name in BATCH_FIGURES}

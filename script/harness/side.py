@@ -53,6 +53,7 @@ class SideJob:
             "CASSANDRA_KEYSPACE": self.keyspace,
             "SPARK_CHECKPOINT_DIR": str(self.checkpoint),
             "SPARK_UI_PORT": str(self.ui_port),
+            "SPARK_BATCH_TIMINGS": "true",  # each batch's phases in its log, for the benchmark
         }
         self.settings = config.load({**os.environ, **self.env})
         self.proc: subprocess.Popen | None = None
@@ -118,6 +119,18 @@ class SideJob:
         deadline = time.monotonic() + 30
         while port_open(self.ui_port) and time.monotonic() < deadline:
             time.sleep(0.1)
+
+    def batch_timings(self) -> list[dict[str, int]]:
+        """Each batch's phases (ms) and messages as the job logged them (SPARK_BATCH_TIMINGS),
+        in the order they ran, from its current log."""
+        from spark_stream import BATCH_TIMINGS
+
+        marker = f" {BATCH_TIMINGS}: "
+        return [
+            json.loads(line.split(marker, 1)[1])
+            for line in self.current_log.read_text(errors="replace").splitlines()
+            if marker in line
+        ]
 
     def pss_mb(self) -> float:
         return memory_kb(self.proc.pid)[0] / 1024 if self.proc and pid_alive(self.proc.pid) else 0

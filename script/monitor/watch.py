@@ -27,14 +27,12 @@ from script.airflow_api import AirflowClient, AirflowError
 from script.monitor import collect
 from script.pipeline_status import count_slice, token_slices
 from script.services.airflow import HOME as AIRFLOW_HOME
+from script.services.monitor import UNWATCHED
 from script.services.stream import SUPERVISOR_STATE
 
 log = logging.getLogger(__name__)
 
 FAST, SLOW = 2.0, 10.0  # seconds between two reads of the fast and of the slow figures
-# Nobody has read the page this long: the reader stops asking the services (an idle stack is
-# quiet) until a browser reads it again; the charts have a gap for that time.
-UNWATCHED = 60.0
 WINDOW = 15 * 60  # seconds of history the charts show
 SLICES = 16  # the users table is counted in token slices, 1/SLICES of it per query
 COUNT_BUDGET = 0.3  # seconds of counting per FAST tick at most

@@ -13,6 +13,10 @@ from pipeline import config
 from script.procs import spawn
 from script.services.base import Service
 
+# Nobody has read the page this long: its reader stops asking the services (an idle stack is
+# quiet) until a browser reads it again; the charts have a gap for that time.
+UNWATCHED = 60.0
+
 
 class Monitor(Service):
     name = "monitor"
