@@ -171,6 +171,8 @@ def validate(record: Mapping[str, Any]) -> None:
         if field.kind == "long" and not LONG_MIN <= value <= LONG_MAX:
             raise InvalidRecord(f"field {field.name!r} is outside the 64-bit range")
         if field.kind == "string":
+            if value.isascii() and len(value) <= MAX_STRING_BYTES:
+                continue  # a byte a character, and no lone surrogate: most values, checked fast
             try:
                 size = len(value.encode("utf-8"))
             except UnicodeEncodeError:  # a lone surrogate, served as a JSON escape ("\ud800")

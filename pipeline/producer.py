@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 from kafka import KafkaAdminClient, KafkaProducer, codec
 from kafka.errors import KafkaTimeoutError, TopicAlreadyExistsError
 
@@ -162,9 +163,13 @@ def encode_key(record: Mapping[str, Any]) -> bytes:
     return str(record[contract.PRIMARY_KEY]).encode("utf-8")
 
 
+_ENCODER = msgspec.json.Encoder()
+
+
 def encode_value(record: Mapping[str, Any]) -> bytes:
-    """The record as compact UTF-8 JSON; non-ASCII names stay as they are."""
-    return json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    """The record as compact UTF-8 JSON in the contract's field order; non-ASCII names stay as
+    they are (msgspec: the json module's output, several times faster)."""
+    return _ENCODER.encode(record)
 
 
 class Sender:
@@ -236,10 +241,11 @@ class Sender:
                     )
                 self._resolved.wait(left)
 
-    def send(self, record: Mapping[str, Any]) -> bool:
+    def send(self, record: Mapping[str, Any], room: bool = False) -> bool:
         """Queue ``record`` unless it breaks the contract (then count it and return False).
 
-        Waits first while ``max_in_flight_records`` sends are unresolved (see ``wait_for_room``).
+        Waits first while ``max_in_flight_records`` sends are unresolved (see ``wait_for_room``),
+        unless the caller has just done so (``room``).
         """
         try:
             contract.validate(record)
@@ -253,7 +259,8 @@ class Sender:
                     reason,
                 )
             return False
-        self.wait_for_room()
+        if not room:
+            self.wait_for_room()
         future = self.producer.send(
             self.topic, key=encode_key(record), value=encode_value(record), headers=self.headers
         )
@@ -572,7 +579,7 @@ def _produce(pages: Prefetcher, sender: Sender, pacer: Pacer, stats: RunStats) -
                 if isinstance(record, Skip):
                     _count_skip(stats, record.reason, raw, batch.page)
                 else:
-                    sender.send(record)
+                    sender.send(record, room=True)
     except FetchError as exc:
         return exc
     return None

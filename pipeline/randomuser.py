@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import email.utils
 import hashlib
+import json
 import logging
 import math
 import random
@@ -19,6 +20,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import requests
 
 from pipeline import config
@@ -77,6 +79,16 @@ def backoff_seconds(attempt: int, base: float, rng: random.Random) -> float:
     """
     ceiling = min(base * 2 ** (attempt - 1), MAX_BACKOFF_SECONDS)
     return ceiling / 2 + rng.uniform(0, ceiling / 2)
+
+
+def decode_json(body: bytes) -> Any:
+    """``body`` parsed as JSON: by msgspec (several times faster), else, for what it refuses
+    that JSON allows (a lone surrogate's escape, say), by the json module, whose ``ValueError``
+    says what is wrong."""
+    try:
+        return msgspec.json.decode(body)
+    except msgspec.DecodeError:
+        return json.loads(body)
 
 
 class RandomUserClient:
@@ -159,7 +171,7 @@ class RandomUserClient:
                 f"Check USERS_API_URL={self.api.url}."
             )
         try:
-            body = response.json()
+            body = decode_json(response.content)
         except (ValueError, RecursionError) as exc:  # RecursionError: nested too deep
             raise _Retryable(f"body is not JSON ({len(response.content)} bytes: {exc})") from None
         if not isinstance(body, dict):
