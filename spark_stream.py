@@ -15,7 +15,8 @@ messages cost a second job only when there are any). The parse and a connector w
 before the query starts, so the first batch does not pay for the JVM's and Python's warm-up.
 
 Self-healing: a write that fails (Cassandra or Kafka gone) is retried with backoff while the
-batch is in flight, in the same process: the job waits for Cassandra; the connector notices a
+batch is in flight, in the same process: the job waits for Cassandra (it asks with a login of
+its own every second, and tries the connector again once it answers); the connector notices a
 dead Cassandra in seconds and reconnects within two seconds of it answering. When the query
 shows no sign of life (no progress report, no batch begun, no write attempt ended) for
 ``SPARK_STALL_SECONDS`` (five times that until its first batch begins: a busy machine starts
@@ -139,6 +140,9 @@ EXIT_STOPPED, EXIT_RETRY, EXIT_FIX = 0, 1, 2
 # A failed write is tried again after these many seconds, doubling up to the last.
 RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0)
 
+# While Cassandra does not answer, a line saying the job waits for it this often (seconds).
+CASSANDRA_WAIT_LOG_SECONDS = 10.0
+
 # How long SIGTERM waits for the running batch before interrupting it (it is then replayed on
 # restart); with `query.stop()`'s 10 s and Spark's own stop, the job is gone within 30 s.
 STOP_GRACE_SECONDS = 12.0
@@ -230,6 +234,7 @@ class CassandraSink:
                     delay,
                 )
                 self._stop.wait(delay)
+                self._wait_for_cassandra(batch_id)
         log.info(
             "batch %d: %d rows in, %d written, %d rejected, %.2f s",
             batch_id,
@@ -238,6 +243,28 @@ class CassandraSink:
             rejected,
             time.monotonic() - started,
         )
+
+    def _wait_for_cassandra(self, batch_id: int) -> None:
+        """Return once Cassandra answers a login of the job's (or ``stop`` is set).
+
+        The connector is not tried again while Cassandra is away: a write begun then may wait
+        where it cannot be interrupted. Each try that fails is a sign of life for the watchdog:
+        the job waits for Cassandra in the same process, however long it is away.
+        """
+        waited = time.monotonic()
+        while not self._stop.is_set():
+            try:
+                cassandra_schema.connect(self._cassandra, connect_timeout=5).cluster.shutdown()
+            except cassandra_schema.LoginRefused:
+                return  # it answers: the write's own failure says the rest
+            except cassandra_schema.CassandraUnavailable as exc:
+                self.alive_at = time.monotonic()
+                if self.alive_at - waited >= CASSANDRA_WAIT_LOG_SECONDS:
+                    log.warning("batch %d: waiting for Cassandra (%s)", batch_id, first_line(exc))
+                    waited = self.alive_at
+                self._stop.wait(1.0)
+            else:
+                return
 
     def _write(self, classified: DataFrame) -> tuple[int, int]:
         """Write the batch; return (messages, rejected)."""

@@ -205,8 +205,8 @@ class SupervisedJob:
         self.wait_for(lambda: self.count() > before, "new rows", timeout)
         return time.monotonic() - started
 
-    def lag(self) -> int:
-        """Messages in the topic the job has not committed yet."""
+    def end_offsets(self) -> dict[int, int]:
+        """The topic's end offset of each partition now."""
         from kafka import KafkaConsumer, TopicPartition
 
         consumer = KafkaConsumer(bootstrap_servers=self.settings.kafka.bootstrap_servers)
@@ -215,8 +215,16 @@ class SupervisedJob:
             ends = consumer.end_offsets([TopicPartition(self.topic, p) for p in parts])
         finally:
             consumer.close()
+        return {tp.partition: end for tp, end in ends.items()}
+
+    def behind(self, ends: dict[int, int]) -> int:
+        """Messages before ``ends`` (offsets per partition) the job has not committed yet."""
         _, committed = checkpoint_offsets(self.env["SPARK_CHECKPOINT_DIR"], self.topic)
-        return sum(max(0, end - committed.get(tp.partition, 0)) for tp, end in ends.items())
+        return sum(max(0, end - committed.get(part, 0)) for part, end in ends.items())
+
+    def lag(self) -> int:
+        """Messages in the topic the job has not committed yet."""
+        return self.behind(self.end_offsets())
 
     def wait_drained(self, timeout: float = 300) -> None:
         self.wait_for(lambda: self.lag() == 0, "catching up with the topic", timeout)

@@ -83,11 +83,17 @@ def cassandra_down(d: Durations) -> Outcome:
         with Feeder(job.settings, RATE) as feeder:
             job.next_row(120)
             answered = restart(named("cassandra"), d.cassandra_down)
+            backlog = job.end_offsets()  # what was sent until Cassandra answered
             outcome.tried = 1
             job.next_row(300)
             outcome.recover_s = time.monotonic() - answered
+            job.wait_for(lambda: job.behind(backlog) == 0, "the backlog written", 300)
+            caught_up = time.monotonic() - answered
             time.sleep(d.between_kills)
-        outcome.note += f"job restarts {job.restarts()}; "
+        outcome.note += (
+            f"every user sent until Cassandra answered was written {caught_up:.1f} s after it "
+            f"answered; job restarts {job.restarts()}; "
+        )
         return _feed_until_recovered(job, feeder, outcome)
 
 
