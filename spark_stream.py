@@ -179,6 +179,7 @@ class CassandraSink:
     def __init__(self, spark: SparkSession, cassandra: CassandraSettings, stop: threading.Event):
         self._cassandra = cassandra
         self._stop = stop
+        self._jvm = spark.sparkContext._jvm
         self._messages = spark.sparkContext.accumulator(0)
         self._rejected = spark.sparkContext.accumulator(0)
         self._idle = threading.Event()
@@ -251,20 +252,32 @@ class CassandraSink:
         where it cannot be interrupted. Each try that fails is a sign of life for the watchdog:
         the job waits for Cassandra in the same process, however long it is away.
         """
-        waited = time.monotonic()
+        began = logged = time.monotonic()
+        away = False
         while not self._stop.is_set():
             try:
                 cassandra_schema.connect(self._cassandra, connect_timeout=5).cluster.shutdown()
             except cassandra_schema.LoginRefused:
-                return  # it answers: the write's own failure says the rest
+                break  # it answers: the write's own failure says the rest
             except cassandra_schema.CassandraUnavailable as exc:
+                away = True
                 self.alive_at = time.monotonic()
-                if self.alive_at - waited >= CASSANDRA_WAIT_LOG_SECONDS:
+                if self.alive_at - logged >= CASSANDRA_WAIT_LOG_SECONDS:
                     log.warning("batch %d: waiting for Cassandra (%s)", batch_id, first_line(exc))
-                    waited = self.alive_at
+                    logged = self.alive_at
                 self._stop.wait(1.0)
             else:
-                return
+                break
+        if away:
+            # The connector's session saw every node go: the next write opens a new one rather
+            # than wait for that one to find its way back.
+            self._jvm.com.datastax.spark.connector.cql.CassandraConnector.evictCache()
+            self.alive_at = time.monotonic()
+            log.info(
+                "batch %d: Cassandra answers again after %.0f s; writing",
+                batch_id,
+                self.alive_at - began,
+            )
 
     def _write(self, classified: DataFrame) -> tuple[int, int]:
         """Write the batch; return (messages, rejected)."""
@@ -534,6 +547,9 @@ def main(argv: list[str]) -> int:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("py4j").setLevel(logging.WARNING)
+    # The Python driver's own warnings while Cassandra is away (a traceback a second): the job
+    # says it waits for Cassandra instead.
+    logging.getLogger("cassandra").setLevel(logging.ERROR)
     parse_args(argv)
     try:
         settings = config.load()
