@@ -236,6 +236,9 @@ class CassandraSink:
                 )
                 self._stop.wait(delay)
                 self._wait_for_cassandra(batch_id)
+                if self._stop.is_set():
+                    log.warning("batch %d: abandoned while stopping (it is replayed)", batch_id)
+                    raise
         log.info(
             "batch %d: %d rows in, %d written, %d rejected, %.2f s",
             batch_id,
@@ -268,7 +271,7 @@ class CassandraSink:
                 self._stop.wait(1.0)
             else:
                 break
-        if away:
+        if away and not self._stop.is_set():
             # The connector's session saw every node go: the next write opens a new one rather
             # than wait for that one to find its way back.
             self._jvm.com.datastax.spark.connector.cql.CassandraConnector.evictCache()
