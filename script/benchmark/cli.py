@@ -137,7 +137,9 @@ def idle_part(args: argparse.Namespace, figures: report.Figures, details: dict[s
         f"\nIdle stack: CPU (% of one core) of each service over {args.idle_seconds:g} s with "
         "nothing flowing and nobody on the pipeline page; then with the page open in Chromium"
     )
-    details["idle"] = idles = [parts.idle(args.idle_seconds) for _ in range(args.runs)]
+    details["idle"] = idles = [
+        parts.idle(args.idle_seconds, rest=run < args.runs - 1) for run in range(args.runs)
+    ]
     cpu = [i["cpu_percent"] for i in idles]
     figures.add_each("idle_cpu", "% of a core", cpu, "whole stack", 1)
     watched = [i["watched_cpu_percent"] for i in idles if i["watched_cpu_percent"]]

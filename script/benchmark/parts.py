@@ -403,7 +403,7 @@ def wait_backlog_gone(job: SideJob, threshold: int, settle: float, timeout: floa
     raise StackError(f"{job.name}: backlog above {threshold:,} after {timeout:.0f} s")
 
 
-def idle(seconds: float) -> dict[str, Any]:
+def idle(seconds: float, rest: bool = True) -> dict[str, Any]:
     """Each service's CPU (% of one core) over ``seconds`` with nothing flowing: first with
     nobody on the pipeline page (its reader rests), then with the page open in Chromium (as a
     user watching it), and the page's PSS at the end."""
@@ -420,7 +420,7 @@ def idle(seconds: float) -> dict[str, Any]:
             page.goto(f"http://127.0.0.1:{monitor.port}/")
             page.wait_for_selector("#job-state", timeout=60_000)
             watched = idle_cpu(seconds)
-    if monitor.pid():
+    if rest and monitor.pid():
         time.sleep(UNWATCHED)  # the reader rests again before the next run
     return {
         "cpu_percent": unwatched,
