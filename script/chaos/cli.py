@@ -154,7 +154,7 @@ def main(argv: list[str]) -> int:
     start = topic_end_offsets(settings)
     started = time.monotonic()
     nemesis = Nemesis(seed, args.minutes * 60, say)
-    services = sorted({id(t.service): t.service for t in nemesis.pool}.values(), key=str)
+    services = list({id(t.service): t.service for t in nemesis.pool}.values())
     driver = Driver(RATE * RUN_SECONDS, RATE, say)
     sampler = Sampler(settings, started)
     driving = threading.Thread(target=driver.run, daemon=True)
