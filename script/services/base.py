@@ -83,9 +83,12 @@ class Service:
 
     def main_pid(self) -> int | None:
         """The service's own process, the one its supervisor started (``pid`` is the
-        supervisor's); None while the supervisor is between two starts."""
+        supervisor's); None while the supervisor is between two starts. A process started
+        before services had supervisors is its own."""
         state = supervise.read_state(supervisor_state(self.name))
-        if state is None or state.finished or state.job_pid is None:
+        if state is None:
+            return self.pid()
+        if state.finished or state.job_pid is None:
             return None
         return state.job_pid if pid_alive(state.job_pid) else None
 

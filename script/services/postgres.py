@@ -114,6 +114,10 @@ class Postgres(Service):
             return None
         return pid if pid_alive(pid) else None
 
+    def main_pid(self) -> int | None:
+        """The postmaster (its supervisor's job is `runuser` when the stack runs as root)."""
+        return self.pid()
+
     def stop(self) -> None:
         supervisor = read_pid(self.name)
         if self.pid():
