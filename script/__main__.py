@@ -47,6 +47,12 @@ def faults(extra: list[str]) -> int:
     return cli.main(extra)
 
 
+def chaos(extra: list[str]) -> int:
+    from script.chaos import cli
+
+    return cli.main(extra)
+
+
 def worker(extra: list[str]) -> int:
     """`./run.sh worker NAME ARGS`: the benchmark's and the fault runs' own processes."""
     from script.benchmark import classify_rate, write_ceiling
@@ -88,6 +94,7 @@ def parser() -> Parser:
         ("airflow", "the airflow CLI against the local stack (e.g. airflow dags list)"),
         ("bench", "the benchmark (`./run.sh bench --help`)"),
         ("faults", "break things on purpose, count what was lost (`./run.sh faults --help`)"),
+        ("chaos", "random faults on every service while the DAG streams (`./run.sh chaos --help`)"),
         ("supervise", "run a command under the supervisor (used by `stream`)"),
         ("worker", "a process of the tools' own: loadgen, classify_rate"),
     ):
@@ -101,6 +108,7 @@ PASS_ON = {
     "airflow": airflow,
     "bench": bench,
     "faults": faults,
+    "chaos": chaos,
     "supervise": supervise.main,
     "worker": worker,
 }

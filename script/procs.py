@@ -7,6 +7,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -71,15 +72,31 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return False
 
 
+def supervisor_state(name: str) -> Path:
+    """Where the supervisor of NAME keeps its state (restarts, the job's pid)."""
+    return RUN / f"{name}.supervisor.json"
+
+
 def spawn(name: str, cmd: list[str], env: dict[str, str] | None = None) -> int:
-    """Start ``cmd`` in its own session, output to .stack/logs/NAME.log, pid to .stack/run."""
+    """Start ``cmd`` under a supervisor (`script/supervise.py`) in its own session, output to
+    .stack/logs/NAME.log, the supervisor's pid to .stack/run/NAME.pid: a service that crashes or
+    is killed is started again, as the stream job is (its state: ``supervisor_state(NAME)``)."""
+    supervised = [
+        sys.executable,
+        "-m",
+        "script.supervise",
+        "--state",
+        str(supervisor_state(name)),
+        "--",
+        *cmd,
+    ]
     LOGS.mkdir(parents=True, exist_ok=True)
     RUN.mkdir(parents=True, exist_ok=True)
     log = (LOGS / f"{name}.log").open("ab")
     log.write(f"\n===== {time.strftime('%Y-%m-%d %H:%M:%S')} starting {name}\n".encode())
     log.flush()
     proc = subprocess.Popen(
-        cmd,
+        supervised,
         stdout=log,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,

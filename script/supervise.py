@@ -238,3 +238,7 @@ def main(argv: list[str]) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, supervisor.request_stop)
     return supervisor.run()
+
+
+if __name__ == "__main__":  # `python -m script.supervise`: how the stack starts its services
+    sys.exit(main(sys.argv[1:]))

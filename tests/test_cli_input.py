@@ -185,3 +185,11 @@ def test_a_run_with_nothing_to_bound_it_is_refused_before_anything_starts(tmp_pa
     assert (
         line == "./run.sh: USERS_TOTAL=0 and USERS_RUN_SECONDS=0: set one of them to bound the run"
     )
+
+
+def test_a_chaos_run_of_no_minutes_or_a_seed_not_a_number_is_refused(tmp_path: Path) -> None:
+    line = refusal(tmp_path, "chaos", "--minutes", "0")
+    assert line == "./run.sh chaos: --minutes 0: a whole number >= 1 is needed"
+    (tmp_path / "state").rmdir()
+    line = refusal(tmp_path, "chaos", "--seed", "abc")
+    assert line == "./run.sh chaos: --seed abc: a whole number >= 0 is needed"

@@ -21,6 +21,7 @@ from compose_helpers import (
     DOCKER_DOCS,
     ENV_EXAMPLE,
     FAKE_KAFKA_TOPICS,
+    cluster_with,
     compose_env,
     compose_text,
     compose_with,
@@ -265,6 +266,20 @@ def test_cassandras_healthcheck_takes_the_admin_or_a_fresh_nodes_default(
     # Compose turns $$ into $ before the shell sees it.
     result = run(["bash", "-c", script.replace("$$", "$")], env=env)
     assert (result.returncode == 0) == healthy, result.stderr
+
+
+@pytest.mark.parametrize("topology", ["single", "cluster"])
+def test_every_service_but_the_one_shot_inits_comes_back_by_itself(
+    topology: str, compose: dict[str, Any]
+) -> None:
+    """`./run.sh chaos`'s promise in Compose: a killed container is started again by Docker,
+    as the local stack's supervisor starts a killed process again."""
+    doc = compose if topology == "single" else cluster_with()
+    for name, service in services(doc).items():
+        if name.endswith("-init"):
+            assert is_one_shot(service), name
+        else:
+            assert service.get("restart") == "unless-stopped", (name, service.get("restart"))
 
 
 def test_the_stream_job_is_restarted_and_given_time_to_stop(compose: dict[str, Any]) -> None:

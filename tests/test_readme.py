@@ -143,6 +143,7 @@ DIAGRAM_PARTS = {
         "script/benchmark/",
         "script/harness/",
         "script/faults/",
+        "script/chaos/",
         "script/monitor/",
     ],
     "stack": ["script/stack.py"],

@@ -45,6 +45,8 @@ NOT_RUN_HERE = {
     "./run.sh bench --search-seconds 60 --rate-step 4000 --rate-ceiling 12000 "
     "--rate-resolution 1000": "the figures' run, an hour of load: `bench --help` runs here",
     "./run.sh faults": "minutes of faults: tests/test_faults.py runs every scenario, shorter",
+    "./run.sh chaos": "30 minutes of faults by default: tests/test_chaos.py runs 3 min",
+    "./run.sh chaos --minutes 30 --seed 7": "half an hour: tests/test_chaos.py runs 3 min",
     "./run.sh down airflow && USERS_API_URL=http://127.0.0.1:8765/api/ ./run.sh up airflow": (
         "restarts the user's Airflow with another API: tests/test_end_to_end.py passes api_url"
     ),

@@ -72,7 +72,7 @@ def assert_every_acked_user_is_one_equal_row(
 def cassandra_frozen() -> Iterator[None]:
     """Cassandra stopped with SIGSTOP (it accepts connections and never answers: a wedged node
     or a partition) for the block, and woken afterwards whatever happened."""
-    pid = services.named("cassandra").pid()
+    pid = services.named("cassandra").main_pid()  # not its supervisor
     assert pid
     os.kill(pid, signal.SIGSTOP)
     try:

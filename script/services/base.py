@@ -13,8 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline import config
+from script import supervise
 from script.layout import CONF, LOGS, STACK_CONF, STATE, StackError
-from script.procs import pid_file, read_pid, stop_tree
+from script.procs import pid_alive, pid_file, read_pid, stop_tree, supervisor_state
+from script.supervise import STOP_TIMEOUT
 
 
 @dataclass(frozen=True)
@@ -79,14 +81,25 @@ class Service:
         """A live pid of it, None when it is not running."""
         return read_pid(self.name)
 
+    def main_pid(self) -> int | None:
+        """The service's own process, the one its supervisor started (``pid`` is the
+        supervisor's); None while the supervisor is between two starts. A process started
+        before services had supervisors is its own."""
+        state = supervise.read_state(supervisor_state(self.name))
+        if state is None:
+            return self.pid()
+        if state.finished or state.job_pid is None:
+            return None
+        return state.job_pid if pid_alive(state.job_pid) else None
+
     def complete(self) -> bool:
         """False when some of its processes are missing: `start` then starts those only."""
         return True
 
     def stop(self) -> None:
         pid = self.pid()
-        if pid:
-            stop_tree(self.name, pid)
+        if pid:  # its supervisor, which stops the service and does not restart it
+            stop_tree(self.name, pid, timeout=STOP_TIMEOUT + 10, leader_only=True)
         pid_file(self.name).unlink(missing_ok=True)
 
     def processes(self) -> list[Process]:

@@ -6,12 +6,14 @@ import os
 import pwd
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 from pipeline import config
 from script.layout import DATA, LOGS, RUN, STATE, StackError, say, versions
-from script.procs import apt_install, pid_alive
+from script.procs import apt_install, pid_alive, pid_file, read_pid, spawn, stop_tree
 from script.services.base import Service
+from script.supervise import STOP_TIMEOUT
 
 PG_DATA = DATA / "postgres"
 PG_SOCKET = RUN / "postgres"
@@ -60,24 +62,25 @@ class Postgres(Service):
         self.log.chmod(0o600)  # it may predate the private umask
         if os.geteuid() == 0:
             shutil.chown(self.log, "postgres", "postgres")
-        _run_pg(
-            [
-                pg_bin("pg_ctl"),
-                "-D",
-                str(PG_DATA),
-                "-l",
-                str(self.log),
-                "-w",
-                "-t",
-                "60",
-                "start",
-                "-o",
-                f"-p {self.port} -c listen_addresses=127.0.0.1 -k {PG_SOCKET} "
-                "-c unix_socket_permissions=0700 "
-                "-c shared_buffers=64MB -c max_connections=100",
-            ],
-            "pg_ctl start",
-        )
+        # In the foreground under its supervisor (`procs.spawn`): a killed postmaster is
+        # started again (its orphaned backends are killed with its process group first).
+        options = [
+            f"-p{self.port}",
+            "-clisten_addresses=127.0.0.1",
+            f"-cunix_socket_directories={PG_SOCKET}",
+            "-cunix_socket_permissions=0700",
+            "-cshared_buffers=64MB",
+            "-cmax_connections=100",
+        ]
+        spawn(self.name, as_postgres([pg_bin("postgres"), "-D", str(PG_DATA), *options]))
+        deadline = time.monotonic() + self.timeout
+        while not _accepting():
+            if time.monotonic() > deadline:
+                raise StackError(
+                    f"postgres: not accepting connections after {self.timeout:.0f}s. "
+                    f"Log: {self.log}"
+                )
+            time.sleep(0.5)
         _ensure_airflow_db()
 
     def probe(self) -> str | None:
@@ -111,11 +114,25 @@ class Postgres(Service):
             return None
         return pid if pid_alive(pid) else None
 
+    def main_pid(self) -> int | None:
+        """The postmaster (its supervisor's job is `runuser` when the stack runs as root)."""
+        return self.pid()
+
     def stop(self) -> None:
+        supervisor = read_pid(self.name)
         if self.pid():
             _run_pg(
                 [pg_bin("pg_ctl"), "-D", str(PG_DATA), "-m", "fast", "-w", "stop"], "pg_ctl stop"
             )
+        if supervisor:  # it exits once the postmaster has; stopped anyway if it is restarting
+            stop_tree(self.name, supervisor, timeout=STOP_TIMEOUT + 10, leader_only=True)
+        pid_file(self.name).unlink(missing_ok=True)
+
+
+def _accepting() -> bool:
+    """True once the postmaster accepts connections on its socket (pg_isready)."""
+    ready = [pg_bin("pg_isready"), "-q", "-h", str(PG_SOCKET), "-p", str(port())]
+    return subprocess.run(as_postgres(ready), capture_output=True).returncode == 0
 
 
 def pg_bin(tool: str) -> str:

@@ -14,13 +14,13 @@ from pathlib import Path
 from pipeline import config
 from script import supervise
 from script.jars import resolve_spark_jars, spark_jars
-from script.layout import REPO, RUN, STACK_CONF, UMASK, VENV_BIN
-from script.procs import pid_file, port_open, read_pid, spawn, stop_tree
+from script.layout import REPO, STACK_CONF, UMASK, VENV_BIN
+from script.procs import pid_file, port_open, read_pid, spawn, stop_tree, supervisor_state
 from script.services.base import Service
 
 # What spark_stream.py logs once it has warmed up and started its query.
 READY = "stream job ready"
-SUPERVISOR_STATE = RUN / "spark-stream.supervisor.json"
+SUPERVISOR_STATE = supervisor_state("spark-stream")
 
 
 class StreamJob(Service):
@@ -37,17 +37,7 @@ class StreamJob(Service):
 
     def start(self) -> None:
         env = stream_env()
-        supervised = [
-            sys.executable,
-            "-m",
-            "script",
-            "supervise",
-            "--state",
-            str(SUPERVISOR_STATE),
-            "--",
-            *stream_command(env),
-        ]
-        spawn(self.name, supervised, env)
+        spawn(self.name, stream_command(env), env)  # under the supervisor, as every service
 
     def probe(self) -> str | None:
         """Ready once the job has logged READY since this supervisor last started it."""
