@@ -109,6 +109,32 @@ def spawn(name: str, cmd: list[str], env: dict[str, str] | None = None) -> int:
     return proc.pid
 
 
+def trees_cpu(roots: dict[str, int]) -> dict[str, dict[int, float]]:
+    """For each named root pid: the CPU seconds (user plus system, its own only) of each live
+    process of its tree, by pid; one read of /proc for all of them."""
+    children: dict[int, list[int]] = {}
+    own: dict[int, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(") ", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        pid = int(stat.parent.name)
+        children.setdefault(int(fields[1]), []).append(pid)
+        own[pid] = (int(fields[11]) + int(fields[12])) / tick
+    out: dict[str, dict[int, float]] = {}
+    for name, root in roots.items():
+        tree, todo = {}, [root]
+        while todo:
+            pid = todo.pop()
+            if pid in own:
+                tree[pid] = own[pid]
+            todo.extend(children.get(pid, []))
+        out[name] = tree
+    return out
+
+
 def process_tree(root: int) -> list[int]:
     """``root`` and all its descendants, from /proc."""
     children: dict[int, list[int]] = {}
@@ -163,20 +189,6 @@ def memory_kb(pid: int) -> tuple[int, int]:
         except (OSError, ValueError):
             continue
     return pss, rss
-
-
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU seconds the process tree of ``pid`` has used so far: /proc/PID/stat
-    fields 14-17 of each live process in it, its own time and that of the children it has
-    reaped (an Airflow task, a Spark Python worker that ended)."""
-    ticks = 0
-    for p in process_tree(pid):
-        try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(") ", 1)[1].split()
-        except OSError:
-            continue  # gone meanwhile
-        ticks += sum(int(f) for f in fields[11:15])
-    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def write_secret(path: Path, text: str) -> None:

@@ -5,6 +5,9 @@ load generator's records and the JSON document. The figures themselves are print
 from __future__ import annotations
 
 import json
+import select
+import subprocess
+import sys
 from pathlib import Path
 
 from pipeline import contract
@@ -170,3 +173,40 @@ def test_a_side_job_reads_the_batch_timings_its_stream_job_logs(tmp_path: Path) 
     assert job.batch_timings() == [
         {"addBatch": 210, "walCommit": 12, "triggerExecution": 260, "numInputRows": 480}
     ]
+
+
+def test_the_cpu_meter_keeps_what_a_process_used_before_it_ended() -> None:
+    """A child that burns CPU and exits between the meter's start and its end still counts (a
+    tree's total would lose it, or go negative)."""
+    from script.benchmark.memory import CpuMeter
+
+    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.6: pass"
+    parent_code = (
+        "import subprocess, sys, time\n"
+        "sys.stdin.readline()\n"
+        f"subprocess.run([sys.executable, '-c', {burn!r}])\n"
+        "print('done', flush=True)\n"
+        "time.sleep(30)\n"
+    )
+    parent = subprocess.Popen(
+        [sys.executable, "-c", parent_code],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        meter = CpuMeter({"tree": parent.pid})
+        assert parent.stdin is not None and parent.stdout is not None
+        parent.stdin.write("go\n")
+        parent.stdin.flush()
+        while not _has_line(parent):  # sampled while the child burns, until the parent says
+            meter.sample()
+    finally:
+        parent.kill()
+        parent.wait()
+    assert meter.used()["tree"] >= 0.5
+
+
+def _has_line(process: subprocess.Popen) -> bool:
+    """Whether ``process`` has written a line (waits 50 ms at most)."""
+    return bool(select.select([process.stdout], [], [], 0.05)[0])

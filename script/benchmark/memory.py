@@ -12,7 +12,7 @@ import os
 import time
 from pathlib import Path
 
-from script.procs import cpu_seconds, memory_kb
+from script.procs import memory_kb, trees_cpu
 from script.services import ALL, STACK, Service
 
 _LISTEN = "0A"  # TCP state LISTEN in /proc/net/tcp
@@ -76,23 +76,44 @@ def service_pss_mb() -> dict[str, float]:
     return {name: memory_kb(pid)[0] / 1024 for name, pid in service_pids().items()}
 
 
-def cpu_snapshot(extra: dict[str, int] | None = None) -> dict[str, float]:
-    """CPU seconds used so far by each running service (the on-demand ones included) and by
-    the ``extra`` processes, by name; each whole process tree counted."""
-    pids = {**service_pids(ALL), **(extra or {})}
-    return {name: cpu_seconds(pid) for name, pid in pids.items()}
+class CpuMeter:
+    """CPU seconds each running service (the on-demand ones included) and each ``extra``
+    process uses from the meter's start to its last ``sample``, each whole process tree counted.
 
+    Each process is followed on its own: one that ends between two samples keeps what it had
+    used at the last one (a Spark Python worker that exits, an Airflow task), where a tree's
+    total would lose all of it; one that starts after the first sample counts from zero.
+    """
 
-def cpu_used(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
-    """CPU seconds each process used between two snapshots (those in both)."""
-    return {name: after[name] - before[name] for name in after if name in before}
+    def __init__(self, extra: dict[str, int] | None = None) -> None:
+        self._roots = {**service_pids(ALL), **(extra or {})}
+        self._first: dict[int, float] = {}
+        self._last: dict[int, tuple[str, float]] = {}
+        self.sample(first=True)
+
+    def sample(self, first: bool = False) -> None:
+        for name, tree in trees_cpu(self._roots).items():
+            for pid, used in tree.items():
+                if first:
+                    self._first[pid] = used
+                self._last[pid] = (name, used)
+
+    def used(self) -> dict[str, float]:
+        """Seconds per name, after a last sample."""
+        self.sample()
+        out = dict.fromkeys(self._roots, 0.0)
+        for pid, (name, used) in self._last.items():
+            out[name] += used - self._first.get(pid, 0.0)
+        return out
 
 
 def idle_cpu(seconds: float) -> dict[str, float]:
     """Each running service's share of one core (%) over ``seconds``, its whole tree counted;
     the stream job and the pipeline page (on-demand services) included."""
-    before = cpu_snapshot()
+    meter = CpuMeter()
     began = time.monotonic()
-    time.sleep(seconds)  # the measurement's span
+    while time.monotonic() - began < seconds:  # the measurement's span
+        time.sleep(min(1.0, max(0.0, seconds - (time.monotonic() - began))))
+        meter.sample()
     span = time.monotonic() - began
-    return {name: 100 * used / span for name, used in cpu_used(before, cpu_snapshot()).items()}
+    return {name: 100 * used / span for name, used in meter.used().items()}

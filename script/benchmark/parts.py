@@ -12,7 +12,7 @@ from typing import Any
 from pipeline import config, contract, producer
 from pipeline.randomuser import RandomUserClient
 from script.benchmark import stats
-from script.benchmark.memory import cpu_snapshot, cpu_used, idle_cpu, service_pss_mb
+from script.benchmark.memory import CpuMeter, idle_cpu, service_pss_mb
 from script.harness.side import WORKER, LoadGen, SideJob, drop_topic
 from script.layout import REPO, StackError
 from script.services.stream import stream_env
@@ -55,15 +55,16 @@ def offered_window(
     memory: dict[str, float] = {}
     batches_before = len(job.batch_timings())
     gen = LoadGen(job.topic, rate, seconds=seconds, tag=tag)
-    cpu_before = cpu_snapshot({SIDE_JOB: job.proc.pid} if job.proc else {})
+    cpu = CpuMeter({SIDE_JOB: job.proc.pid} if job.proc else {})
     while gen.running:
+        cpu.sample()
         lags.append(job.lag())
         if sample_memory and not memory and time.time() * 1000 - gen.start_ms > seconds * 500:
             memory = {**service_pss_mb(), SIDE_JOB: job.pss_mb()}
         time.sleep(0.5)
     report = gen.wait()
     drained = job.wait_drained(timeout=max(120.0, 4 * seconds))
-    cpu = cpu_used(cpu_before, cpu_snapshot({SIDE_JOB: job.proc.pid} if job.proc else {}))
+    used = cpu.used()
     rows = job.rows(report["start_ms"], report["end_ms"] + 1)
     latencies = [w / 1000 - p for p, w in rows]
     result: dict[str, Any] = {
@@ -79,7 +80,7 @@ def offered_window(
         # What the window's users cost each process (the sending, then the catching up), and
         # the phases of the batches that read them.
         "cpu_seconds_per_1000": {
-            name: 1000 * used / max(1, report["sent"]) for name, used in cpu.items()
+            name: 1000 * cpu_s / max(1, report["sent"]) for name, cpu_s in used.items()
         },
         "batch_timings": job.batch_timings()[batches_before:],
     }
