@@ -36,15 +36,14 @@ NOT_RUN_HERE = {
     "./run.sh clean --all": "deletes the venv the suite runs in",
     "./run.sh stream stop": "stops the user's job: tests/test_self_healing.py stops side jobs",
     "./run.sh bench": "minutes of load: tests/test_benchmark.py; `bench --help` runs here",
-    "./run.sh bench --parts producer": "a benchmark part: `bench --help` runs here",
     "./run.sh bench --parts idle": "minutes of measurement: `bench --help` runs here",
     "./run.sh bench --runs 1 --seconds 10 --parts latency,memory": (
         "a side stream job under load beside the user's: tests/test_benchmark.py tests the "
         "parts' figures; `bench --help` runs here"
     ),
-    "./run.sh bench --search-seconds 60 --rate-step 4000 --rate-ceiling 12000 "
-    "--rate-resolution 1000": "the figures' run, an hour of load: `bench --help` runs here",
     "./run.sh faults": "minutes of faults: tests/test_faults.py runs every scenario, shorter",
+    "./run.sh faults --scenarios cassandra": "minutes of faults: tests/test_faults.py runs "
+    "this scenario, shorter",
     "./run.sh chaos": "30 minutes of faults by default: tests/test_chaos.py runs 3 min",
     "./run.sh chaos --minutes 30 --seed 7": "half an hour: tests/test_chaos.py runs 3 min",
     "./run.sh down airflow && USERS_API_URL=http://127.0.0.1:8765/api/ ./run.sh up airflow": (
