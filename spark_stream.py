@@ -114,6 +114,8 @@ SESSION_CONF: dict[str, str] = {
     "spark.sql.streaming.stopTimeout": "10000",
     "spark.ui.showConsoleProgress": "false",
     "spark.sql.streaming.metricsEnabled": "true",
+    # Python workers without Spark's zips and jar on their path (pipeline/spark_daemon.py).
+    "spark.python.daemon.module": "pipeline.spark_daemon",
 }
 
 
