@@ -4,26 +4,35 @@ no zip or jar on its ``sys.path``.
 Spark puts ``pyspark.zip``, py4j's zip and spark-core's jar on its Python workers' PYTHONPATH,
 and pyspark's worker calls ``importlib.invalidate_caches()`` for every task, which reads the
 directory of each of those archives again, in pure Python: about half a worker's CPU at 1,000
-users/s. pyspark and py4j are installed where the job runs (the venv, the images), so the
-workers import them from there; the daemon forks them with this ``sys.path``.
+users/s. Where pyspark and py4j are installed (the local stack's venv), the workers import them
+from there; the daemon forks them with that ``sys.path``. Where they are not (the images, with
+Spark's own distribution), the path stays as Spark made it.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 
 ARCHIVES = (".zip", ".jar")
 
 
+NEEDED = ("pyspark", "py4j")  # what the workers import from the archives otherwise
+
+
 def without_archives(paths: list[str]) -> list[str]:
-    """``paths`` without the zip and jar files."""
-    return [p for p in paths if not p.endswith(ARCHIVES)]
+    """``paths`` without the zip and jar files when the packages the workers need are in one of
+    the others (a pip-installed pyspark, as in the local stack); else ``paths`` unchanged (an
+    image with Spark's own distribution, whose Python lives in those zips)."""
+    rest = [p for p in paths if not p.endswith(ARCHIVES)]
+    found = all(any(os.path.isdir(os.path.join(p or ".", name)) for p in rest) for name in NEEDED)
+    return rest if found else list(paths)
 
 
 def main() -> None:
     sys.path[:] = without_archives(sys.path)
     for path in list(sys.path_importer_cache):
-        if path.endswith(ARCHIVES):
+        if path.endswith(ARCHIVES) and path not in sys.path:
             del sys.path_importer_cache[path]
     from pyspark import daemon
 

@@ -424,3 +424,16 @@ def test_the_job_stops_naming_the_set_up_when_a_table_is_missing(
     assert f"table {dead} does not exist (CASSANDRA_DEAD_LETTER_TABLE)" in line
     assert "`./run.sh up`" in line and "cassandra-init" in line
     assert tables == {}  # the job did not create it
+
+
+def test_the_python_daemon_drops_spark_archives_only_where_pyspark_is_installed(
+    tmp_path: Path,
+) -> None:
+    from pipeline.spark_daemon import without_archives
+
+    archives = [str(tmp_path / "pyspark.zip"), str(tmp_path / "spark-core_2.12-3.5.7.jar")]
+    site = tmp_path / "site-packages"
+    assert without_archives([*archives, str(site)]) == [*archives, str(site)]  # nothing there
+    (site / "pyspark").mkdir(parents=True)
+    (site / "py4j").mkdir()
+    assert without_archives([*archives, str(site), "/opt/app"]) == [str(site), "/opt/app"]
