@@ -225,20 +225,18 @@ class CassandraSink:
                 raise
             except Exception as exc:  # noqa: BLE001 - retried until stop, then re-raised
                 self.alive_at = time.monotonic()
-                if self._stop.is_set():
-                    log.warning("batch %d: abandoned while stopping (it is replayed)", batch_id)
-                    raise
-                delay = RETRY_DELAYS[min(attempt, len(RETRY_DELAYS)) - 1]
-                log.warning(
-                    "batch %d: write failed (attempt %d: %s); retrying in %.1f s",
-                    batch_id,
-                    attempt,
-                    first_line(exc),
-                    delay,
-                )
-                self._stop.wait(delay)
-                self._wait_for_cassandra(batch_id)
-                if self._stop.is_set():
+                if not self._stop.is_set():
+                    delay = RETRY_DELAYS[min(attempt, len(RETRY_DELAYS)) - 1]
+                    log.warning(
+                        "batch %d: write failed (attempt %d: %s); retrying in %.1f s",
+                        batch_id,
+                        attempt,
+                        first_line(exc),
+                        delay,
+                    )
+                    self._stop.wait(delay)
+                    self._wait_for_cassandra(batch_id)
+                if self._stop.is_set():  # asked to stop, before or while waiting
                     log.warning("batch %d: abandoned while stopping (it is replayed)", batch_id)
                     raise
         log.info(

@@ -188,9 +188,9 @@ def cost_part(args: argparse.Namespace, figures: report.Figures, details: dict[s
         windows[args.rate] = details["latency"]
     for rate in args.cost_rates:
         if rate not in windows:
-            windows[rate] = [parts.cost(rate, args.seconds, args.warm_seconds)]
-            for _ in range(args.runs - 1):
-                windows[rate].append(parts.cost(rate, args.seconds, args.warm_seconds))
+            windows[rate] = [
+                parts.cost(rate, args.seconds, args.warm_seconds) for _ in range(args.runs)
+            ]
     details["cost"] = {
         str(rate): [w["cpu_seconds_per_1000"] for w in ws] for rate, ws in windows.items()
     }
