@@ -134,6 +134,11 @@ KAFKA_OPTIONS: dict[str, str] = {
     "fetchOffset.retryIntervalMs": "1000",
     "kafka.request.timeout.ms": "10000",
     "kafka.default.api.timeout.ms": "10000",
+    # Spark asks a partition's consumer for its offset range after every poll. The broker
+    # answers that after the fetch the consumer sent ahead, which it holds until new messages
+    # come or `fetch.max.wait.ms` (default 500 ms) passes: when the load stops, the last batch
+    # waited that long twice for each partition. Answered at once, it does not wait.
+    "kafka.fetch.max.wait.ms": "0",
 }
 
 # Exit statuses, for the supervisor: 0 stopped on request, 1 worth another try, 2 needs a fix.
