@@ -116,6 +116,14 @@ SESSION_CONF: dict[str, str] = {
     "spark.sql.streaming.metricsEnabled": "true",
     # Python workers without Spark's zips and jar on their path (pipeline/spark_daemon.py).
     "spark.python.daemon.module": "pipeline.spark_daemon",
+    # Each batch writes two checkpoint files. Through Hadoop's FileContext on a local disk
+    # that started ten processes per file (`readlink` for every path it resolves, `chmod` for
+    # the file and its checksum: Hadoop's native library is not there): most of each commit's
+    # 45 ms. Through the FileSystem API, without checksum files, it is one `chmod`.
+    "spark.sql.streaming.checkpointFileManagerClass": (
+        "org.apache.spark.sql.execution.streaming.FileSystemBasedCheckpointFileManager"
+    ),
+    "spark.hadoop.fs.file.impl": "org.apache.hadoop.fs.RawLocalFileSystem",
 }
 
 
