@@ -66,8 +66,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_checked(
         "--warm-seconds",
         SECONDS,
-        default=10,
-        help="load a fresh job gets before its clock starts (default 10)",
+        default=30,
+        help="load a fresh job gets before its clock starts (default 30: the user's job runs "
+        "for hours, and a JVM's compiled code takes that long to settle)",
     )
     p.add_checked("--p99-limit", SECONDS, default=3.0, help="rate search: p99 limit in s")
     p.add_checked("--rate-step", RATE, default=2000, help="rate search: step up by")
