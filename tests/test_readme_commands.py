@@ -41,9 +41,6 @@ NOT_RUN_HERE = {
         "a side stream job under load beside the user's: tests/test_benchmark.py tests the "
         "parts' figures; `bench --help` runs here"
     ),
-    "./run.sh bench --runs 3 --parts floor,latency,cost --seconds 30": (
-        "the figures' second run, minutes of load: `bench --help` runs here"
-    ),
     "./run.sh faults": "minutes of faults: tests/test_faults.py runs every scenario, shorter",
     "./run.sh faults --scenarios cassandra": "minutes of faults: tests/test_faults.py runs "
     "this scenario, shorter",
