@@ -124,6 +124,9 @@ SESSION_CONF: dict[str, str] = {
         "org.apache.spark.sql.execution.streaming.FileSystemBasedCheckpointFileManager"
     ),
     "spark.hadoop.fs.file.impl": "org.apache.hadoop.fs.RawLocalFileSystem",
+    # spark-submit has cached a checksumming local file system (for `--jars`) before this
+    # session exists: without this, the checkpoint would get that one, not the one above.
+    "spark.hadoop.fs.file.impl.disable.cache": "true",
 }
 
 
