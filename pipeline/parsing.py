@@ -309,9 +309,16 @@ def _header(source: str) -> Column:
     return F.expr(f"try_cast(cast({first} AS STRING) AS INT)").alias(source)
 
 
+def valid_selection() -> tuple[Column, list[Column]]:
+    """What ``valid_rows`` keeps: (the condition, the contract columns), as expressions that
+    fit any DataFrame ``classify`` returns, so a caller may build them once."""
+    return F.col(REASON).isNull(), [F.col(name) for name in FIELD_NAMES]
+
+
 def valid_rows(classified: DataFrame) -> DataFrame:
     """The contract columns of the messages ``classify`` found valid."""
-    return classified.where(F.col(REASON).isNull()).select(*FIELD_NAMES)
+    condition, columns = valid_selection()
+    return classified.where(condition).select(*columns)
 
 
 def rejected_rows(classified: DataFrame) -> DataFrame:
