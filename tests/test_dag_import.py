@@ -30,9 +30,31 @@ def test_dags_folder_has_no_import_errors(dagbag) -> None:
 
 def test_user_automation_runs_daily_without_catchup(dagbag) -> None:
     dag = dagbag.dags[config.DAG_ID]
-    assert dag.schedule == "@daily"
+    assert dag.timetable.expression == "0 0 * * *"  # @daily
     assert dag.catchup is False
     assert type(dag.timetable).__name__ == "CronTriggerTimetable"
+
+
+@pytest.mark.parametrize("hour, minute", [(0, 50), (2, 0), (12, 0), (23, 51)])
+def test_a_new_dag_first_runs_at_the_next_midnight_whenever_it_appears(
+    dagbag, monkeypatch, hour: int, minute: int
+) -> None:
+    """The scheduler's first run of the DAG, as it computes it when the DAG appears (a first
+    `./run.sh`): the next midnight, never the one just gone (a run nobody asked for)."""
+    import airflow.timetables.trigger as trigger
+    import pendulum
+    from airflow.serialization.encoders import coerce_to_core_timetable
+    from airflow.timetables.base import TimeRestriction
+
+    now = pendulum.datetime(2026, 12, 4, hour, minute, tz="UTC")
+    monkeypatch.setattr(trigger, "utcnow", lambda: now)
+    timetable = coerce_to_core_timetable(dagbag.dags[config.DAG_ID].timetable)
+    first = timetable.next_dagrun_info(
+        last_automated_data_interval=None,
+        restriction=TimeRestriction(earliest=None, latest=None, catchup=False),
+    )
+    assert first is not None
+    assert first.run_after == pendulum.datetime(2026, 12, 5, tz="UTC")
 
 
 def test_user_automation_has_one_task_that_streams_users(dagbag) -> None:
