@@ -223,9 +223,10 @@ class CassandraSink:
     def __init__(self, spark: SparkSession, cassandra: CassandraSettings, stop: threading.Event):
         self._cassandra = cassandra
         self._stop = stop
-        self._append_valid = PreparedAppend(
-            spark, parsing.valid_selection(), self._options(cassandra.table)
-        )
+        self._spark = spark
+        # Bumped after a failed write: the next one gets a session of its own (``_options``).
+        self._session_generation = 0
+        self._append_valid = self._prepare_append()
         self._jvm = spark.sparkContext._jvm
         self._messages = spark.sparkContext.accumulator(0)
         self._rejected = spark.sparkContext.accumulator(0)
@@ -270,6 +271,7 @@ class CassandraSink:
                 raise
             except Exception as exc:  # noqa: BLE001 - retried until stop, then re-raised
                 self.alive_at = time.monotonic()
+                self._renew_session()
                 if not self._stop.is_set():
                     delay = RETRY_DELAYS[min(attempt, len(RETRY_DELAYS)) - 1]
                     log.warning(
@@ -317,9 +319,9 @@ class CassandraSink:
             else:
                 break
         if away and not self._stop.is_set():
-            # The connector's session saw every node go: the next write opens a new one rather
-            # than wait for that one to find its way back.
-            self._jvm.com.datastax.spark.connector.cql.CassandraConnector.evictCache()
+            # The failed write's session saw every node go: renew it once more now that
+            # Cassandra answers, so the next write begins with a session that sees it.
+            self._renew_session()
             self.alive_at = time.monotonic()
             log.info(
                 "batch %d: Cassandra answers again after %.0f s; writing",
@@ -341,7 +343,32 @@ class CassandraSink:
             "keyspace": self._cassandra.keyspace,
             "table": table,
             **write_options(self._cassandra),
+            # The connector keeps one session per distinct connection settings; this one,
+            # a millisecond more per generation, makes the next write's session a new one.
+            "spark.cassandra.connection.keepAliveMS": str(
+                int(CONNECTOR_CONF["spark.cassandra.connection.keepAliveMS"])
+                + self._session_generation
+            ),
         }
+
+    def _prepare_append(self) -> PreparedAppend:
+        return PreparedAppend(
+            self._spark, parsing.valid_selection(), self._options(self._cassandra.table)
+        )
+
+    def _renew_session(self) -> None:
+        """Let the next write open a new connector session instead of the failed one's.
+
+        A session that asked for the schema while its node was away can stay stuck: the Java
+        driver (4.x) never clears a schema refresh that failed before it began, so every later
+        one waits for it forever, uninterruptibly (seen here as a write hanging in
+        ``Session.refreshSchema`` after Cassandra came back, until the watchdog restarted the
+        JVM; the same bug is scylladb/java-driver#841). The old session is closed once no
+        write holds it (``evictCache``, and the connector's keep-alive).
+        """
+        self._session_generation += 1
+        self._append_valid = self._prepare_append()
+        self._jvm.com.datastax.spark.connector.cql.CassandraConnector.evictCache()
 
     def _append(self, rows: DataFrame, table: str) -> None:
         rows.write.format(CASSANDRA_FORMAT).options(**self._options(table)).mode("append").save()
