@@ -23,6 +23,7 @@ import argparse
 import json
 import logging
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -182,15 +183,16 @@ class Supervisor:
         self.state.job_pid = job.pid
         self.state.save(self.state_path)
         log.info("started %s (pid %d)", Path(self.command[0]).name, job.pid)
+        exits = ExitWatch(job)
         try:
             while True:
-                try:
-                    return job.wait(timeout=0.5)
-                except subprocess.TimeoutExpired:
-                    pass
+                code = exits.wait(0.5)
+                if code is not None:
+                    return code
                 if self.stopping:
                     return self._stop(job)
         finally:
+            exits.close()
             # Whatever the job left behind in its group (e.g. the PySpark driver after a JVM
             # crash) must not outlive it: the next start would find the port or files held.
             _signal_group(job.pid, signal.SIGKILL)
@@ -210,6 +212,34 @@ class Supervisor:
             log.warning("job still running %.0f s after SIGTERM: SIGKILL", self.stop_timeout)
             _signal_group(job.pid, signal.SIGKILL)
             return job.wait()
+
+
+class ExitWatch:
+    """Wait for a child to exit while asleep. ``Popen.wait(timeout)`` polls every 50 ms: each
+    idle supervisor woke 20 times a second, 0.07 % of a core, a dozen of them in the stack.
+    Linux's pidfd becomes readable when the child exits; elsewhere, Popen's polling."""
+
+    def __init__(self, job: subprocess.Popen) -> None:
+        self.job = job
+        try:
+            self.fd: int | None = os.pidfd_open(job.pid)
+        except (AttributeError, OSError):
+            self.fd = None
+
+    def wait(self, timeout: float) -> int | None:
+        """The child's exit status, or None if it still runs after ``timeout`` seconds."""
+        if self.fd is None:
+            try:
+                return self.job.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                return None
+        select.select([self.fd], [], [], timeout)
+        return self.job.poll()
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
 
 
 def main(argv: list[str]) -> int:

@@ -199,3 +199,19 @@ def test_a_finished_supervisor_says_why_it_did_not_restart() -> None:
         "spark-stream restarts 0; supervisor ended after job exit 2 at 08:00:00: "
         "a configuration problem, not restarted (see the log)"
     )
+
+
+@pytest.mark.parametrize("pidfd", [True, False], ids=["pidfd", "polling"])
+def test_the_exit_watch_sleeps_until_the_job_exits_and_gives_its_status(pidfd: bool) -> None:
+    job = subprocess.Popen([sys.executable, "-c", "import sys, time; time.sleep(1); sys.exit(3)"])
+    exits = supervise.ExitWatch(job)
+    if not pidfd:
+        exits.close()  # as where Linux's pidfd is missing: Popen's own polling
+    try:
+        assert exits.wait(0.1) is None  # still running
+        while (code := exits.wait(0.5)) is None:
+            pass
+        assert code == 3
+    finally:
+        exits.close()
+        job.wait()
