@@ -433,7 +433,33 @@ def build_session(settings: Settings) -> SparkSession:
     )
     spark.sparkContext.setLogLevel("WARN")
     require_data_sources(spark, KAFKA_FORMAT, CASSANDRA_FORMAT)
+    set_driver_properties(spark, driver_properties(cassandra.keyspace))
     return spark
+
+
+def driver_properties(keyspace: str) -> dict[str, str]:
+    """Settings of the connector's Java driver that the connector has no option for.
+
+    The connector refreshes the driver's schema metadata before every write: 13 requests, 13-15
+    ms of a batch at 1,000 users/s. Only the job's keyspace, and no schema agreement check
+    first (the job changes no schema), halve that (`refreshSchema` p50 32 -> 17 ms on a busy
+    stack, 14 -> 8 ms on a quiet one).
+    """
+    prefix = "datastax-java-driver.advanced."
+    return {
+        f"{prefix}metadata.schema.refreshed-keyspaces.0": keyspace,
+        f"{prefix}control-connection.schema-agreement.timeout": "0s",
+        f"{prefix}control-connection.schema-agreement.warn-on-failure": "false",
+    }
+
+
+def set_driver_properties(spark: SparkSession, properties: dict[str, str]) -> None:
+    """Set ``properties`` as the driver JVM's system properties, where the Java driver reads
+    overrides of its configuration when the connector opens its first session (after this:
+    nothing has opened one yet)."""
+    system = spark.sparkContext._jvm.java.lang.System
+    for name, value in properties.items():
+        system.setProperty(name, value)
 
 
 def require_data_sources(spark: SparkSession, *names: str) -> None:
