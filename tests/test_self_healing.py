@@ -2,12 +2,12 @@
 
 Each test runs a supervised job of its own (``script.faults.rig.SupervisedJob``: ``./run.sh
 supervise -- spark-submit ...``, as ``./run.sh stream`` does) on its own topic, keyspace, role
-and checkpoint, offers users at a steady rate, breaks something (Cassandra frozen, SIGTERM while
-a write is retrying, a topic that does not exist yet, a message Cassandra would refuse), and then
-counts: every user the broker acknowledged is one row in Cassandra, equal to what was sent, and
-nothing else is. Cassandra stopped, the broker restarted and the job SIGKILLed are the fault
-scenarios (tests/test_faults.py). A stream job that was already running (the user's) is checked
-to have caught up again.
+and checkpoint, offers users at a steady rate, breaks something (its Python workers frozen,
+Cassandra frozen, SIGTERM while a write is retrying, a topic that does not exist yet, a message
+Cassandra would refuse), and then counts: every user the broker acknowledged is one row in
+Cassandra, equal to what was sent, and nothing else is. Cassandra stopped, the broker restarted
+and the job SIGKILLed are the fault scenarios (tests/test_faults.py). A stream job that was
+already running (the user's) is checked to have caught up again.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,6 +27,7 @@ from kafka import KafkaProducer
 from pipeline import contract, producer
 from script import services
 from script.faults.rig import Feeder, SupervisedJob, users
+from script.procs import process_tree
 from spark_stream import CONNECTOR_CONF, NO_TOPIC_YET
 
 RATE = 1000  # users per second offered, as the issue asks
@@ -81,6 +83,33 @@ def cassandra_frozen() -> Iterator[None]:
         os.kill(pid, signal.SIGCONT)
 
 
+@contextmanager
+def python_workers_frozen(job: SupervisedJob) -> Iterator[list[int]]:
+    """The job's Python workers (its daemon and the workers it forked, which run the parse)
+    stopped with SIGSTOP for the block: the batch in flight waits for them without end and
+    without an error, a stuck task that nothing interrupts. Woken afterwards whatever happened
+    (those of a job that exited meanwhile then see their JVM gone and leave)."""
+    pid = job.job_pid()
+    assert pid, f"no job running; see {job.log}"
+    workers = [p for p in process_tree(pid) if b"spark_daemon" in cmdline(p)]
+    assert workers, f"the job has no Python workers; see {job.log}"
+    for worker in workers:
+        os.kill(worker, signal.SIGSTOP)
+    try:
+        yield workers
+    finally:
+        for worker in workers:
+            with suppress(ProcessLookupError):
+                os.kill(worker, signal.SIGCONT)
+
+
+def cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
 def test_a_stalled_query_fails_and_its_supervisor_restarts_it(
     side_job: Callable[..., SupervisedJob], user_pipeline_stays_healthy: None
 ) -> None:
@@ -88,8 +117,12 @@ def test_a_stalled_query_fails_and_its_supervisor_restarts_it(
     job.start()
     with Feeder(job.settings, RATE) as feeder:
         job.next_row(180)
-        with cassandra_frozen():  # the job's writes hang until their timeouts
+        first = job.job_pid()
+        # A Cassandra that does not answer is waited for (the job stays up, see the test
+        # below and tests/test_faults.py); a batch stuck in a task is the watchdog's case.
+        with python_workers_frozen(job):
             job.wait_for(lambda: job.restarts() >= 1, "restart by the supervisor", 120)
+        assert job.job_pid() != first
         job.next_row(180)
     assert_every_acked_user_is_one_equal_row(job, feeder)
     assert "no progress for" in job.text()
