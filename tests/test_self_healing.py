@@ -84,7 +84,7 @@ def cassandra_frozen() -> Iterator[None]:
 
 
 @contextmanager
-def python_workers_frozen(job: SupervisedJob) -> Iterator[list[int]]:
+def python_workers_frozen(job: SupervisedJob) -> Iterator[None]:
     """The job's Python workers (its daemon and the workers it forked, which run the parse)
     stopped with SIGSTOP for the block: the batch in flight waits for them without end and
     without an error, a stuck task that nothing interrupts. Woken afterwards whatever happened
@@ -96,7 +96,7 @@ def python_workers_frozen(job: SupervisedJob) -> Iterator[list[int]]:
     for worker in workers:
         os.kill(worker, signal.SIGSTOP)
     try:
-        yield workers
+        yield
     finally:
         for worker in workers:
             with suppress(ProcessLookupError):
