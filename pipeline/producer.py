@@ -444,7 +444,10 @@ class RunStats:
     sent: int = 0
     skipped: int = 0
     failed: int = 0
+    # Sending: from the first page in hand to the last send resolved; the rate's span. Waiting
+    # for the first page (a cold users API may take a second) is set-up, like the topic's.
     seconds: float = 0.0
+    first_page_seconds: float = 0.0
     most_in_flight: int = 0  # the most sends that awaited the broker at once
     most_pages_held: int = 0  # the most pages in memory at once (being sent or fetched ahead)
     skip_reasons: Counter[str] = field(default_factory=Counter)
@@ -468,6 +471,7 @@ class RunStats:
             "skipped": self.skipped,
             "failed": self.failed,
             "seconds": round(self.seconds, 3),
+            "first_page_seconds": round(self.first_page_seconds, 3),
             "rate_per_second": round(self.rate, 1),
             "paced_per_second": self.paced_per_second,
             "max_in_flight": self.max_in_flight,
@@ -481,7 +485,8 @@ class RunStats:
         pace = f", paced at {self.paced_per_second:g}/s" if self.paced_per_second else ""
         return (
             f"sent {self.sent}, skipped {self.skipped}, failed {self.failed} of {self.fetched} "
-            f"fetched in {self.seconds:.1f}s ({self.rate:.0f} users/s{pace}) to {self.topic}; "
+            f"fetched, sent in {self.seconds:.1f}s ({self.rate:.0f} users/s{pace}; the first page "
+            f"came {self.first_page_seconds:.1f}s after the start) to {self.topic}; "
             f"at most {self.most_in_flight} in flight (limit {self.max_in_flight}) and "
             f"{self.most_pages_held} page(s) held; "
             f"replay with USERS_SEED={self.seed} USERS_START_PAGE={self.first_page}"
@@ -521,17 +526,17 @@ def run(settings: Settings, run_id: str | None = None) -> RunStats:
     producer = create_producer(kafka)
     sender = Sender(producer, kafka, schema_id=schema_id)
     pages = Prefetcher(iter_batches(client, seed))
-    started = time.monotonic()
+    clock = Clock()
     try:
-        fetch_error = _produce(pages, sender, Pacer(api.per_second), stats)
+        fetch_error = _produce(pages, sender, Pacer(api.per_second), stats, clock)
         sender.flush()
     except BaseException as exc:
-        _finish(stats, producer, sender, pages, started)
+        _finish(stats, producer, sender, pages, clock)
         exc.add_note(f"producer counts: {stats.summary()}")
         if isinstance(exc, RunFailed):
             exc.stats = stats
         raise
-    _finish(stats, producer, sender, pages, started)
+    _finish(stats, producer, sender, pages, clock)
     if fetch_error is not None:
         raise RunFailed(f"{fetch_error} -- {stats.summary()}", stats) from fetch_error
     if stats.failed:
@@ -561,13 +566,28 @@ def publish_schema(settings: Settings) -> int:
     return schema_id
 
 
-def _produce(pages: Prefetcher, sender: Sender, pacer: Pacer, stats: RunStats) -> FetchError | None:
+class Clock:
+    """When a run started, and when its first page was in hand (``sending``: None before)."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self.sending: float | None = None
+
+    def first_page(self) -> None:
+        if self.sending is None:
+            self.sending = time.monotonic()
+
+
+def _produce(
+    pages: Prefetcher, sender: Sender, pacer: Pacer, stats: RunStats, clock: Clock
+) -> FetchError | None:
     """Send each served user of ``pages``, or count it skipped; stop at the first failed send.
 
     Returns the ``FetchError`` that ended the pages early, if one did.
     """
     try:
         for batch in pages:
+            clock.first_page()
             stats.fetched += len(batch.users)
             stats.last_page = batch.page
             for raw in batch.users:
@@ -586,7 +606,7 @@ def _produce(pages: Prefetcher, sender: Sender, pacer: Pacer, stats: RunStats) -
 
 
 def _finish(
-    stats: RunStats, producer: KafkaProducer, sender: Sender, pages: Prefetcher, started: float
+    stats: RunStats, producer: KafkaProducer, sender: Sender, pages: Prefetcher, clock: Clock
 ) -> None:
     """Close the producer (bounded: after a stall, queued sends may never resolve); count; log."""
     try:
@@ -594,7 +614,10 @@ def _finish(
     except KafkaTimeoutError as exc:  # sends still unresolved: counted, and the run fails
         log.warning("the producer closed with sends unresolved: %s", exc)
     finally:
-        stats.seconds = time.monotonic() - started
+        ended = time.monotonic()
+        sending = ended if clock.sending is None else clock.sending
+        stats.first_page_seconds = sending - clock.started
+        stats.seconds = ended - sending
         stats.sent = sender.delivered
         stats.failed = sender.failed
         stats.errors = sender.errors

@@ -129,12 +129,16 @@ def run_rows(session, c: config.CassandraSettings, since_ms: int) -> list[Any]:
 
 
 def rate_line(stats: dict[str, Any]) -> str:
-    """The rate a run was paced at and the one it reached, from its counts."""
+    """The rate a run was paced at and the one it reached over its sending, from its counts
+    (the wait for the users API's first page is not sending: it is said after)."""
     reached = float(stats.get("rate_per_second") or 0)
     asked = float(stats.get("paced_per_second") or 0)
+    span = f" in {float(stats.get('seconds') or 0):.1f} s of sending"
+    if stats.get("first_page_seconds") is not None:
+        span += f" (first page after {float(stats['first_page_seconds']):.1f} s)"
     if not asked:
-        return f"unpaced, reached {reached:,.0f} users/s"
-    return f"paced at {asked:,.0f} users/s, reached {reached:,.0f} ({reached / asked:.0%})"
+        return f"unpaced, reached {reached:,.0f} users/s{span}"
+    return f"paced at {asked:,.0f} users/s, reached {reached:,.0f} ({reached / asked:.0%}){span}"
 
 
 def add_arguments(parser: Parser) -> None:

@@ -220,6 +220,34 @@ def test_a_paced_run_sends_each_record_at_its_due_time_while_the_next_page_is_fe
         assert requested_ms[page - 1] < last_of_previous, page
 
 
+def test_a_run_s_rate_is_its_sending_the_wait_for_the_first_page_is_set_up(
+    kafka_bootstrap: str, topic: str, standin: StandIn
+) -> None:
+    """A users API that takes 2 s for the first page: that wait is reported on its own, and the
+    rate is over the sending only (a cold API must not read as a producer that fell behind)."""
+    rate, users = 400, 200
+    settings = settings_for(
+        kafka_bootstrap,
+        topic,
+        standin,
+        USERS_TOTAL=str(users),
+        USERS_SEED="first-page",
+        USERS_PER_SECOND=str(rate),
+    )
+    standin.clear()
+    standin.add_faults({"delay": 2.0})
+    stats = producer.run(settings)
+
+    messages = consume_all(kafka_bootstrap, topic)
+    sent_at = sorted(json.loads(m.value)["produced_at"] for m in messages)
+    assert (len(messages), stats.sent) == (users, users)
+    assert stats.first_page_seconds >= 2.0  # load only makes the wait longer
+    # The sending span holds every send, and the rate is taken over it alone.
+    assert stats.seconds >= (sent_at[-1] - sent_at[0] - 1) / 1000
+    assert stats.rate == pytest.approx(users / stats.seconds)
+    assert stats.as_dict()["first_page_seconds"] == round(stats.first_page_seconds, 3)
+
+
 def log_segments(bootstrap: str, topic: str) -> list[bytes]:
     """The bytes of each partition's log on the local broker, found through its log dirs."""
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
