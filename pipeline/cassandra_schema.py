@@ -314,30 +314,48 @@ def replicate(session: Session, settings: CassandraSettings) -> list[str]:
     return altered
 
 
-def copy_auth_to_every_replica(session: Session, attempts: int = 10) -> None:
+def copy_auth_to_every_replica(session: Session, within: float = 120) -> None:
     """Right after ``system_auth`` got more replicas, its rows (roles, grants) are still on one
-    node each: read every table of it at consistency ALL, which makes Cassandra write what a
-    replica lacks to it (blocking read repair), so a login holds whichever node answers. The
-    admin's own rights are cached meanwhile; a read refused while they are looked up is tried
-    again."""
+    node each, and a node may have cached the admin as unknown (a role read at LOCAL_QUORUM
+    from two new replicas finds nothing). Once every node has the new replication (schema
+    agreement), read every table of it at consistency ALL through each node in turn: that
+    makes Cassandra write what a replica lacks to it (blocking read repair), and a read a node
+    answers shows that it knows the admin as a superuser again. A node that refuses (its auth
+    caches expire within seconds) is asked again until ``within`` seconds have passed, then
+    ``CassandraUnavailable`` names the node and the fix."""
     from cassandra import ConsistencyLevel, DriverException
+    from cassandra.cluster import NoHostAvailable
     from cassandra.query import SimpleStatement
 
-    tables = session.cluster.metadata.keyspaces["system_auth"].tables
-    for table in sorted(tables):
-        query = SimpleStatement(
-            f"SELECT * FROM system_auth.{table}", consistency_level=ConsistencyLevel.ALL
-        )
-        for attempt in range(attempts):
-            try:
-                for _ in session.execute(query, timeout=30):
-                    pass
-                break
-            except DriverException as exc:
-                if attempt == attempts - 1:
-                    raise
-                log.info("cassandra: reading system_auth.%s at ALL again (%s)", table, exc)
-                time.sleep(1)
+    cluster = session.cluster
+    if not cluster.control_connection.wait_for_schema_agreement(wait_time=within):
+        log.warning("cassandra: the nodes do not agree on the schema yet; copying anyway")
+    deadline = time.monotonic() + within
+    tables = sorted(cluster.metadata.keyspaces["system_auth"].tables)
+    for host in sorted(cluster.metadata.all_hosts(), key=lambda h: str(h.endpoint)):
+        for table in tables:
+            query = SimpleStatement(
+                f"SELECT * FROM system_auth.{table}", consistency_level=ConsistencyLevel.ALL
+            )
+            while True:
+                try:
+                    for _ in session.execute(query, timeout=30, host=host):
+                        pass
+                    break
+                except (DriverException, NoHostAvailable) as exc:
+                    if time.monotonic() > deadline:
+                        raise CassandraUnavailable(
+                            f"node {host.endpoint} still refuses to read system_auth.{table} "
+                            f"at ALL {within:.0f} s after its replication changed ({exc}): is "
+                            "every node up (`./run.sh status`)? `./run.sh up` tries again"
+                        ) from exc
+                    log.info(
+                        "cassandra: reading system_auth.%s at ALL through %s again (%s)",
+                        table,
+                        host.endpoint,
+                        exc,
+                    )
+                    time.sleep(1)
 
 
 def check_schema(session: Session, settings: CassandraSettings) -> None:

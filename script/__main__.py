@@ -157,14 +157,14 @@ def cassandra_refusal(exc: Exception) -> str | None:
     logging.getLogger("script").info("Cassandra's driver: %r", exc)
     s = config.load().cassandra
     name, text = type(exc).__name__, str(exc)
+    first = text.strip().splitlines()[0][:200] if text.strip() else name
     if "authentic" in text.lower() or "credentials" in text.lower():
         why = f"refused the login of {s.username!r}; check {s.login_variables}"
-    elif name == "Unauthorized":
-        why = f"refused a query of {s.username!r}, which lacks the right; `./run.sh up` grants it"
+    elif name == "Unauthorized":  # its text names the role: the admin's or the stream job's
+        why = f"refused a query that lacks the right ({first}); `./run.sh up` grants the rights"
     elif name in ("NoHostAvailable", "OperationTimedOut") or name.endswith("Timeout"):
         why = f"did not answer ({name}): is it up? `./run.sh status`, {LOGS}/cassandra.log"
     else:
-        first = text.strip().splitlines()[0][:200] if text.strip() else name
         why = f"refused a query: {first}"
     return f"Cassandra at {s.host}:{s.port} {why}; its whole answer is in {TOOL_LOG}"
 
