@@ -94,6 +94,18 @@ FIELDS: tuple[Field, ...] = (
 SCHEMA_ID_HEADER = "schema-id"
 
 FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in FIELDS)
+# Every value of a served user that some field reads, as its dotted path.
+SERVED_PATHS: tuple[str, ...] = tuple(
+    part.path
+    for f in FIELDS
+    for part in (
+        (f.source,)
+        if isinstance(f.source, Served)
+        else f.source.parts
+        if isinstance(f.source, Joined)
+        else ()
+    )
+)
 PRIMARY_KEY = "id"
 
 
@@ -144,6 +156,11 @@ CQL_TYPES = {
 }
 
 
+# What ``validate`` checks of each field, looked up once: name, kind, Python type, required.
+_CHECKS = tuple((f.name, f.kind, _PY_TYPES[f.kind], f.required) for f in FIELDS)
+_FIELD_SET = frozenset(FIELD_NAMES)
+
+
 class InvalidRecord(ValueError):
     """A record that does not satisfy the contract; the message names the field."""
 
@@ -154,30 +171,26 @@ def validate(record: Mapping[str, Any]) -> None:
     Required fields must be present and non-empty; ``bool`` is not accepted as a long; a string
     must be encodable as UTF-8 (no lone surrogate) and at most ``MAX_STRING_BYTES`` long.
     """
-    extra = set(record) - set(FIELD_NAMES)
+    extra = record.keys() - _FIELD_SET
     if extra:
         raise InvalidRecord(f"unexpected field(s): {', '.join(sorted(extra))}")
-    for field in FIELDS:
-        value = record.get(field.name)
+    for name, kind, expected, required in _CHECKS:
+        value = record.get(name)
         if value is None or value == "":
-            if field.required:
-                raise InvalidRecord(f"missing required field {field.name!r}")
+            if required:
+                raise InvalidRecord(f"missing required field {name!r}")
             continue
-        expected = _PY_TYPES[field.kind]
         if not isinstance(value, expected) or isinstance(value, bool):
-            raise InvalidRecord(
-                f"field {field.name!r} must be {field.kind}, got {type(value).__name__}"
-            )
-        if field.kind == "long" and not LONG_MIN <= value <= LONG_MAX:
-            raise InvalidRecord(f"field {field.name!r} is outside the 64-bit range")
-        if field.kind == "string":
-            if value.isascii() and len(value) <= MAX_STRING_BYTES:
-                continue  # a byte a character, and no lone surrogate: most values, checked fast
+            raise InvalidRecord(f"field {name!r} must be {kind}, got {type(value).__name__}")
+        if kind == "long":
+            if not LONG_MIN <= value <= LONG_MAX:
+                raise InvalidRecord(f"field {name!r} is outside the 64-bit range")
+        elif value.isascii() and len(value) <= MAX_STRING_BYTES:
+            continue  # a byte a character, and no lone surrogate: most values, checked fast
+        else:
             try:
                 size = len(value.encode("utf-8"))
             except UnicodeEncodeError:  # a lone surrogate, served as a JSON escape ("\ud800")
-                raise InvalidRecord(
-                    f"field {field.name!r} is not UTF-8 (a lone surrogate)"
-                ) from None
+                raise InvalidRecord(f"field {name!r} is not UTF-8 (a lone surrogate)") from None
             if size > MAX_STRING_BYTES:
-                raise InvalidRecord(f"field {field.name!r} is over {MAX_STRING_BYTES} bytes")
+                raise InvalidRecord(f"field {name!r} is over {MAX_STRING_BYTES} bytes")

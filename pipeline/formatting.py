@@ -38,37 +38,17 @@ _Keys = tuple[str, ...]
 
 
 def _get(raw: Mapping[str, Any], keys: _Keys) -> Any:
+    """The value at ``keys``; ``_Missing`` when a step is absent or not an object, or the value
+    is null or a blank string."""
     node: Any = raw
-    for key in keys:
-        # dict, not Mapping: parsed JSON is always dicts, and the ABC check is 5x slower.
-        if not isinstance(node, dict) or key not in node:
-            raise _Missing(".".join(keys))
-        node = node[key]
-    if node is None or (isinstance(node, str) and not node.strip()):
+    try:
+        for key in keys:
+            node = node[key]
+    except (KeyError, TypeError):  # parsed JSON: only a dict has string keys
+        raise _Missing(".".join(keys)) from None
+    if node is None or (node.__class__ is str and (not node or node.isspace())):
         raise _Missing(".".join(keys))
     return node
-
-
-def _text(raw: Mapping[str, Any], keys: _Keys) -> str:
-    value = _get(raw, keys)
-    if not isinstance(value, str):
-        raise _Missing(".".join(keys), f"non-string ({type(value).__name__})")
-    return value
-
-
-def _text_or_int(raw: Mapping[str, Any], keys: _Keys) -> str:
-    """Postcodes and street numbers are served as int for some countries, str for others."""
-    value = _get(raw, keys)
-    if isinstance(value, bool) or not isinstance(value, (str, int)):
-        raise _Missing(".".join(keys), f"non-string ({type(value).__name__})")
-    return str(value)
-
-
-def _integer(raw: Mapping[str, Any], keys: _Keys) -> int:
-    value = _get(raw, keys)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise _Missing(".".join(keys), f"non-integer ({type(value).__name__})")
-    return value
 
 
 # A reader takes the served user and the send time and returns the field's value.
@@ -76,11 +56,33 @@ _Reader = Callable[[Mapping[str, Any], int], Any]
 
 
 def _served_reader(source: Served, kind: str) -> _Reader:
+    """A string, or with ``numeric`` a string or an int (postcodes and street numbers are
+    served as int for some countries, str for others), or for a long field an int."""
     keys = tuple(source.path.split("."))
+
+    def read_integer(raw: Mapping[str, Any], _: int) -> int:
+        value = _get(raw, keys)
+        if value.__class__ is not int:  # not a bool either
+            raise _Missing(source.path, f"non-integer ({type(value).__name__})")
+        return value
+
+    def read_text(raw: Mapping[str, Any], _: int) -> str:
+        value = _get(raw, keys)
+        if value.__class__ is not str:
+            raise _Missing(source.path, f"non-string ({type(value).__name__})")
+        return value
+
+    def read_text_or_int(raw: Mapping[str, Any], _: int) -> str:
+        value = _get(raw, keys)
+        if value.__class__ is str:
+            return value
+        if value.__class__ is not int:  # not a bool either
+            raise _Missing(source.path, f"non-string ({type(value).__name__})")
+        return str(value)
+
     if kind == "long":
-        return lambda raw, _: _integer(raw, keys)
-    read = _text_or_int if source.numeric else _text
-    return lambda raw, _: read(raw, keys)
+        return read_integer
+    return read_text_or_int if source.numeric else read_text
 
 
 def _reader(field: Field) -> _Reader:

@@ -1,11 +1,12 @@
 """Produce formatted users to Kafka: topic creation, producer settings, one full producer run.
 
 ``run(settings)`` is what the Airflow task calls (and ``python -m pipeline.producer``, for the
-benchmark and offline runs): fetch a page, format each user, validate it against the contract,
-send it keyed by its id, until the run's budget is spent; then flush, log and return the counts.
-Sends are paced at ``USERS_PER_SECOND`` (``Pacer``) and never more than
-``KAFKA_MAX_IN_FLIGHT_RECORDS`` await the broker (``Sender``); the next page is fetched meanwhile,
-never more than one ahead (``Prefetcher``): together they bound the producer's memory. A served
+benchmark and offline runs): a child process fetches the pages, formats each user, validates it
+against the contract and encodes it (``pipeline.preparer``), while this process stamps each
+record with its send time and sends it keyed by its id, until the run's budget is spent; then
+it flushes, logs and returns the counts. Sends are paced at ``USERS_PER_SECOND`` (``Pacer``)
+and never more than ``KAFKA_MAX_IN_FLIGHT_RECORDS`` await the broker (``Sender``); the child
+prepares one page ahead and fetches one more: together they bound the run's memory. A served
 entry that cannot become a record is a skip counted by its reason, never an error; a send that
 fails, or a broker that stops answering, stops the run, which fails with its counts.
 """
@@ -14,22 +15,20 @@ from __future__ import annotations
 
 import json
 import logging
-import queue
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import msgspec
 from kafka import KafkaAdminClient, KafkaProducer, codec
 from kafka.errors import KafkaTimeoutError, TopicAlreadyExistsError
 
 from pipeline import config, contract, registry
 from pipeline.config import KafkaSettings, Settings
-from pipeline.formatting import Skip, format_user
-from pipeline.randomuser import FetchError, RandomUserClient, iter_batches, run_seed
+from pipeline.preparer import Preparer, encode_key, encode_value, stamp
+from pipeline.randomuser import FetchError, run_seed
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +36,6 @@ CLIENT_ID = config.DAG_ID  # the Kafka client id names the DAG that produces
 _LOGGED_PROBLEMS = 10  # log the first few skips/failures one by one, then only count them
 # kafka-python's request timeout, unless the delivery timeout is shorter.
 REQUEST_TIMEOUT_MS = 30_000
-# Pages fetched while the current one is sent: with the in-flight bound, what bounds memory.
-PAGES_AHEAD = 1
 # A paced run that fell behind (the prefetch thread parsing a page holds the GIL for tens of ms)
 # sends the records it missed at once, but only this many seconds' worth: a longer stall is not
 # made up for, so it never ends in a flood.
@@ -159,19 +156,6 @@ def _partition_count(admin: KafkaAdminClient, topic: str, timeout: float = 15) -
         time.sleep(0.2)
 
 
-def encode_key(record: Mapping[str, Any]) -> bytes:
-    return str(record[contract.PRIMARY_KEY]).encode("utf-8")
-
-
-_ENCODER = msgspec.json.Encoder()
-
-
-def encode_value(record: Mapping[str, Any]) -> bytes:
-    """The record as compact UTF-8 JSON in the contract's field order; non-ASCII names stay as
-    they are (msgspec: the json module's output, several times faster)."""
-    return _ENCODER.encode(record)
-
-
 class Sender:
     """Validates and sends records; counts every send's outcome through its future.
 
@@ -222,6 +206,8 @@ class Sender:
         ``stall_seconds``; nothing is dropped, the queued sends stay counted.
         """
         limit = self.kafka.max_in_flight_records
+        if self.queued - self.delivered - self.failed < limit:
+            return  # most calls: room without taking the lock (only this thread adds sends)
         with self._resolved:
             resolved = self.delivered + self.failed
             give_up = time.monotonic() + self.stall_seconds
@@ -261,17 +247,24 @@ class Sender:
             return False
         if not room:
             self.wait_for_room()
-        future = self.producer.send(
-            self.topic, key=encode_key(record), value=encode_value(record), headers=self.headers
-        )
-        with self._resolved:
-            self.queued += 1
-            self.most_in_flight = max(
-                self.most_in_flight, self.queued - self.delivered - self.failed
-            )
-        future.add_callback(self._on_delivered)
-        future.add_errback(self._on_failed)
+        self.send_encoded(encode_key(record), encode_value(record))
         return True
+
+    def send_encoded(self, key: bytes, value: bytes) -> None:
+        """Queue a record already validated and encoded; the caller has made room for it."""
+        future = self.producer.send(self.topic, key=key, value=value, headers=self.headers)
+        # Only the sending thread adds sends; the broker's thread counts their outcomes.
+        self.queued += 1
+        in_flight = self.queued - self.delivered - self.failed
+        if in_flight > self.most_in_flight:
+            self.most_in_flight = in_flight
+        future.add_both(self._on_resolved)
+
+    def _on_resolved(self, outcome: Any) -> None:
+        if isinstance(outcome, BaseException):
+            self._on_failed(outcome)
+        else:
+            self._on_delivered(outcome)
 
     def _on_delivered(self, _metadata: Any) -> None:
         with self._resolved:
@@ -329,65 +322,6 @@ def send_records(
         sender.send(record)
     sender.flush()
     return sender
-
-
-_DONE = object()
-
-
-class Prefetcher:
-    """Iterates ``items`` while a background thread fetches up to ``ahead`` of them ahead.
-
-    The next page downloads while this one is formatted and sent. An item is held from when
-    its fetch starts until the caller asks for the one after it, and never more than
-    ``ahead + 1`` are held (``most_held`` says how many were): pages do not pile up in memory
-    when sending is slow. An exception raised by ``items`` is re-raised in the caller where
-    that item would have come; a caller that stops early stops the thread.
-    """
-
-    def __init__(self, items: Iterable[Any], ahead: int = PAGES_AHEAD) -> None:
-        self._items = items
-        self._limit = ahead + 1
-        self._ready: queue.Queue[tuple[Any, BaseException | None]] = queue.Queue()
-        self._room = threading.Condition()
-        self._stopped = False
-        self.held = 0
-        self.most_held = 0
-
-    def _pump(self) -> None:
-        try:
-            iterator = iter(self._items)
-            while True:
-                with self._room:
-                    while self.held >= self._limit and not self._stopped:
-                        self._room.wait()
-                    if self._stopped:
-                        return
-                    self.held += 1
-                    self.most_held = max(self.most_held, self.held)
-                item = next(iterator, _DONE)
-                self._ready.put((item, None))
-                if item is _DONE:
-                    return
-        except BaseException as exc:  # handed to the caller, never swallowed
-            self._ready.put((_DONE, exc))
-
-    def __iter__(self) -> Iterator[Any]:
-        threading.Thread(target=self._pump, name="prefetch", daemon=True).start()
-        try:
-            while True:
-                item, error = self._ready.get()
-                if error is not None:
-                    raise error
-                if item is _DONE:
-                    return
-                yield item
-                with self._room:  # the caller is done with ``item``
-                    self.held -= 1
-                    self._room.notify()
-        finally:
-            with self._room:
-                self._stopped = True
-                self._room.notify()
 
 
 def now_ms() -> int:
@@ -520,12 +454,17 @@ def run(settings: Settings, run_id: str | None = None) -> RunStats:
     log.info(
         "run: %s (%s) from %s, seed %s from page %d", budget, pace, api.url, seed, api.start_page
     )
-    schema_id = publish_schema(settings)
-    stats.partitions = ensure_topic(kafka)
-    client = RandomUserClient(api)
-    producer = create_producer(kafka)
+    # The child fetching and preparing the users starts first: it reaches the API while the
+    # schema, the topic and the producer are set up here.
+    pages = Preparer(api, seed)
+    try:
+        schema_id = publish_schema(settings)
+        stats.partitions = ensure_topic(kafka)
+        producer = create_producer(kafka)
+    except BaseException:
+        pages.close()
+        raise
     sender = Sender(producer, kafka, schema_id=schema_id)
-    pages = Prefetcher(iter_batches(client, seed))
     clock = Clock()
     try:
         fetch_error = _produce(pages, sender, Pacer(api.per_second), stats, clock)
@@ -579,36 +518,35 @@ class Clock:
 
 
 def _produce(
-    pages: Prefetcher, sender: Sender, pacer: Pacer, stats: RunStats, clock: Clock
+    pages: Preparer, sender: Sender, pacer: Pacer, stats: RunStats, clock: Clock
 ) -> FetchError | None:
-    """Send each served user of ``pages``, or count it skipped; stop at the first failed send.
-
-    Returns the ``FetchError`` that ended the pages early, if one did.
-    """
+    """Send each prepared record of ``pages``, stamped with its send time, and count each skip;
+    stop at the first failed send. Returns the ``FetchError`` that ended the pages early, if
+    one did."""
     try:
-        for batch in pages:
+        for page in pages:
             clock.first_page()
-            stats.fetched += len(batch.users)
-            stats.last_page = batch.page
-            for raw in batch.users:
+            stats.fetched += page.fetched
+            stats.last_page = page.page
+            for reason, uuid in page.skips:
+                _count_skip(stats, reason, uuid, page.page)
+            for key, head, tail in page.records:
                 pacer.wait()
                 sender.wait_for_room()  # so that produced_at is the time of the send
                 if sender.failed:
                     return None  # a send failed for good: the run fails, see run()
-                record = format_user(raw, now_ms())
-                if isinstance(record, Skip):
-                    _count_skip(stats, record.reason, raw, batch.page)
-                else:
-                    sender.send(record, room=True)
+                sender.send_encoded(key, stamp(head, tail, now_ms()))
     except FetchError as exc:
         return exc
     return None
 
 
 def _finish(
-    stats: RunStats, producer: KafkaProducer, sender: Sender, pages: Prefetcher, clock: Clock
+    stats: RunStats, producer: KafkaProducer, sender: Sender, pages: Preparer, clock: Clock
 ) -> None:
-    """Close the producer (bounded: after a stall, queued sends may never resolve); count; log."""
+    """Stop the child; close the producer (bounded: after a stall, queued sends may never
+    resolve); count; log."""
+    pages.close()
     try:
         producer.close(timeout=sender.kafka.delivery_timeout_seconds)
     except KafkaTimeoutError as exc:  # sends still unresolved: counted, and the run fails
@@ -630,13 +568,12 @@ def _finish(
             log.warning("skip reasons: %s", dict(stats.skip_reasons))
 
 
-def _count_skip(stats: RunStats, reason: str, raw: Any, page: int) -> None:
-    """Count a served entry that is not a record; log the first few (never the entry itself)."""
+def _count_skip(stats: RunStats, reason: str, uuid: str, page: int) -> None:
+    """Count a served entry that is not a record; log the first few by their ``login.uuid``
+    (``uuid`` is its repr), never the entry itself."""
     stats.skip_reasons[reason] += 1
     if sum(stats.skip_reasons.values()) <= _LOGGED_PROBLEMS:
-        login = raw.get("login") if isinstance(raw, dict) else None
-        uuid = login.get("uuid") if isinstance(login, dict) else None
-        log.warning("skipped user %r on page %d: %s", uuid, page, reason)
+        log.warning("skipped user %s on page %d: %s", uuid, page, reason)
 
 
 def main() -> int:

@@ -101,9 +101,12 @@ class RandomUserClient:
         session: requests.Session | None = None,
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
+        decode: Callable[[bytes], Any] | None = None,
     ) -> None:
         self.api = api
         self.session = session or requests.Session()
+        # How a body is parsed; like ``decode_json``, a ValueError for what is not JSON.
+        self._decode = decode or decode_json
         self._sleep = sleep
         self._rng = rng or random.Random()  # jitter only, not secrets
 
@@ -171,7 +174,7 @@ class RandomUserClient:
                 f"Check USERS_API_URL={self.api.url}."
             )
         try:
-            body = decode_json(response.content)
+            body = self._decode(response.content)
         except (ValueError, RecursionError) as exc:  # RecursionError: nested too deep
             raise _Retryable(f"body is not JSON ({len(response.content)} bytes: {exc})") from None
         if not isinstance(body, dict):

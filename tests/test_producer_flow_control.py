@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from kafka.future import Future
 
-from pipeline import config, producer
+from pipeline import config, preparer, producer
 from pipeline.formatting import Skip, format_user
 from standin import generate_users
 
@@ -217,7 +217,7 @@ def test_pages_are_fetched_at_most_one_ahead_of_a_slow_sender_and_all_arrive_in_
             fetched.append(page)
             yield page
 
-    prefetcher = producer.Prefetcher(pages(), ahead=1)
+    prefetcher = preparer.Prefetcher(pages(), ahead=1)
     for page in prefetcher:
         time.sleep(0.02)  # a slow sender: the fetcher would run far ahead if it could
         taken.append(page)
@@ -234,7 +234,7 @@ def test_a_caller_that_stops_early_stops_the_fetching() -> None:
             fetched.append(page)
             yield page
 
-    prefetcher = producer.Prefetcher(pages(), ahead=1)
+    prefetcher = preparer.Prefetcher(pages(), ahead=1)
     for page in prefetcher:
         if page == 3:
             break
@@ -249,6 +249,6 @@ def test_a_fetch_error_reaches_the_caller_where_its_page_would_have_come() -> No
 
     taken = []
     with pytest.raises(RuntimeError, match="page 2 failed"):
-        for page in producer.Prefetcher(pages()):
+        for page in preparer.Prefetcher(pages()):
             taken.append(page)
     assert taken == [1]
