@@ -515,10 +515,17 @@ def install_stop_handlers(spark: SparkSession, stop: threading.Event) -> Any:
     and take the running batch with it. Returns the JVM handler, which must stay referenced.
     """
 
+    # The signal reaches Python and the JVM at once, and each calls this from its own thread:
+    # the lock makes one of them the first, which says so. Reentrant, for a second signal
+    # handled in the main thread while it is in here.
+    first = threading.RLock()
+
     def on_signal(name: str) -> None:
-        if not stop.is_set():
+        with first:
+            stopping = not stop.is_set()
+            stop.set()
+        if stopping:
             log.info("SIG%s: stopping after the running batch", name)
-        stop.set()
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda s, _frame: on_signal(signal.Signals(s).name[3:]))

@@ -18,7 +18,6 @@ latency is measured from the send. Memory stays bounded: the child fetches one p
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import subprocess
 import sys
@@ -314,15 +313,13 @@ class Preparer:
     """
 
     def __init__(self, api: ApiSettings, seed: str) -> None:
-        # The child imports this package from where this process found it (Airflow puts the
-        # DAG folder's parent on sys.path, not on PYTHONPATH).
-        root = str(Path(__file__).resolve().parent.parent)
-        path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
+        # Run from the folder this package is in: `python -m` puts it first on the child's
+        # path, so the child imports the same code wherever this process found it.
         self._process = subprocess.Popen(
             [sys.executable, "-m", "pipeline.preparer"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            env={**os.environ, "PYTHONPATH": path},
+            cwd=Path(__file__).resolve().parent.parent,
         )
         assert self._process.stdin is not None and self._process.stdout is not None
         self._in = self._process.stdout
