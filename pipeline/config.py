@@ -163,8 +163,8 @@ VARIABLES: tuple[Variable, ...] = (
         "KAFKA_MAX_IN_FLIGHT_RECORDS",
         "20000",
         "most sends awaiting the broker's acknowledgement (the producer's memory bound, with "
-        "one page fetched ahead); at the limit a send waits, and a broker that acknowledges "
-        "nothing for `KAFKA_DELIVERY_TIMEOUT_SECONDS` fails the run",
+        "one page prepared and one fetched ahead); at the limit a send waits, and a broker "
+        "that acknowledges nothing for `KAFKA_DELIVERY_TIMEOUT_SECONDS` fails the run",
         DAG,
         kind=WHOLE,
         minimum=1,
