@@ -36,7 +36,7 @@ CLIENT_ID = config.DAG_ID  # the Kafka client id names the DAG that produces
 _LOGGED_PROBLEMS = 10  # log the first few skips/failures one by one, then only count them
 # kafka-python's request timeout, unless the delivery timeout is shorter.
 REQUEST_TIMEOUT_MS = 30_000
-# A paced run that fell behind (the prefetch thread parsing a page holds the GIL for tens of ms)
+# A paced run that fell behind (while it takes the next page from the child, on a busy machine)
 # sends the records it missed at once, but only this many seconds' worth: a longer stall is not
 # made up for, so it never ends in a flood.
 PACE_CATCH_UP_SECONDS = 0.1
