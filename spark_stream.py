@@ -11,8 +11,10 @@ valid rows to ``CASSANDRA_TABLE``, rejected ones with their reason to
 Real time: the default trigger starts the next micro-batch as soon as the last one is
 committed, at most ``SPARK_MAX_OFFSETS_PER_TRIGGER`` messages each, and a batch is one Spark job
 (the strict parse runs in Python on Arrow batches, see ``pipeline/parsing.py``; rejected
-messages cost a second job only when there are any). The parse and a connector write run once
-before the query starts, so the first batch does not pay for the JVM's and Python's warm-up.
+messages cost a second job only when there are any). Before the query starts, the job streams
+``SPARK_WARM_UP_MESSAGES`` synthetic users down the same path (a Kafka topic of its own, the
+parser, a Cassandra table of its own), so its first real batches run warm: a new JVM runs its
+first batches several times slower than later ones.
 
 Self-healing: a write that fails (Cassandra or Kafka gone) is retried with backoff while the
 batch is in flight, in the same process: the job waits for Cassandra (it asks with a login of
@@ -48,10 +50,13 @@ import json
 import logging
 import os
 import re
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -152,6 +157,12 @@ KAFKA_OPTIONS: dict[str, str] = {
     # waited that long twice for each partition. Answered at once, it does not wait.
     "kafka.fetch.max.wait.ms": "0",
 }
+
+# The warm-up's micro-batches: at most this many messages each, a busy second's worth at the
+# first run's pace. Its topic keeps messages an hour at most, should the job die before it
+# deletes the topic, and takes a write that one replica has.
+WARM_UP_BATCH = 2_000
+WARM_UP_TOPIC_CONFIGS = {"retention.ms": "3600000", "min.insync.replicas": "1"}
 
 # Exit statuses, for the supervisor: 0 stopped on request, 1 worth another try, 2 needs a fix.
 EXIT_STOPPED, EXIT_RETRY, EXIT_FIX = 0, 1, 2
@@ -373,13 +384,37 @@ class CassandraSink:
     def _append(self, rows: DataFrame, table: str) -> None:
         rows.write.format(CASSANDRA_FORMAT).options(**self._options(table)).mode("append").save()
 
-    def warm_up(self, spark: SparkSession) -> None:
-        """Classify two messages and write the (zero) valid rows through the connector.
+    def warm_up(self, spark: SparkSession, settings: Settings) -> None:
+        """Make the first real batches run warm: stream ``SPARK_WARM_UP_MESSAGES`` synthetic
+        users through the job's own path (``warm_up_stream``), else (0) classify two messages
+        and write the (zero) valid rows, which starts the Python workers and opens the
+        connector's session.
 
-        Starts the Python workers, loads the parser and the connector's classes and opens its
-        session, so the first real batch does not pay for them (measured: a restarted job
-        writes its first batch about 1.4 s after it says it is ready).
+        A warm-up that fails (Kafka or Cassandra away, say) is logged and skipped: the job
+        then runs cold, and the query waits for what is away as it always does.
         """
+        messages = settings.stream.warm_up_messages
+        if not messages:
+            self._warm_up_workers(spark)
+            return
+        began = time.monotonic()
+        try:
+            warm_up_stream(
+                spark, settings, self._options(self._cassandra.warm_up_table), self._stop
+            )
+        except Exception as exc:  # noqa: BLE001 - a cold job is better than none
+            log.warning("warm-up skipped (%s): the first batches run cold", first_line(exc))
+            return
+        log.info(
+            "warmed up in %.1f s: %d synthetic users through topic %s into %s.%s",
+            time.monotonic() - began,
+            messages,
+            settings.kafka.warm_up_topic,
+            self._cassandra.keyspace,
+            self._cassandra.warm_up_table,
+        )
+
+    def _warm_up_workers(self, spark: SparkSession) -> None:
         sample = spark.range(2, numPartitions=2).select(
             F.lit("warm-up").alias("topic"),
             F.lit(0).alias("partition"),
@@ -390,6 +425,127 @@ class CassandraSink:
             F.lit(None).cast(parsing.KAFKA_SOURCE_SCHEMA["headers"].dataType).alias("headers"),
         )
         self._append_valid(parsing.classify(sample))
+
+
+def warm_up_stream(
+    spark: SparkSession, settings: Settings, write_options: dict[str, str], stop: threading.Event
+) -> None:
+    """Stream ``SPARK_WARM_UP_MESSAGES`` synthetic users as the job streams users: written to
+    a topic of the job's own (``KafkaSettings.warm_up_topic``, deleted after), read by the
+    same Kafka source, classified, and appended through the connector to the scratch table
+    (``CassandraSettings.warm_up_table``) with ``write_options``; each batch begins as soon
+    as the last one ends.
+
+    The JVM loads and compiles what a batch runs, Python starts its workers, the connector
+    opens its session, and Cassandra's own write path warms up too. Measured on 2 cores with
+    40,000 users sent at 2,000/s right after the job was ready: without it the first batch
+    took 1.8-2.4 s and the users' latency was p50 0.79 s, p95 3.10 s; with 40,000 warm-up
+    messages (about 11 s more before the job is ready), 0.3 s and p50 0.35 s, p95 0.57 s.
+    Raises when it fails, is stopped, or takes longer than a job may take to start.
+    """
+    kafka, stream = settings.kafka, settings.stream
+    topic, messages = kafka.warm_up_topic, stream.warm_up_messages
+    admin = KafkaAdmin(spark, kafka.bootstrap_servers)
+    try:
+        admin.create_topic(topic, kafka.partitions, WARM_UP_TOPIC_CONFIGS)
+        try:
+            (
+                spark.range(messages, numPartitions=1)
+                .select(parsing.synthetic_values(F.col("id")).alias("value"))
+                .write.format(KAFKA_FORMAT)
+                .option("kafka.bootstrap.servers", kafka.bootstrap_servers)
+                .option("topic", topic)
+                .save()
+            )
+            read = replace(
+                settings,
+                kafka=replace(kafka, topic=topic),
+                stream=replace(
+                    stream, starting_offsets="earliest", max_offsets_per_trigger=WARM_UP_BATCH
+                ),
+            )
+            _stream_until(spark, read, write_options, messages, stop)
+        finally:
+            admin.delete_topic(topic)
+    finally:
+        admin.close()
+
+
+def _stream_until(
+    spark: SparkSession,
+    settings: Settings,
+    write_options: dict[str, str],
+    messages: int,
+    stop: threading.Event,
+) -> None:
+    """Run the job's query on ``settings``' topic, writing to ``write_options``' table, until
+    it has read ``messages`` messages; then stop it and remove its checkpoint."""
+    read = spark.sparkContext.accumulator(0)
+
+    def count(batch_messages: int, _rejected: int) -> None:
+        read.add(batch_messages)
+
+    append = PreparedAppend(spark, parsing.valid_selection(), write_options)
+    checkpoint = tempfile.mkdtemp(prefix="spark-stream-warm-up-")
+    query = (
+        parsing.classify(read_kafka(spark, settings), count)
+        .writeStream.queryName(write_options["table"])
+        .foreachBatch(lambda batch, _batch_id: append(batch))
+        .option("checkpointLocation", checkpoint)
+        .start()  # each batch as soon as the last is done, whatever the job's trigger
+    )
+    limit = START_STALL_FACTOR * settings.stream.stall_seconds
+    deadline = time.monotonic() + limit
+    try:
+        while read.value < messages:
+            if not query.isActive:
+                raise query.exception() or RuntimeError("the warm-up query stopped")
+            if stop.is_set():
+                raise RuntimeError("asked to stop")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{read.value:,} of {messages:,} messages in {limit:.0f} s")
+            time.sleep(0.1)
+    finally:
+        query.stop()
+        shutil.rmtree(checkpoint, ignore_errors=True)
+
+
+class KafkaAdmin:
+    """Kafka's admin client in the job's JVM (the job's Python has no Kafka client): the
+    warm-up creates its topic and deletes it."""
+
+    TIMEOUT_SECONDS = 30
+
+    def __init__(self, spark: SparkSession, bootstrap_servers: str) -> None:
+        self._jvm = spark.sparkContext._jvm
+        self._gateway = spark.sparkContext._gateway
+        properties = self._jvm.java.util.Properties()
+        properties.put("bootstrap.servers", bootstrap_servers)
+        properties.put("default.api.timeout.ms", str(self.TIMEOUT_SECONDS * 1000))
+        self._admin = self._jvm.org.apache.kafka.clients.admin.Admin.create(properties)
+
+    def create_topic(self, name: str, partitions: int, configs: dict[str, str]) -> None:
+        """Create ``name`` (the brokers' replication factor); one left by an earlier start is
+        kept (its messages are synthetic users too)."""
+        jvm = self._jvm
+        topic = jvm.org.apache.kafka.clients.admin.NewTopic(
+            name, jvm.java.util.Optional.of(partitions), jvm.java.util.Optional.empty()
+        ).configs(MapConverter().convert(configs, self._gateway._gateway_client))
+        try:
+            self._wait(self._admin.createTopics(jvm.java.util.Collections.singleton(topic)))
+        except Py4JJavaError as exc:
+            if "TopicExistsException" not in str(exc):
+                raise
+
+    def delete_topic(self, name: str) -> None:
+        self._wait(self._admin.deleteTopics(self._jvm.java.util.Collections.singleton(name)))
+
+    def close(self) -> None:
+        self._admin.close()
+
+    def _wait(self, result: Any) -> None:
+        unit = self._jvm.java.util.concurrent.TimeUnit.SECONDS
+        result.all().get(self.TIMEOUT_SECONDS, unit)
 
 
 BATCH_TIMINGS = "timings (ms)"  # the log line's words, read by the benchmark
@@ -676,7 +832,7 @@ def main(argv: list[str]) -> int:
     _jvm_handler = install_stop_handlers(spark, stop)
     sink = CassandraSink(spark, settings.cassandra, stop)
     started = time.monotonic()
-    sink.warm_up(spark)
+    sink.warm_up(spark, settings)
     if settings.stream.batch_timings == "true":
         spark.streams.addListener(BatchTimings())
     query = (

@@ -1,10 +1,11 @@
 """The Cassandra side of the pipeline: the keyspace, the tables and the stream job's role.
 
-Both tables are derived from ``pipeline.contract``; the DDL builders are pure, ``connect``,
+The tables (users, dead letters, and the job's warm-up scratch table shaped as users) are
+derived from ``pipeline.contract``; the DDL builders are pure, ``connect``,
 ``set_up`` and ``check_schema`` are the I/O. Two logins, two jobs:
 
 - set-up (``set_up``, logged in as the admin, ``CASSANDRA_ADMIN_USERNAME``): creates the
-  keyspace and both tables, adds a column the contract gained to an existing table, and makes
+  keyspace and its tables, adds a column the contract gained to an existing table, and makes
   the stream job's role (``CASSANDRA_USERNAME``) with its password and exactly SELECT and
   MODIFY on the keyspace. Every step is idempotent: the local stack runs it on every
   ``./run.sh up``, Compose's one-shot ``cassandra-init`` on every ``up``
@@ -51,6 +52,7 @@ class TableShape:
     columns: Mapping[str, str]
     partition_key: tuple[str, ...]
     clustering_key: tuple[str, ...] = ()
+    options: str = ""  # a ``WITH`` clause's options, e.g. ``default_time_to_live = 3600``
 
     def primary_key(self) -> str:
         """The ``PRIMARY KEY`` clause's argument, e.g. ``((topic, partition), offset)``."""
@@ -63,6 +65,10 @@ def primary_key(partition_key: tuple[str, ...], clustering_key: tuple[str, ...])
 
 
 USERS = TableShape({f.name: CQL_TYPES[f.kind] for f in FIELDS}, (PRIMARY_KEY,))
+# The stream job's warm-up writes synthetic users here (SPARK_WARM_UP_MESSAGES): the users'
+# columns, each row gone an hour after it was written (and its tombstone at the next
+# compaction: nobody reads or repairs this table).
+WARM_UP = replace(USERS, options="default_time_to_live = 3600 AND gc_grace_seconds = 0")
 DEAD_LETTERS = TableShape(
     {c.name: CQL_TYPES[c.kind] for c in DEAD_LETTER_COLUMNS},
     DEAD_LETTER_PARTITION_KEY,
@@ -115,21 +121,22 @@ def keyspace_cql(keyspace: str, replication_factor: int) -> str:
 def table_cql(keyspace: str, table: str, shape: TableShape) -> str:
     """``CREATE TABLE IF NOT EXISTS`` with ``shape``'s columns and key."""
     columns = ", ".join(f"{name} {cql_type}" for name, cql_type in shape.columns.items())
+    options = f" WITH {shape.options}" if shape.options else ""
     return (
         f"CREATE TABLE IF NOT EXISTS {keyspace}.{table} "
-        f"({columns}, PRIMARY KEY {shape.primary_key()})"
+        f"({columns}, PRIMARY KEY {shape.primary_key()}){options}"
     )
 
 
 def schema_statements(settings: CassandraSettings) -> list[str]:
-    """The DDL that makes the keyspace and both tables exist, in order."""
+    """The DDL that makes the keyspace and its tables (``TABLES``) exist, in order."""
     keyspace = identifier(settings.keyspace, "CASSANDRA_KEYSPACE")
-    table = identifier(settings.table, "CASSANDRA_TABLE")
-    dead_letters = identifier(settings.dead_letter_table, "CASSANDRA_DEAD_LETTER_TABLE")
     return [
         keyspace_cql(keyspace, settings.replication_factor),
-        table_cql(keyspace, table, USERS),
-        table_cql(keyspace, dead_letters, DEAD_LETTERS),
+        *(
+            table_cql(keyspace, identifier(getattr(settings, attribute), variable), shape)
+            for attribute, shape, variable in TABLES
+        ),
     ]
 
 
@@ -234,14 +241,16 @@ def check_table(
     return [name for name in shape.columns if name not in found]
 
 
+# The keyspace's tables: the settings' attribute that names each, its shape, the variable.
 TABLES = (
     ("table", USERS, "CASSANDRA_TABLE"),
     ("dead_letter_table", DEAD_LETTERS, "CASSANDRA_DEAD_LETTER_TABLE"),
+    ("warm_up_table", WARM_UP, "CASSANDRA_TABLE"),  # named after the users' table
 )
 
 
 def ensure_schema(session: Session, settings: CassandraSettings) -> list[str]:
-    """Create the keyspace and both tables if missing, then bring existing tables up to date;
+    """Create the keyspace and its tables if missing, then bring existing tables up to date;
     the keyspaces whose replication it changed (see ``replicate``).
 
     A column the contract has and an existing table lacks is added (``ALTER TABLE ... ADD``,
@@ -359,7 +368,7 @@ def copy_auth_to_every_replica(session: Session, within: float = 120) -> None:
 
 
 def check_schema(session: Session, settings: CassandraSettings) -> None:
-    """What the stream job does instead of creating: both tables are there with the contract's
+    """What the stream job does instead of creating: its tables are there with the contract's
     columns, or ``SchemaMissing`` (a table or column set-up has not made yet, naming the fix)
     or ``SchemaMismatch`` (see ``check_table``). Reads ``system_schema`` only."""
     for attribute, shape, variable in TABLES:

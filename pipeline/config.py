@@ -427,6 +427,21 @@ VARIABLES: tuple[Variable, ...] = (
         kind=WHOLE,
         minimum=1,
     ),
+    # A new JVM runs its first batches several times slower than later ones (classes loaded,
+    # code compiled, the connector's session and Cassandra's own write path cold): measured
+    # here, a job started just before a run at 2,000 users/s wrote its first 5 s of users
+    # 1.5-3 s late. The warm-up streams synthetic users down the same path first.
+    _var(
+        "SPARK_WARM_UP_MESSAGES",
+        "40000",
+        "synthetic users the job streams Kafka -> parser -> Cassandra, into a topic and a table "
+        "of their own (`<KAFKA_TOPIC>-warm-up`, deleted after; `<CASSANDRA_TABLE>_warm_up`, "
+        "rows kept an hour), before it says it is ready, so its first real batches run warm; "
+        "0: only start the Python workers and the connector's session",
+        STREAM_JOB,
+        kind=WHOLE,
+        minimum=0,
+    ),
     _var(
         "SPARK_BATCH_TIMINGS",
         "false",
@@ -759,6 +774,11 @@ class KafkaSettings:
     min_insync_replicas: int = 1
 
     @property
+    def warm_up_topic(self) -> str:
+        """The stream job's scratch topic for its warm-up (created and deleted by the job)."""
+        return f"{self.topic}-warm-up"
+
+    @property
     def brokers(self) -> list[tuple[str, int]]:
         """The (host, port) of each bootstrap server."""
         return [_host_port(a, 9092) for a in self.bootstrap_servers.split(",") if a.strip()]
@@ -800,6 +820,12 @@ class CassandraSettings:
     login_variables: str = "CASSANDRA_USERNAME and CASSANDRA_PASSWORD"
 
     @property
+    def warm_up_table(self) -> str:
+        """The stream job's scratch table for its warm-up: the users' columns, rows kept an hour
+        (set-up creates it with the others)."""
+        return f"{self.table}_warm_up"
+
+    @property
     def hosts(self) -> list[str]:
         """The contact points (CASSANDRA_HOST, comma-separated)."""
         return [h.strip() for h in self.host.split(",") if h.strip()]
@@ -834,6 +860,7 @@ class StreamSettings:
     executor_memory: str = "512m"
     idle_poll_ms: int = 250
     batch_timings: str = "false"  # "true": each batch's phases logged
+    warm_up_messages: int = 40_000
 
 
 @dataclass(frozen=True)
@@ -989,6 +1016,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
             executor_memory=_text(env, "SPARK_EXECUTOR_MEMORY"),
             idle_poll_ms=_int(env, "SPARK_IDLE_POLL_MS"),
             batch_timings=_text(env, "SPARK_BATCH_TIMINGS"),
+            warm_up_messages=_int(env, "SPARK_WARM_UP_MESSAGES"),
         ),
         stack=StackSettings(
             topology=topology(env),

@@ -49,6 +49,7 @@ from pipeline.contract import (
     LONG_MAX,
     LONG_MIN,
     MAX_STRING_BYTES,
+    PRIMARY_KEY,
     REJECTION_REASON,
     REJECTION_TIME,
 )
@@ -331,6 +332,22 @@ def rejected_rows(classified: DataFrame) -> DataFrame:
         for c in DEAD_LETTER_COLUMNS
     ]
     return classified.where(F.col(REASON).isNotNull()).select(*columns)
+
+
+def synthetic_values(numbers: Column) -> Column:
+    """A valid message value (the contract's JSON, as bytes) for each number n: ``id`` is
+    ``warm-up-<n>``, every other string field ``<field> <n>``, every long field n. The stream
+    job's warm-up sends these down its own path (spark_stream.py)."""
+    text = numbers.cast("string")
+    fields = [
+        (
+            numbers
+            if f.kind == "long"
+            else F.concat(F.lit("warm-up-" if f.name == PRIMARY_KEY else f"{f.name} "), text)
+        ).alias(f.name)
+        for f in FIELDS
+    ]
+    return F.to_json(F.struct(*fields)).cast("binary")
 
 
 def split_records(kafka: DataFrame) -> tuple[DataFrame, DataFrame]:

@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 from conftest import count_when_ready, topic_end_offsets
-from kafka import KafkaAdminClient, KafkaProducer
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
 
 from pipeline import cassandra_schema, config, contract, spark_jars
@@ -40,6 +40,7 @@ LOGS = REPO / ".stack" / "logs"
 
 VALID_BEFORE, VALID_WHILE_DOWN = 150, 50
 MESSAGES_PER_BATCH = 30  # small batches, so the first run is stopped with work left
+WARM_UP_MESSAGES = 3_000  # two of the warm-up's batches, each start
 # The users table exists before set-up runs, made when the contract had no such field: set-up
 # must add the column, and the job fill it.
 ADDED_FIELD = "picture"
@@ -114,6 +115,7 @@ class Scenario:
     # (partition, offset) -> value, reason, the schema-id header it was sent with (None: none)
     dead: dict[tuple[int, int], tuple[bytes | None, str, int | None]]
     runs: list[Run]
+    job: config.Settings  # the job's settings, as it read them
 
 
 def free_port() -> int:
@@ -208,6 +210,7 @@ def scenario(
         "SPARK_CHECKPOINT_DIR": str(checkpoint),
         "SPARK_TRIGGER_INTERVAL": "1 second",
         "SPARK_MAX_OFFSETS_PER_TRIGGER": str(MESSAGES_PER_BATCH),
+        "SPARK_WARM_UP_MESSAGES": str(WARM_UP_MESSAGES),
     }
     table = settings.cassandra.table
     admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
@@ -269,7 +272,7 @@ def scenario(
             120,
         )
         runs.append(stop_job(job, log, log_offset))
-        yield Scenario(keyspace, role, sent, dead, runs)
+        yield Scenario(keyspace, role, sent, dead, runs, config.load(env))
     finally:
         if job is not None and job.poll() is None:  # a failed wait left it running
             os.killpg(job.pid, signal.SIGKILL)
@@ -292,6 +295,29 @@ def test_every_valid_message_becomes_one_row_equal_to_what_was_sent(
     stored = [row._asdict() for row in rows]
     assert len(stored) == len(scenario.sent) == VALID_BEFORE + VALID_WHILE_DOWN
     assert {row["id"]: row for row in stored} == scenario.sent
+
+
+def test_each_start_warms_up_with_synthetic_users_in_a_topic_and_table_of_its_own(
+    scenario: Scenario, cassandra_session: Any, kafka_bootstrap: str
+) -> None:
+    """The users' table holds only what was sent (the test above); the warm-up's users are in
+    its scratch table, and its topic is gone once the job is ready."""
+    job = scenario.job
+    text = scenario.runs[0].log.read_text(errors="replace")
+    warmed = re.findall(r"warmed up in [\d.]+ s: (\d+) synthetic users through topic (\S+)", text)
+    assert warmed == [(str(WARM_UP_MESSAGES), job.kafka.warm_up_topic)] * 2
+    rows = cassandra_session.execute(
+        f"SELECT id, first_name, produced_at FROM {scenario.keyspace}.{job.cassandra.warm_up_table}"
+    )
+    assert sorted((r.id, r.first_name, r.produced_at) for r in rows) == sorted(
+        (f"warm-up-{n}", f"first_name {n}", n) for n in range(WARM_UP_MESSAGES)
+    )
+    consumer = KafkaConsumer(bootstrap_servers=kafka_bootstrap)
+    try:
+        assert job.kafka.topic in consumer.topics()
+        assert job.kafka.warm_up_topic not in consumer.topics()
+    finally:
+        consumer.close()
 
 
 def test_the_job_writes_as_its_own_role_the_column_set_up_added(
