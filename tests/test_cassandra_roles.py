@@ -93,7 +93,11 @@ def test_set_up_twice_gives_the_same_schema_and_exactly_select_and_modify(
         schema(cassandra_session, writer.keyspace),
         permissions(cassandra_session, writer.username),
     )
-    assert {table for table, _ in tables} == {writer.table, writer.dead_letter_table}
+    assert {table for table, _ in tables} == {
+        writer.table,
+        writer.dead_letter_table,
+        writer.warm_up_table,
+    }
     assert {column for table, column in tables if table == writer.table} == set(
         contract.FIELD_NAMES
     )
