@@ -415,6 +415,8 @@ class CassandraSink:
         )
 
     def _warm_up_workers(self, spark: SparkSession) -> None:
+        """Classify two messages and write the (zero) valid rows through the connector: the
+        Python workers start and the connector opens its session before the first batch."""
         sample = spark.range(2, numPartitions=2).select(
             F.lit("warm-up").alias("topic"),
             F.lit(0).alias("partition"),
