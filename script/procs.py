@@ -77,16 +77,23 @@ def supervisor_state(name: str) -> Path:
     return RUN / f"{name}.supervisor.json"
 
 
-def spawn(name: str, cmd: list[str], env: dict[str, str] | None = None) -> int:
-    """Start ``cmd`` under a supervisor (`script/supervise.py`) in its own session, output to
-    .stack/logs/NAME.log, the supervisor's pid to .stack/run/NAME.pid: a service that crashes or
-    is killed is started again, as the stream job is (its state: ``supervisor_state(NAME)``)."""
+def spawn(
+    name: str,
+    cmd: list[str],
+    env: dict[str, str] | None = None,
+    supervisor_options: tuple[str, ...] = (),
+) -> int:
+    """Start ``cmd`` under a supervisor (`script/supervise.py`, with ``supervisor_options``) in
+    its own session, output to .stack/logs/NAME.log, the supervisor's pid to .stack/run/NAME.pid:
+    a service that crashes or is killed is started again, as the stream job is (its state:
+    ``supervisor_state(NAME)``)."""
     supervised = [
         sys.executable,
         "-m",
         "script.supervise",
         "--state",
         str(supervisor_state(name)),
+        *supervisor_options,
         "--",
         *cmd,
     ]

@@ -1,6 +1,6 @@
 """Keep a long-running job up: restart it when it fails, stop it cleanly when asked.
 
-    ./run.sh supervise --state RUN/spark-stream.supervisor.json -- spark-submit ...
+    ./run.sh supervise --state RUN/spark-stream.supervisor.json --term-leader -- spark-submit ...
 
 The job's exit status says what to do (the stream job's contract, see spark_stream.py):
 
@@ -11,10 +11,13 @@ The job's exit status says what to do (the stream job's contract, see spark_stre
   1 s doubling to 10 s, back to 1 s once a run has stayed up for 60 s.
 
 The job runs in its own process group; SIGTERM or SIGINT to the supervisor is passed on as
-SIGTERM to that group, the supervisor waits up to 40 s (the job promises to stop within 30 s),
-then SIGKILLs the group, and exits without restarting. Each start, exit and restart is logged
-to the supervisor's stderr (the job's log under the local stack); the restart count, the last
-exit status and its time are kept in the ``--state`` JSON file for `./run.sh status`.
+SIGTERM to that group (with ``--term-leader``, to the job's own process alone, as ``docker stop``
+signals a container's first process: the stream job's JVM stops its children itself, and a
+signal to them could kill one mid-write), the supervisor waits up to 40 s (the job promises to
+stop within 30 s), then SIGKILLs the group, and exits without restarting. Each start, exit and
+restart is logged to the supervisor's stderr (the job's log under the local stack); the
+restart count, the last exit status and its time are kept in the ``--state`` JSON file for
+`./run.sh status`.
 """
 
 from __future__ import annotations
@@ -121,11 +124,16 @@ class Supervisor:
     """Runs ``command`` until it stops on request, fails for good, or the supervisor is stopped."""
 
     def __init__(
-        self, command: list[str], state_path: Path, stop_timeout: float = STOP_TIMEOUT
+        self,
+        command: list[str],
+        state_path: Path,
+        stop_timeout: float = STOP_TIMEOUT,
+        term_leader: bool = False,
     ) -> None:
         self.command = command
         self.state_path = state_path
         self.stop_timeout = stop_timeout
+        self.term_leader = term_leader  # SIGTERM to the job's own process, not its group
         self.stopping = False  # set by the signal handler, so nothing it touches can deadlock
         self.state = State(supervisor_pid=os.getpid(), started_at=time.time())
 
@@ -205,7 +213,10 @@ class Supervisor:
         return self.stopping
 
     def _stop(self, job: subprocess.Popen) -> int:
-        _signal_group(job.pid, signal.SIGTERM)
+        if self.term_leader:
+            job.send_signal(signal.SIGTERM)  # a no-op once it has exited
+        else:
+            _signal_group(job.pid, signal.SIGTERM)
         try:
             return job.wait(timeout=self.stop_timeout)
         except subprocess.TimeoutExpired:
@@ -254,6 +265,12 @@ def main(argv: list[str]) -> int:
         default=STOP_TIMEOUT,
         help=f"seconds from SIGTERM to SIGKILL when stopping the job (default {STOP_TIMEOUT:.0f})",
     )
+    parser.add_argument(
+        "--term-leader",
+        action="store_true",
+        help="on a stop, SIGTERM the job's own process only, not its whole group (the rest of "
+        "the group is killed once it has exited)",
+    )
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- the job's command line")
     args = parser.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
@@ -264,7 +281,7 @@ def main(argv: list[str]) -> int:
         format="%(asctime)s %(levelname)s supervisor: %(message)s",
         stream=sys.stderr,
     )
-    supervisor = Supervisor(command, args.state, args.stop_timeout)
+    supervisor = Supervisor(command, args.state, args.stop_timeout, args.term_leader)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, supervisor.request_stop)
     return supervisor.run()

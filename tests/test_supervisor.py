@@ -22,8 +22,21 @@ REPO = Path(__file__).resolve().parents[1]
 
 # The stand-in job: counts its runs in RUNS, writes its pid to PIDFILE, then does what ACTIONS
 # (one per run, the last one repeating) says: exit N, "kill" itself, "leave" a grandchild
-# behind and exit 1, "wait" for SIGTERM (and record it), or "ignore" SIGTERM.
-JOB = """
+# behind and exit 1, "wait" for SIGTERM (and record it), "family": wait with a child in its
+# group that records a SIGTERM of its own, or "ignore" SIGTERM.
+CHILD = """
+import signal, sys, time
+from pathlib import Path
+def stop(signum, frame):
+    Path(sys.argv[1]).write_text(signal.Signals(signum).name)
+    sys.exit(0)
+signal.signal(signal.SIGTERM, stop)
+Path(sys.argv[1] + ".ready").write_text("")
+while True:
+    time.sleep(0.1)
+"""
+JOB = f"""
+CHILD = {CHILD!r}
 import os, signal, subprocess, sys, time
 from pathlib import Path
 runs_file, pid_file, actions = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3].split(",")
@@ -36,6 +49,12 @@ if action == "leave":
     child = subprocess.Popen(["sleep", "300"])
     Path(sys.argv[2] + ".grandchild").write_text(str(child.pid))
     sys.exit(1)
+if action == "family":
+    child = subprocess.Popen([sys.executable, "-c", CHILD, sys.argv[2] + ".child-signal"])
+    Path(sys.argv[2] + ".grandchild").write_text(str(child.pid))
+    while not Path(sys.argv[2] + ".child-signal.ready").exists():  # its handler is set
+        time.sleep(0.01)
+    action = "wait"
 if action == "wait":
     def stop(signum, frame):
         Path(sys.argv[2] + ".signal").write_text(signal.Signals(signum).name)
@@ -143,6 +162,25 @@ def test_sigint_stops_the_job_too(tmp_path: Path) -> None:
     assert run.wait() == 0, run.log.read_text()
     assert Path(f"{run.pid_file}.signal").read_text() == "SIGTERM"  # passed on as SIGTERM
     assert run.run_count() == 1
+
+
+@pytest.mark.parametrize(
+    ("options", "child_signal"),
+    [((), "SIGTERM"), (("--term-leader",), None)],
+    ids=["the-whole-group", "term-leader-the-job-alone"],
+)
+def test_a_stop_signals_the_jobs_group_or_with_term_leader_the_job_alone(
+    tmp_path: Path, options: tuple[str, ...], child_signal: str | None
+) -> None:
+    run = Run(tmp_path, "family", *options)
+    run.job_pid()
+    child = int(Path(f"{run.pid_file}.grandchild").read_text())
+    run.process.send_signal(signal.SIGTERM)
+    assert run.wait() == 0, run.log.read_text()
+    assert Path(f"{run.pid_file}.signal").read_text() == "SIGTERM"
+    recorded = Path(f"{run.pid_file}.child-signal")
+    assert (recorded.read_text() if recorded.exists() else None) == child_signal
+    assert not pid_alive(child), "the job's child outlived it"
 
 
 def test_a_job_that_ignores_sigterm_is_killed_after_the_stop_timeout(tmp_path: Path) -> None:

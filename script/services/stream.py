@@ -37,7 +37,10 @@ class StreamJob(Service):
 
     def start(self) -> None:
         env = stream_env()
-        spawn(self.name, stream_command(env), env)  # under the supervisor, as every service
+        # Under the supervisor, as every service. A stop signals the JVM alone, as `docker stop`
+        # does: it stops after the running batch and takes its children down; a SIGTERM to the
+        # whole group could kill the `chmod` of a checkpoint commit and make a batch read twice.
+        spawn(self.name, stream_command(env), env, supervisor_options=("--term-leader",))
 
     def probe(self) -> str | None:
         """Ready once the job has logged READY since this supervisor last started it."""
