@@ -61,7 +61,7 @@ from pathlib import Path
 from typing import Any
 
 from py4j.java_collections import MapConverter
-from py4j.protocol import Py4JJavaError
+from py4j.protocol import Py4JError, Py4JJavaError
 from pyspark.errors import AnalysisException, StreamingQueryException
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -459,6 +459,7 @@ def warm_up_stream(
                 .option("topic", topic)
                 .save()
             )
+            close_kafka_producers(spark)
             read = replace(
                 settings,
                 kafka=replace(kafka, topic=topic),
@@ -510,6 +511,22 @@ def _stream_until(
     finally:
         query.stop()
         shutil.rmtree(checkpoint, ignore_errors=True)
+
+
+def close_kafka_producers(spark: SparkSession) -> None:
+    """Close the Kafka producers Spark keeps for its Kafka sink in this JVM (local mode: the
+    warm-up's writer). Kept, the warm-up's asks for its deleted topic when its metadata ages (5
+    minutes): a dozen "UNKNOWN_TOPIC_OR_PARTITION" warnings in the job's log after each start.
+    The job itself writes to Cassandra only: nothing else uses the pool. Spark has no public
+    call for it; if this one is gone, the warnings come back and nothing else changes. In
+    cluster mode the writer ran on the executors, and the warnings stay."""
+    jvm = spark.sparkContext._jvm
+    assert jvm is not None
+    try:
+        pool = getattr(jvm.org.apache.spark.sql.kafka010.producer, "InternalKafkaProducerPool$")
+        getattr(pool, "MODULE$").reset()
+    except Py4JError as exc:
+        log.debug("could not close Spark's Kafka producers: %s", exc)
 
 
 class KafkaAdmin:
