@@ -4,8 +4,6 @@ with a max of 134 %. Real Kafka; the spans are short, and the figures are not as
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
@@ -56,7 +54,7 @@ def test_a_span_in_which_users_flowed_is_said_and_measured_again(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     measured = measure_and_send(monkeypatch, kafka_bootstrap, users_topic, [3, 0])
-    result: Any = parts.quiet_cpu(60)
+    result = parts.quiet_cpu(60)
     assert len(measured) == 2
     assert result is measured[1]
     assert f"not idle: 3 messages reached {users_topic}" in capsys.readouterr().out

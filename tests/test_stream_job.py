@@ -252,8 +252,8 @@ def scenario(
         cassandra_schema.set_up(cassandra_session, config.load(env).cassandra)
         send_valid(VALID_BEFORE, 0)
         job = start_job(env, log)
-        # Stopped mid-stream once a batch is committed, not on the heels of one: rows land
-        # before their batch's commit, which a stop at that instant may cut (see below).
+        # Stopped mid-stream once a batch is committed (rows land before their batch's
+        # commit): the second run must begin at the next batch.
         wait_until(
             lambda: checkpoint_offsets(str(checkpoint), topic)[0] is not None,
             job,
