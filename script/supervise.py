@@ -18,11 +18,16 @@ stop within 30 s), then SIGKILLs the group, and exits without restarting. Each s
 restart is logged to the supervisor's stderr (the job's log under the local stack); the
 restart count, the last exit status and its time are kept in the ``--state`` JSON file for
 `./run.sh status`.
+
+The supervisor adopts the job's orphans (a child subreaper, as ``docker run --init``'s tini):
+it reaps them, and before a restart it kills and reaps whatever the job left behind, so that
+the next start finds no process, not even a zombie, of the last one.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import logging
 import os
@@ -42,6 +47,8 @@ FIRST_BACKOFF = 1.0
 MAX_BACKOFF = 10.0
 STABLE_AFTER = 60.0  # a run this long resets the backoff
 STOP_TIMEOUT = 40.0  # SIGTERM, then SIGKILL after this long
+LEFTOVER_TIMEOUT = 10.0  # a stopped job's leftover processes: reaped within this long
+PR_SET_CHILD_SUBREAPER = 36  # prctl(2)
 
 
 @dataclass
@@ -120,6 +127,64 @@ def _signal_group(pgid: int, signum: int) -> None:
         pass  # the group is gone already
 
 
+def become_subreaper() -> bool:
+    """Adopt the job's orphans (Linux): a process whose parent dies becomes the supervisor's
+    child, not PID 1's, so the supervisor can reap it. Left to PID 1, a SIGKILLed postmaster
+    stayed a zombie until PID 1 reaped it, and the restarted PostgreSQL refused to start: "lock
+    file postmaster.pid already exists" (a container whose PID 1 reaps nothing: forever)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def children() -> dict[int, str]:
+    """This process's children, alive or zombie: pid -> state letter (R, S, Z, ...)."""
+    found = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            state, ppid = stat.read_text().rsplit(") ", 1)[1].split()[:2]
+        except (OSError, ValueError, IndexError):
+            continue
+        if int(ppid) == os.getpid():
+            found[int(stat.parent.name)] = state
+    return found
+
+
+def reap_zombies(spare: int | None = None) -> int:
+    """Reap the adopted children that have exited (never ``spare``: the job, which its
+    ``Popen`` reaps); how many."""
+    reaped = 0
+    for pid, state in children().items():
+        if state == "Z" and pid != spare:
+            try:
+                os.waitpid(pid, os.WNOHANG)
+                reaped += 1
+            except ChildProcessError:
+                pass
+    return reaped
+
+
+def reap_leftovers(timeout: float = LEFTOVER_TIMEOUT) -> int:
+    """After the job has exited: SIGKILL and reap what it left (processes of its own sessions,
+    e.g. PostgreSQL's backends), so that none outlives it and the next start finds no zombie
+    holding its lock file or port; how many there were."""
+    deadline = time.monotonic() + timeout
+    left = 0
+    while (alive := children()) and time.monotonic() < deadline:
+        left = max(left, len(alive))
+        for pid, state in alive.items():
+            if state != "Z":
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        reap_zombies()
+        time.sleep(0.05)
+    return left
+
+
 class Supervisor:
     """Runs ``command`` until it stops on request, fails for good, or the supervisor is stopped."""
 
@@ -135,12 +200,16 @@ class Supervisor:
         self.stop_timeout = stop_timeout
         self.term_leader = term_leader  # SIGTERM to the job's own process, not its group
         self.stopping = False  # set by the signal handler, so nothing it touches can deadlock
+        self.child_exited = False  # SIGCHLD: the job or an adopted orphan exited
         self.state = State(supervisor_pid=os.getpid(), started_at=time.time())
 
     def request_stop(self, signum: int, _frame: object = None) -> None:
         if not self.stopping:
             log.info("%s: stopping the job, no restart", signal.Signals(signum).name)
         self.stopping = True
+
+    def note_child_exit(self, _signum: int, _frame: object = None) -> None:
+        self.child_exited = True
 
     def run(self) -> int:
         """Supervise until done; return the supervisor's exit status."""
@@ -197,13 +266,19 @@ class Supervisor:
                 code = exits.wait(0.5)
                 if code is not None:
                     return code
+                if self.child_exited:  # an orphan the supervisor adopted: no zombie kept
+                    self.child_exited = False
+                    reap_zombies(spare=job.pid)
                 if self.stopping:
                     return self._stop(job)
         finally:
             exits.close()
             # Whatever the job left behind in its group (e.g. the PySpark driver after a JVM
-            # crash) must not outlive it: the next start would find the port or files held.
+            # crash) or adopted by the supervisor must not outlive it: the next start would find
+            # the port or files held.
             _signal_group(job.pid, signal.SIGKILL)
+            if job.returncode is not None and (left := reap_leftovers()):
+                log.info("reaped %d process(es) the job left behind", left)
 
     def _sleep(self, seconds: float) -> bool:
         """Sleep ``seconds`` unless a stop is requested first; True when one was."""
@@ -284,6 +359,8 @@ def main(argv: list[str]) -> int:
     supervisor = Supervisor(command, args.state, args.stop_timeout, args.term_leader)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, supervisor.request_stop)
+    if become_subreaper():
+        signal.signal(signal.SIGCHLD, supervisor.note_child_exit)
     return supervisor.run()
 
 

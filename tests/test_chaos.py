@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from script.chaos import driver
 from script.chaos.nemesis import ACTIONS, GAP_SECONDS, PAUSE_SECONDS, schedule
+from script.harness.side import free_port
 from script.layout import REPO
 
 SEED = 7  # its 3 minutes: the stream job SIGKILLed, then two more faults (see the JSON)
@@ -27,6 +29,22 @@ def test_the_nemesis_schedule_is_the_seeds_and_keeps_to_its_bounds() -> None:
     assert {action for _, _, action, _ in plan} == set(ACTIONS)
     assert all(PAUSE_SECONDS[0] <= pause <= PAUSE_SECONDS[1] for *_, pause in plan)
     assert {index for _, index, _, _ in plan} <= set(range(12))
+
+
+def test_the_driver_stops_saying_why_when_airflow_stays_away(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Airflow that never comes back (its database not restarted) ends the run with a reason:
+    the driver once retried for ever, and the test's 30-minute timeout said nothing."""
+    monkeypatch.setattr(driver, "url", lambda: f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setattr(driver, "AWAY_BOUND", 0.5)
+    monkeypatch.setattr(driver, "RETRY_EVERY", 0.1)
+    said: list[str] = []
+    runs = driver.Driver(10, 10, said.append)
+    runs.run()
+    assert runs.runs == []
+    assert runs.error and "did not answer for 0s" in runs.error and "does not answer" in runs.error
+    assert said[-1] == f"driver: stopped: {runs.error}"
 
 
 @pytest.mark.long

@@ -22,8 +22,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 # The stand-in job: counts its runs in RUNS, writes its pid to PIDFILE, then does what ACTIONS
 # (one per run, the last one repeating) says: exit N, "kill" itself, "leave" a grandchild
-# behind and exit 1, "wait" for SIGTERM (and record it), "family": wait with a child in its
-# group that records a SIGTERM of its own, or "ignore" SIGTERM.
+# behind and exit 1, "orphan": start a child in a session of its own (as PostgreSQL's backends
+# are) and SIGKILL itself, "look" whether that child is still there (alive or a zombie) and exit
+# 0, "wait" for SIGTERM (and record it), "family": wait with a child in its group that records a
+# SIGTERM of its own, or "ignore" SIGTERM.
 CHILD = """
 import signal, sys, time
 from pathlib import Path
@@ -49,6 +51,16 @@ if action == "leave":
     child = subprocess.Popen(["sleep", "300"])
     Path(sys.argv[2] + ".grandchild").write_text(str(child.pid))
     sys.exit(1)
+if action == "orphan":
+    child = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    Path(sys.argv[2] + ".grandchild").write_text(str(child.pid))
+    os.kill(os.getpid(), signal.SIGKILL)
+if action == "look":
+    stat = Path("/proc", Path(sys.argv[2] + ".grandchild").read_text(), "stat")
+    fields = stat.read_text().split() if stat.exists() else []
+    seen = " ".join(fields[1:3]) if fields[1:2] == ["(sleep)"] else "gone"
+    Path(sys.argv[2] + ".seen").write_text(seen)
+    sys.exit(0)
 if action == "family":
     child = subprocess.Popen([sys.executable, "-c", CHILD, sys.argv[2] + ".child-signal"])
     Path(sys.argv[2] + ".grandchild").write_text(str(child.pid))
@@ -141,6 +153,15 @@ def test_a_killed_job_is_restarted_and_what_it_left_behind_is_killed(tmp_path: P
     assert (state.restarts, state.restart_exit) == (2, -signal.SIGKILL)
     grandchild = int(Path(f"{run.pid_file}.grandchild").read_text())
     assert not pid_alive(grandchild), "the first run's child outlived it"
+
+
+def test_a_restart_finds_nothing_of_the_killed_run_not_even_a_zombie(tmp_path: Path) -> None:
+    """A killed postmaster left to PID 1 stayed a zombie, and PostgreSQL's restart refused its
+    lock file ("Is another postmaster (PID N) running"): the supervisor adopts and reaps."""
+    run = Run(tmp_path, "orphan,look")
+    assert run.wait() == 0, run.log.read_text()
+    assert Path(f"{run.pid_file}.seen").read_text() == "gone"
+    assert "reaped 1 process(es) the job left behind" in run.log.read_text()
 
 
 def test_sigterm_stops_the_job_and_the_supervisor_without_a_restart(tmp_path: Path) -> None:

@@ -174,13 +174,14 @@ def main(argv: list[str]) -> int:
     settled_s = settle(settings, services, last_fault)
     sampler.stop()
     counted = count(settings, start, topic_end_offsets(settings), driver.runs)
-    runs_ok = all(r.state in ("success", "failed") for r in driver.runs)
+    runs_ok = driver.error is None and all(r.state in ("success", "failed") for r in driver.runs)
     timeline = {
         "seed": seed,
         "minutes": args.minutes,
         "faults": [f.as_dict() for f in nemesis.faults],
         "lag": sampler.samples,
         "runs": [vars(r) for r in driver.runs],
+        "driver_error": driver.error,
         "count": counted.as_dict(),
         "settled_s": settled_s,
         "settled_in_promise": settled_s <= SETTLE_PROMISE,
@@ -196,5 +197,7 @@ def main(argv: list[str]) -> int:
         f"DAG runs: {len(states)}, {states.count('success')} success, "
         f"{states.count('failed')} failed"
     )
+    if driver.error:
+        print(f"the driver stopped: {driver.error}")
     print(f"\nJSON: {out / 'timeline.json'}\nchart: {out / 'timeline.png'}")
     return 0 if timeline["ok"] else 1

@@ -15,6 +15,7 @@ from script.services.standin import standin_url
 DAG_ID = config.DAG_ID
 TASK_ID = "stream_users"
 RETRY_EVERY = 2.0  # seconds between two calls while Airflow's API does not answer
+AWAY_BOUND = 600.0  # Airflow's API away this long: the driver stops (the run says what is down)
 
 
 @dataclass
@@ -38,6 +39,7 @@ class Driver:
         self.runs: list[Run] = []
         self.log = log
         self.airflow = AirflowClient(url(), *airflow_admin())
+        self.error: str | None = None  # why the driver stopped before it was asked to
         self._stop = threading.Event()
 
     def call(self, method: str, path: str, **kwargs: Any) -> Any:
@@ -49,6 +51,10 @@ class Driver:
                 if away is None:
                     away = time.monotonic()
                     self.log(f"  driver: {str(exc)[:100]}; trying again every {RETRY_EVERY:.0f}s")
+                elif time.monotonic() - away > AWAY_BOUND:
+                    raise AirflowError(
+                        f"Airflow's API did not answer for {AWAY_BOUND:.0f}s: {str(exc)[:200]}"
+                    ) from exc
                 self.airflow = AirflowClient(url(), *airflow_admin())  # a new login, too
                 time.sleep(RETRY_EVERY)
                 continue
@@ -57,6 +63,14 @@ class Driver:
             return answer
 
     def run(self) -> None:
+        """Runs one after another until ``stop``, or until Airflow stays away (``error``)."""
+        try:
+            self._run()
+        except AirflowError as exc:
+            self.error = str(exc)
+            self.log(f"driver: stopped: {exc}")
+
+    def _run(self) -> None:
         self.call("PATCH", f"/dags/{DAG_ID}", json={"is_paused": False})
         while not self._stop.is_set():
             body = {"logical_date": None, "conf": self.conf}
