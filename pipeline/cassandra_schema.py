@@ -26,7 +26,7 @@ import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pipeline import config
 from pipeline.config import CassandraSettings, ConfigError
@@ -446,11 +446,11 @@ def set_up(session: Session, writer: CassandraSettings) -> list[str]:
     config.check_writer(writer.username, getattr(session.cluster.auth_provider, "username", None))
     altered = ensure_schema(session, writer)
     for statement in writer_role_statements(writer):
-        session.execute(statement)
-    rows = session.execute(f'LIST ALL PERMISSIONS OF "{writer.username}" NORECURSIVE')
+        as_admin(session, statement)
+    rows = as_admin(session, f'LIST ALL PERMISSIONS OF "{writer.username}" NORECURSIVE')
     for statement in extra_permissions(writer, [(r.resource, r.permission) for r in rows]):
         log.warning("cassandra: role %s needs no more than this: %s", writer.username, statement)
-        session.execute(statement)
+        as_admin(session, statement)
     log.info(
         "cassandra: role %s may log in and %s rows of keyspace %s, nothing else",
         writer.username,
@@ -458,6 +458,26 @@ def set_up(session: Session, writer: CassandraSettings) -> list[str]:
         writer.keyspace,
     )
     return altered
+
+
+def as_admin(session: Session, statement: str, within: float = 120) -> Any:
+    """``statement`` run as the admin. On a ring of several nodes, a node may still hold the
+    admin as unknown in its roles cache for seconds after ``system_auth`` changed (CI: "User
+    cassandra has no AUTHORIZE permission" on the GRANT after the ALTER ROLE had passed on
+    another node): a refusal there is asked again until ``within`` seconds have passed, then
+    raised. One node has no such window: its refusal is raised at once. The statement may hold
+    a password: it is never logged."""
+    from cassandra import Unauthorized
+
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            return session.execute(statement)
+        except Unauthorized as exc:
+            if len(session.cluster.metadata.all_hosts()) < 2 or time.monotonic() > deadline:
+                raise
+            log.info("cassandra: a node does not know the admin yet (%s); asking again", exc)
+            time.sleep(1)
 
 
 def admin_session(admin: CassandraSettings) -> Session:

@@ -372,3 +372,27 @@ def test_airflow_gets_no_cassandra_setting_and_the_job_no_admin_login(
     )
     assert [name for name in job if name.startswith("CASSANDRA_ADMIN")] == []
     assert "admin-secret" not in job.values()
+
+
+def test_a_refusal_on_one_node_is_raised_at_once(
+    cassandra_session: Any,
+    writer: config.CassandraSettings,
+    other_keyspace: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Set-up asks a refused GRANT again only on a ring of several nodes (a node's roles cache
+    may not know the admin yet); one node has no such window, and a role that is no superuser
+    is told at once."""
+    set_up(cassandra_session, writer)
+    caplog.set_level("INFO", logger=cassandra_schema.log.name)
+    session = login(writer)
+    try:
+        with pytest.raises(Unauthorized, match="AUTHORIZE"):
+            cassandra_schema.as_admin(
+                session, f'GRANT SELECT ON KEYSPACE {other_keyspace} TO "{writer.username}"'
+            )
+    finally:
+        session.cluster.shutdown()
+    assert "asking again" not in caplog.text
+    granted = cassandra_session.execute(f'LIST ALL PERMISSIONS OF "{writer.username}" NORECURSIVE')
+    assert {r.resource for r in granted} == {f"<keyspace {writer.keyspace}>"}
