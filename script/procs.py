@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from script.layout import LOGS, REPO, RUN, UMASK, say
@@ -116,18 +117,24 @@ def spawn(
     return proc.pid
 
 
+def proc_stats() -> Iterator[tuple[int, list[str]]]:
+    """Each process's pid and the fields of its /proc/PID/stat after the name: the state
+    letter first (R, S, Z, ...), then the parent's pid, ..."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(") ", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        yield int(stat.parent.name), fields
+
+
 def trees_cpu(roots: dict[str, int]) -> dict[str, dict[int, float]]:
     """For each named root pid: the CPU seconds (user plus system, its own only) of each live
     process of its tree, by pid; one read of /proc for all of them."""
     children: dict[int, list[int]] = {}
     own: dict[int, float] = {}
     tick = os.sysconf("SC_CLK_TCK")
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(") ", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        pid = int(stat.parent.name)
+    for pid, fields in proc_stats():
         children.setdefault(int(fields[1]), []).append(pid)
         own[pid] = (int(fields[11]) + int(fields[12])) / tick
     out: dict[str, dict[int, float]] = {}
@@ -145,12 +152,8 @@ def trees_cpu(roots: dict[str, int]) -> dict[str, dict[int, float]]:
 def process_tree(root: int) -> list[int]:
     """``root`` and all its descendants, from /proc."""
     children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(") ", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    for pid, fields in proc_stats():
+        children.setdefault(int(fields[1]), []).append(pid)
     tree, todo = [], [root]
     while todo:
         pid = todo.pop()

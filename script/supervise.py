@@ -39,6 +39,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from script.procs import proc_stats
+
 log = logging.getLogger("supervisor")
 
 EXIT_STOPPED = 0  # the job stopped on request
@@ -141,15 +143,8 @@ def become_subreaper() -> bool:
 
 def children() -> dict[int, str]:
     """This process's children, alive or zombie: pid -> state letter (R, S, Z, ...)."""
-    found = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            state, ppid = stat.read_text().rsplit(") ", 1)[1].split()[:2]
-        except (OSError, ValueError, IndexError):
-            continue
-        if int(ppid) == os.getpid():
-            found[int(stat.parent.name)] = state
-    return found
+    me = os.getpid()
+    return {pid: fields[0] for pid, fields in proc_stats() if int(fields[1]) == me}
 
 
 def reap_zombies(spare: int | None = None) -> int:
