@@ -147,18 +147,15 @@ def children() -> dict[int, str]:
     return {pid: fields[0] for pid, fields in proc_stats() if int(fields[1]) == me}
 
 
-def reap_zombies(spare: int | None = None) -> int:
+def reap_zombies(spare: int | None = None) -> None:
     """Reap the adopted children that have exited (never ``spare``: the job, which its
-    ``Popen`` reaps); how many."""
-    reaped = 0
+    ``Popen`` reaps)."""
     for pid, state in children().items():
         if state == "Z" and pid != spare:
             try:
                 os.waitpid(pid, os.WNOHANG)
-                reaped += 1
             except ChildProcessError:
                 pass
-    return reaped
 
 
 def reap_leftovers(timeout: float = LEFTOVER_TIMEOUT) -> int:
