@@ -76,8 +76,12 @@ main() {
             log "migrating the metadata database; the other Airflow components start once it is done"
             exec "${IMAGE_ENTRYPOINT}" airflow db migrate
             ;;
-        api-server | scheduler | dag-processor | triggerer)
+        api-server | scheduler)
             exec "${IMAGE_ENTRYPOINT}" airflow "${component}" "$@"
+            ;;
+        dag-processor | triggerer)
+            # Airflow's own command, its one-second idle loop slowed (script/airflow_quiet.py).
+            exec "${IMAGE_ENTRYPOINT}" python -m script.airflow_quiet "${component}" "$@"
             ;;
         *)
             exec "${IMAGE_ENTRYPOINT}" "${component}" "$@"

@@ -82,9 +82,13 @@ def test_entrypoint_hands_the_component_to_the_images_entrypoint_once_postgres_a
         AIRFLOW_INSTALL_REQUIREMENTS="true",  # the old switch: nothing installs at start any more
     )
     assert result.returncode == 0, result.stderr
-    assert calls == ["airflow db check"] * 3 + [f"image-entrypoint airflow {component} --flag"], (
-        calls
+    # The DAG processor and the triggerer go through script/airflow_quiet.py (their idle loop).
+    command = (
+        f"python -m script.airflow_quiet {component}"
+        if component in ("dag-processor", "triggerer")
+        else f"airflow {component}"
     )
+    assert calls == ["airflow db check"] * 3 + [f"image-entrypoint {command} --flag"], calls
 
 
 def test_entrypoint_gives_up_on_postgres_with_airflows_own_error_and_the_fix(

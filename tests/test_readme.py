@@ -153,6 +153,7 @@ DIAGRAM_PARTS = {
         "script/procs.py",
         "script/jars.py",
         "script/supervise.py",
+        "script/airflow_quiet.py",
         "script/airflow_api.py",
         "script/pipeline_status.py",
         "script/arguments.py",

@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -274,3 +275,25 @@ def test_the_exit_watch_sleeps_until_the_job_exits_and_gives_its_status(pidfd: b
     finally:
         exits.close()
         job.wait()
+
+
+def test_a_signal_ends_the_exit_watchs_sleep_while_the_job_runs() -> None:
+    """A supervisor sleeps up to WATCH_SECONDS between looks: a stop or an orphan's exit must
+    wake it at once. The job outlives the signal; without the wake-up, the watch would sleep on
+    until the job's exit and return its status."""
+    previous_handler = signal.signal(signal.SIGUSR1, lambda *_: None)
+    previous_fd = signal.set_wakeup_fd(-1)
+    wake_fd = supervise.signal_wake_up()
+    job = subprocess.Popen(["sleep", "60"])
+    exits = supervise.ExitWatch(job, wake_fd)
+    try:
+        assert exits.woken_by_signals
+        threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGUSR1)).start()
+        assert exits.wait(120) is None  # woken by the signal, the job still running
+        assert job.poll() is None
+    finally:
+        exits.close()
+        job.kill()
+        job.wait()
+        signal.set_wakeup_fd(previous_fd)
+        signal.signal(signal.SIGUSR1, previous_handler)

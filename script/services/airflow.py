@@ -56,6 +56,8 @@ class Airflow(Service):
             if read_pid(name):
                 continue
             args = [str(VENV_BIN / "airflow"), component]
+            if component in QUIET_LOOPS:  # their one-second loops slowed while idle
+                args = [str(VENV_BIN / "python"), "-m", "script.airflow_quiet", component]
             if component == "api-server":
                 args += ["--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"]
             elif component in ("scheduler", "triggerer"):
@@ -169,12 +171,16 @@ def airflow_env() -> dict[str, str]:
     return env
 
 
+# Components whose one-second database loop is hard-coded: started through script.airflow_quiet,
+# which slows it while they have nothing to do (Compose: script/entrypoint.sh, the same).
+QUIET_LOOPS = ("dag-processor", "triggerer")
+
 # Airflow's loops while nothing runs, slower than its defaults (an idle stack is quiet, see
-# docs/benchmark.md): the scheduler looks for work every 2 s (a triggered run waits up to that),
+# docs/benchmark.md): the scheduler looks for work every 4 s (a triggered run waits up to that),
 # the jobs tell Postgres they live every 10 s (health thresholds 30 s), the DAG file is parsed
 # again every 2 min (a new DAG file is seen within 5). Compose's x-airflow-env has the same.
 QUIET: dict[str, str] = {
-    "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "2",
+    "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "4",
     "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "10",
     "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "30",
     "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "10",

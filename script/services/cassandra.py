@@ -75,8 +75,9 @@ class Cassandra(Service):
                 # A joining node waits this long for the ring's news (default 30 s): loopback.
                 "-Dcassandra.ring_delay_ms=5000",
                 # Its clock for timeouts ticks every 2 ms by default, a third of an idle node's
-                # CPU; 20 ms is still far finer than any timeout it serves.
-                "-Dcassandra.approximate_time_precision_ms=20",
+                # CPU; 100 ms is still far finer than any timeout it serves (seconds), and no
+                # write's timestamp comes from it.
+                "-Dcassandra.approximate_time_precision_ms=100",
                 f"-Dcassandra.jmx.local.port={self.jmx_port}",
                 "-cp",
                 f"{JARS / 'cassandra'}/*",

@@ -1,0 +1,105 @@
+"""Run Airflow's DAG processor or triggerer with its one-second database loop slowed down while
+it has nothing to do: `python -m script.airflow_quiet dag-processor` (or `triggerer ...`) in
+place of `airflow dag-processor`.
+
+Airflow 3.3 writes both loops' one second into its code, with no setting: on an idle stack the
+DAG processor asks Postgres for callbacks and parsing requests every second, and the triggerer
+asks for unassigned and unused triggers every second. Together with Postgres serving them that
+was a fifth of an idle stack's CPU (docs/benchmark.md, "Why an idle stack is quiet"). Here:
+
+- the DAG processor waits up to IDLE_SECONDS between its loops while no file is being parsed
+  (a parse that is due, a callback, a reparse asked in the UI start within that);
+- the triggerer looks for new and unused triggers every IDLE_SECONDS while it runs none (a
+  deferred task's trigger starts within that); while any trigger runs, every second as before.
+
+Nothing else changes: the same command line, settings, heartbeats and health checks. Should a
+later Airflow rename what this wraps, the component says so in its log and runs unchanged.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+IDLE_SECONDS = 5.0
+COMPONENTS = ("dag-processor", "triggerer")
+
+log = logging.getLogger(__name__)
+
+
+def quiet_dag_processor(idle: float = IDLE_SECONDS) -> None:
+    """While no parsing process runs, the manager's wait for its processes' sockets (its loop's
+    sleep) lasts `idle` seconds instead of the rest of one second."""
+    from airflow.dag_processing.manager import DagFileProcessorManager
+
+    service = DagFileProcessorManager._service_processor_sockets
+
+    @functools.wraps(service)
+    def _service_processor_sockets(self: Any, timeout: float | None = 1.0) -> None:
+        if timeout is not None and not self._processors:
+            timeout = max(timeout, idle)
+        return service(self, timeout=timeout)
+
+    DagFileProcessorManager._service_processor_sockets = _service_processor_sockets
+
+
+def quiet_triggerer(idle: float = IDLE_SECONDS) -> None:
+    """While the triggerer runs, creates and cancels no trigger, its database look-ups for
+    triggers to take and triggers to delete run every `idle` seconds instead of every loop."""
+    from airflow.jobs.triggerer_job_runner import TriggerRunnerSupervisor
+
+    for name in ("load_triggers", "clean_unused"):
+        method = getattr(TriggerRunnerSupervisor, name)
+        setattr(TriggerRunnerSupervisor, name, _at_most_every(method, idle))
+
+
+def _busy(supervisor: Any) -> bool:
+    s = supervisor
+    return bool(s.running_triggers or s.creating_triggers or s.cancelling_triggers)
+
+
+def _at_most_every(method: Callable[[Any], None], idle: float) -> Callable[[Any], None]:
+    last = -float("inf")
+
+    @functools.wraps(method)
+    def throttled(self: Any) -> None:
+        nonlocal last
+        now = time.monotonic()
+        if _busy(self) or now - last >= idle:
+            last = now
+            method(self)
+
+    return throttled
+
+
+def quiet(component: str) -> None:
+    """Slow down `component`'s idle loop; a missing hook is logged, never fatal."""
+    try:
+        {"dag-processor": quiet_dag_processor, "triggerer": quiet_triggerer}[component]()
+    except (ImportError, AttributeError) as exc:
+        log.warning(
+            "airflow_quiet: %s runs with Airflow's own one-second loop: %s (%s) is not what "
+            "script/airflow_quiet.py wraps in this Airflow version",
+            component,
+            exc,
+            exc.__class__.__name__,
+        )
+
+
+def main(argv: list[str]) -> None:
+    if not argv or argv[0] not in COMPONENTS:
+        names = "|".join(COMPONENTS)
+        sys.exit(f"usage: python -m script.airflow_quiet {{{names}}} [airflow's arguments...]")
+    quiet(argv[0])
+    from airflow.__main__ import main as airflow_main
+
+    sys.argv = ["airflow", *argv]
+    airflow_main()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

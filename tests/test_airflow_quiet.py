@@ -1,0 +1,106 @@
+"""script/airflow_quiet.py: the DAG processor's and the triggerer's idle loops, slowed on the
+installed Airflow's own classes, and the running stack's components started through it."""
+
+from __future__ import annotations
+
+import json
+import selectors
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import requests
+
+from script import airflow_quiet
+from script.layout import LOGS
+from script.procs import supervisor_state
+
+
+class RecordingSelector(selectors.DefaultSelector):
+    """A real selector that remembers each timeout it was asked to wait for."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.timeouts: list[float | None] = []
+
+    def select(self, timeout: float | None = None):  # type: ignore[override]
+        self.timeouts.append(timeout)
+        return super().select(0)
+
+
+def test_the_dag_processor_waits_longer_only_while_nothing_is_parsed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from airflow.dag_processing.manager import DagFileProcessorManager
+
+    # Restored after the test, whatever quiet_dag_processor does to the class.
+    monkeypatch.setattr(
+        DagFileProcessorManager,
+        "_service_processor_sockets",
+        DagFileProcessorManager._service_processor_sockets,
+    )
+    airflow_quiet.quiet_dag_processor(idle=5)
+    selector = RecordingSelector()
+    idle = SimpleNamespace(_processors={}, selector=selector)
+    parsing = SimpleNamespace(_processors={"dags/users.py": object()}, selector=selector)
+
+    DagFileProcessorManager._service_processor_sockets(idle, timeout=0.4)
+    DagFileProcessorManager._service_processor_sockets(parsing, timeout=0.4)
+    DagFileProcessorManager._service_processor_sockets(idle, timeout=None)
+
+    assert selector.timeouts == [5, 0.4, None]
+
+
+def test_the_triggerer_looks_for_triggers_every_idle_span_or_every_loop_when_busy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    now = [1000.0]
+    monkeypatch.setattr(airflow_quiet.time, "monotonic", lambda: now[0])
+    calls: list[str] = []
+    look = airflow_quiet._at_most_every(lambda self: calls.append(self.name), idle=5)
+    idle = SimpleNamespace(
+        name="idle", running_triggers=set(), creating_triggers=[], cancelling_triggers=set()
+    )
+    busy = SimpleNamespace(
+        name="busy", running_triggers={7}, creating_triggers=[], cancelling_triggers=set()
+    )
+
+    for _ in range(10):  # ten one-second loops with nothing to do: at 0 s and 5 s
+        look(idle)
+        now[0] += 1
+    for _ in range(3):  # a trigger runs: every loop
+        look(busy)
+        now[0] += 1
+
+    assert calls == ["idle", "idle", "busy", "busy", "busy"]
+
+
+def test_the_installed_airflow_has_what_the_launcher_wraps(monkeypatch: pytest.MonkeyPatch) -> None:
+    from airflow.jobs.triggerer_job_runner import TriggerRunnerSupervisor
+
+    for name in ("load_triggers", "clean_unused"):
+        monkeypatch.setattr(TriggerRunnerSupervisor, name, getattr(TriggerRunnerSupervisor, name))
+    original = TriggerRunnerSupervisor.load_triggers
+    airflow_quiet.quiet_triggerer()
+    assert TriggerRunnerSupervisor.load_triggers is not original
+    assert TriggerRunnerSupervisor.load_triggers.__wrapped__ is original
+
+
+def test_the_launcher_refuses_an_unknown_component() -> None:
+    with pytest.raises(SystemExit, match="usage: python -m script.airflow_quiet"):
+        airflow_quiet.main(["scheduler"])
+
+
+@pytest.mark.parametrize("component", airflow_quiet.COMPONENTS)
+def test_the_stacks_component_runs_through_the_launcher_healthy_with_its_loop_slowed(
+    airflow_client, settings, component: str
+) -> None:
+    health = requests.get(f"{settings.stack.airflow_url}/api/v2/monitor/health", timeout=10).json()
+    # Its heartbeat reached the database within Airflow's health threshold.
+    assert health[component.replace("-", "_")]["status"] == "healthy", health
+    state = json.loads(supervisor_state(f"airflow-{component}").read_text())
+    pid = state["job_pid"]  # the component itself, below its supervisor
+    command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    assert command[1:4] == [b"-m", b"script.airflow_quiet", component.encode()], command
+    log = (LOGS / f"airflow-{component}.log").read_text(errors="replace")
+    assert "airflow_quiet:" not in log, "the launcher could not wrap Airflow's loop: see the log"
