@@ -10,6 +10,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from pipeline import config
+from script import airflow_quiet
 from script.layout import DATA, LOGS, REPO, STATE, VENV_BIN, StackError, say
 from script.procs import pid_file, read_pid, spawn, stop_tree, write_secret
 from script.services.base import Process, Service
@@ -56,7 +57,8 @@ class Airflow(Service):
             if read_pid(name):
                 continue
             args = [str(VENV_BIN / "airflow"), component]
-            if component in QUIET_LOOPS:  # their one-second loops slowed while idle
+            # Their hard-coded one-second loops, slowed while idle (Compose: entrypoint.sh).
+            if component in airflow_quiet.COMPONENTS:
                 args = [str(VENV_BIN / "python"), "-m", "script.airflow_quiet", component]
             if component == "api-server":
                 args += ["--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"]
@@ -170,10 +172,6 @@ def airflow_env() -> dict[str, str]:
     )
     return env
 
-
-# Components whose one-second database loop is hard-coded: started through script.airflow_quiet,
-# which slows it while they have nothing to do (Compose: script/entrypoint.sh, the same).
-QUIET_LOOPS = ("dag-processor", "triggerer")
 
 # Airflow's loops while nothing runs, slower than its defaults (an idle stack is quiet, see
 # docs/benchmark.md): the scheduler looks for work every 4 s (a triggered run waits up to that),
