@@ -103,6 +103,13 @@ RUN_SET_UP = (
 # tables it needs (system.local, system.peers, system_schema) with any login.
 WRITER_PERMISSIONS = ("SELECT", "MODIFY")
 
+# Seconds a schema or role statement may take before the driver gives up on it (its default
+# is 10 s). A schema change writes and flushes the schema tables and is sent to every node;
+# on a busy ring of three nodes (CI: the faults' scenarios, right after a node came back) a
+# CREATE KEYSPACE took longer than 10 s. Every statement of set-up is idempotent: a timed-out
+# one is done again by the next `./run.sh up`.
+SCHEMA_TIMEOUT = 120.0
+
 
 def identifier(value: str, variable: str) -> str:
     """``value`` if it is a plain CQL identifier (the rule of ``variable`` in the settings
@@ -259,7 +266,7 @@ def ensure_schema(session: Session, settings: CassandraSettings) -> list[str]:
     """
     for statement in schema_statements(settings):
         log.info("cassandra: %s", statement)
-        session.execute(statement)
+        session.execute(statement, timeout=SCHEMA_TIMEOUT)
     altered = replicate(session, settings)
     missing: dict[str, list[tuple[str, str]]] = {}
     for attribute, shape, variable in TABLES:
@@ -275,7 +282,7 @@ def ensure_schema(session: Session, settings: CassandraSettings) -> list[str]:
             log.info(
                 "cassandra: %s lacks contract column %s, adding it: %s", where, name, statement
             )
-            session.execute(statement)
+            session.execute(statement, timeout=SCHEMA_TIMEOUT)
     return altered
 
 
@@ -316,7 +323,7 @@ def replicate(session: Session, settings: CassandraSettings) -> list[str]:
             statement,
             keyspace,
         )
-        session.execute(statement, timeout=60)
+        session.execute(statement, timeout=SCHEMA_TIMEOUT)
         if keyspace == "system_auth":
             copy_auth_to_every_replica(session)
         altered.append(keyspace)
@@ -472,7 +479,7 @@ def as_admin(session: Session, statement: str, within: float = 120) -> Any:
     deadline = time.monotonic() + within
     while True:
         try:
-            return session.execute(statement)
+            return session.execute(statement, timeout=SCHEMA_TIMEOUT)
         except Unauthorized as exc:
             if len(session.cluster.metadata.all_hosts()) < 2 or time.monotonic() > deadline:
                 raise

@@ -236,9 +236,10 @@ def drop_side_keyspace(overrides: Mapping[str, str]) -> None:
         config.load(env).cassandra.keyspace, "CASSANDRA_KEYSPACE"
     )
     session = cassandra_schema.connect(config.cassandra_admin(env))
+    within = cassandra_schema.SCHEMA_TIMEOUT
     try:
-        session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=120)
-        session.execute(f'DROP ROLE IF EXISTS "{side_role(keyspace)}"')
+        session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=within)
+        session.execute(f'DROP ROLE IF EXISTS "{side_role(keyspace)}"', timeout=within)
     finally:
         session.cluster.shutdown()
 
