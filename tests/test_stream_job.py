@@ -477,3 +477,46 @@ def test_the_python_daemon_drops_spark_archives_only_where_pyspark_is_installed(
     (site / "pyspark").mkdir(parents=True)
     (site / "py4j").mkdir()
     assert without_archives([*archives, str(site), "/opt/app"]) == [str(site), "/opt/app"]
+
+
+def test_the_python_daemon_imports_what_a_new_worker_needs_and_passes_over_what_is_missing() -> (
+    None
+):
+    """Every module of ``WORKER_IMPORTS`` is installed where the job runs (a renamed one would
+    be passed over silently, and new workers would import it in their first batch again)."""
+    code = (
+        "import sys; from pipeline.spark_daemon import WORKER_IMPORTS, preload; "
+        "got = preload((*WORKER_IMPORTS, 'no_such_module_here')); "
+        "print(','.join(got)); print(all(name in sys.modules for name in got))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    imported, loaded = done.stdout.split()
+    from pipeline.spark_daemon import WORKER_IMPORTS
+
+    assert imported.split(",") == list(WORKER_IMPORTS)
+    assert loaded == "True"
+
+
+def test_the_users_job_daemon_holds_pandas_and_arrow_before_any_worker_asks() -> None:
+    """The user's stream job forks its Python workers from a daemon that has pandas's and
+    pyarrow's libraries loaded: a worker started after an idle minute does not load them."""
+    from script.procs import process_tree
+    from script.services import STREAM
+
+    pid = STREAM.pid()
+    if pid is None:
+        pytest.skip("the user's stream job is not running (`./run.sh stream start`)")
+    daemons = []
+    for p in process_tree(pid):
+        with contextlib.suppress(OSError):
+            argv = Path(f"/proc/{p}/cmdline").read_bytes().split(b"\0")
+            parent = int(Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            if b"pipeline.spark_daemon" in argv and b"pipeline.spark_daemon" not in (
+                Path(f"/proc/{parent}/cmdline").read_bytes()
+            ):
+                daemons.append(p)
+    assert len(daemons) == 1, f"the job's Python daemon: {daemons}"
+    maps = Path(f"/proc/{daemons[0]}/maps").read_text()
+    assert "/pandas/_libs/" in maps and "libarrow" in maps
