@@ -502,21 +502,22 @@ def test_the_python_daemon_imports_what_a_new_worker_needs_and_passes_over_what_
 def test_the_users_job_daemon_holds_pandas_and_arrow_before_any_worker_asks() -> None:
     """The user's stream job forks its Python workers from a daemon that has pandas's and
     pyarrow's libraries loaded: a worker started after an idle minute does not load them."""
-    from script.procs import process_tree
+    from script.procs import proc_stats, process_tree
     from script.services import STREAM
 
     pid = STREAM.pid()
     if pid is None:
         pytest.skip("the user's stream job is not running (`./run.sh stream start`)")
-    daemons = []
-    for p in process_tree(pid):
-        with contextlib.suppress(OSError):
-            argv = Path(f"/proc/{p}/cmdline").read_bytes().split(b"\0")
-            parent = int(Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[1])
-            if b"pipeline.spark_daemon" in argv and b"pipeline.spark_daemon" not in (
-                Path(f"/proc/{parent}/cmdline").read_bytes()
-            ):
-                daemons.append(p)
+    tree = set(process_tree(pid))
+    parent = {p: int(fields[1]) for p, fields in proc_stats() if p in tree}
+
+    def python_daemon(p: int) -> bool:
+        try:
+            return b"pipeline.spark_daemon" in Path(f"/proc/{p}/cmdline").read_bytes()
+        except OSError:
+            return False
+
+    daemons = [p for p in tree if python_daemon(p) and not python_daemon(parent.get(p, 0))]
     assert len(daemons) == 1, f"the job's Python daemon: {daemons}"
     maps = Path(f"/proc/{daemons[0]}/maps").read_text()
     assert "/pandas/_libs/" in maps and "libarrow" in maps
