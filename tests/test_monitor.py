@@ -270,3 +270,20 @@ def test_a_value_is_pretty_printed_when_it_is_json_and_kept_as_text_otherwise() 
     assert collect.pretty(b"<not json>") == "<not json>"
     assert collect.pretty(b"\xff\xfe") == "\ufffd\ufffd"
     assert collect.pretty(None) == "(null)"
+
+
+def test_the_reader_asks_nothing_until_a_browser_reads_the_page(settings: config.Settings) -> None:
+    """A page nobody has opened costs the stack nothing: started, the reader rests (no figure
+    read for two of its fast ticks); the first read of the page wakes it."""
+    from script.monitor.watch import FAST, Watch
+
+    watch = Watch(settings)
+    watch.start()
+    try:
+        time.sleep(2 * FAST + 1)
+        assert watch._state == {"updated": None}  # read directly: not a read of the page
+        assert watch.snapshot()["updated"] is None  # the page's first read
+        wait_until("the rows", lambda: "rows" in watch._state, PAGE_SECONDS)
+        assert {"brokers", "topic", "rows"} <= set(watch._state) and watch._state["updated"]
+    finally:
+        watch.stop()
