@@ -9,6 +9,13 @@ a unique id (``--tag`` and a sequence number, so no two records upsert the same 
 send time in epoch milliseconds. It is keyed by that id like the producer's, but put on the
 topic's partitions in turn rather than by the key's hash.
 
+It sends through librdkafka (``confluent-kafka``), with the producer's settings (acks=all,
+idempotent, the same compression, linger and batch size), not through the producer's
+kafka-python: the generator shares the machine with the job it measures, and kafka-python
+builds each record in Python, about half a core at 35,000 records/s on a 2-core development
+machine where librdkafka takes about a tenth (``docs/benchmark.md``). The producer's own rate is
+the bench's ``producer`` part.
+
 Sending happens in time slices (``--slice-ms``): at each slice it sends what the rate says is
 due by now and sleeps until the next slice, so it holds the rate without spinning. It prints
 one line ``started <epoch ms>`` when the first slice goes out, and at the end (after the
@@ -26,7 +33,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from confluent_kafka import KafkaError, KafkaException, Producer
+
 from pipeline import config, producer
+from pipeline.config import KafkaSettings
 from pipeline.formatting import Skip, format_user
 
 ID_MARK = "@ID@"  # placeholder ids and times, replaced by the split below
@@ -80,6 +90,32 @@ def due(rate: float, elapsed: float) -> int:
     return int(rate * elapsed)
 
 
+def client_config(kafka: KafkaSettings) -> dict[str, Any]:
+    """librdkafka's names for the producer's settings (``producer.producer_config``)."""
+    return {
+        "bootstrap.servers": kafka.bootstrap_servers,
+        "client.id": f"{producer.CLIENT_ID}-loadgen",
+        "acks": "all",
+        "enable.idempotence": True,
+        "compression.type": kafka.compression,
+        "linger.ms": kafka.linger_ms,
+        "batch.size": kafka.batch_size,
+        "message.timeout.ms": int(kafka.delivery_timeout_seconds * 1000),
+        "allow.auto.create.topics": False,
+    }
+
+
+def topic_partitions(client: Producer, topic: str, timeout: float) -> list[int]:
+    """The topic's partition numbers; a loud error when it does not exist."""
+    try:
+        meta = client.list_topics(topic, timeout=timeout).topics[topic]
+    except KafkaException as exc:
+        raise SystemExit(f"loadgen: no answer from Kafka about topic {topic}: {exc}") from exc
+    if meta.error is not None or not meta.partitions:
+        raise SystemExit(f"loadgen: topic {topic} has no partitions ({meta.error}): create it")
+    return sorted(meta.partitions)
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     kafka = config.load(
         {
@@ -90,19 +126,27 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         }
     ).kafka
     pool = templates(args.pool)
-    client = producer.create_producer(kafka)
-    # Records go round the partitions in turn: kafka-python hashes a key in pure Python, which
-    # was two fifths of each send (py-spy at 15,000 records/s), CPU the measured job then lacks.
-    partitions = sorted(client.partitions_for(args.topic))
+    client = Producer(client_config(kafka))
+    # Records go round the partitions in turn (the key's hash costs CPU the measured job lacks).
+    partitions = topic_partitions(client, args.topic, kafka.delivery_timeout_seconds)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     failed_count = [0]
     errors: list[str] = []
 
-    def failed(exc: BaseException) -> None:  # runs in the producer's I/O thread
-        failed_count[0] += 1
-        if len(errors) < 5:
-            errors.append(f"{type(exc).__name__}: {exc}")
+    def delivered(err: KafkaError | None, _msg: Any) -> None:  # runs in poll() and flush()
+        if err is not None:
+            failed_count[0] += 1
+            if len(errors) < 5:
+                errors.append(str(err))
+
+    def send(value: bytes, key: bytes, partition: int) -> None:
+        while True:
+            try:
+                client.produce(args.topic, value, key, partition, on_delivery=delivered)
+                return
+            except BufferError:  # librdkafka's queue is full: let it deliver some first
+                client.poll(0.01)
 
     limit = args.count or None
     slice_s = args.slice_ms / 1000
@@ -126,7 +170,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             rid = record_id(args.tag, seq)
             value = message(pool[seq % len(pool)], rid, now_ms)
             partition = partitions[seq % len(partitions)]
-            client.send(args.topic, key=rid, value=value, partition=partition).add_errback(failed)
+            send(value, rid, partition)
+        client.poll(0)  # delivery reports
         per_second[second] += max(0, target - sent)
         sent = max(sent, target)
         if limit is not None and sent >= limit:
@@ -137,8 +182,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             stop.wait(max(0.0, next_at - time.monotonic()))
     send_seconds = time.monotonic() - started
     end_ms = time.time_ns() // 1_000_000
-    client.flush()
-    client.close()
+    undelivered = client.flush(kafka.delivery_timeout_seconds)
+    if undelivered:
+        failed_count[0] += undelivered
+        errors.append(f"{undelivered} not delivered within KAFKA_DELIVERY_TIMEOUT_SECONDS")
     return {
         "topic": args.topic,
         "target_rate": args.rate,
