@@ -72,7 +72,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     p.add_checked("--p99-limit", SECONDS, default=3.0, help="rate search: p99 limit in s")
     p.add_checked("--rate-step", RATE, default=4000, help="rate search: step up by")
-    p.add_checked("--rate-ceiling", RATE, default=32000, help="rate search: highest rate")
+    p.add_checked("--rate-ceiling", RATE, default=40000, help="rate search: highest rate")
     p.add_checked("--rate-resolution", RATE, default=1000, help="rate search: bisect to")
     p.add_checked("--classify-messages", COUNT, default=100_000)
     p.add_checked("--sink-messages", COUNT, default=200_000)
