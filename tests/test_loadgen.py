@@ -47,7 +47,8 @@ def test_every_record_arrives_once_valid_keyed_by_its_id_round_the_partitions(
 
     done = loadgen(kafka_bootstrap, "--topic", topic, "--rate", "0", "--count", "3000")
     assert done.returncode == 0, done.stderr
-    started, last = done.stdout.strip().splitlines()[0], done.stdout.strip().splitlines()[-1]
+    lines = done.stdout.strip().splitlines()
+    started, last = lines[0], lines[-1]
     report = json.loads(last)
     assert (report["sent"], report["failed"], report["errors"]) == (3000, 0, [])
 

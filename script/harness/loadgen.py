@@ -12,8 +12,8 @@ topic's partitions in turn rather than by the key's hash.
 It sends through librdkafka (``confluent-kafka``), with the producer's settings (acks=all,
 idempotent, the same compression, linger and batch size), not through the producer's
 kafka-python: the generator shares the machine with the job it measures, and kafka-python
-builds each record in Python, about half a core at 35,000 records/s on a 2-core development
-machine where librdkafka takes about a tenth (``docs/benchmark.md``). The producer's own rate is
+builds each record in Python: 54 % of a core at 35,000 records/s on a 2-core development
+machine, where librdkafka takes 16 % (``docs/benchmark.md``). The producer's own rate is
 the bench's ``producer`` part.
 
 Sending happens in time slices (``--slice-ms``): at each slice it sends what the rate says is
