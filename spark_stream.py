@@ -194,9 +194,13 @@ START_STALL_FACTOR = 5
 
 class PreparedAppend:
     """``frame.where(condition).select(columns)`` appended to a Cassandra table, with what
-    never changes from one batch to the next (the expressions, the write's options) made in
-    the JVM once. Through the DataFrame API each column and each option is a round trip to
-    the JVM, about 40 a batch: a sixth of a batch's time at 1,000 users/s (py-spy on the job).
+    never changes from one batch to the next made in the JVM once: the expressions, the write's
+    options and the table. Through the DataFrame API each column and each option is a round
+    trip to the JVM, about 40 a batch (a sixth of a batch's time at 1,000 users/s, py-spy on
+    the job), and each write loads the table anew, for which the connector refreshes its
+    driver's schema metadata (13 requests to Cassandra). Here the table is loaded by the first
+    write (a write attempt, so retried like one) and each batch's plan is what
+    ``DataFrameWriter.save`` builds for an append: ``AppendData.byName`` on it.
     """
 
     def __init__(
@@ -208,13 +212,32 @@ class PreparedAppend:
         condition, columns = selection
         gateway = spark.sparkContext._gateway
         assert gateway is not None
+        self._jvm = gateway.jvm
+        self._session = spark._jsparkSession
         self._condition = condition._jc
-        self._columns = gateway.jvm.PythonUtils.toSeq([c._jc for c in columns])
+        self._columns = self._jvm.PythonUtils.toSeq([c._jc for c in columns])
         self._options = MapConverter().convert(options, gateway._gateway_client)
+        self._write_options = self._jvm.PythonUtils.toScalaMap(self._options)
+        self._append_data = self._jvm.org.apache.spark.sql.catalyst.plans.logical.AppendData
+        self._dataset = self._jvm.org.apache.spark.sql.Dataset
+        self._relation: Any = None
 
     def __call__(self, frame: DataFrame) -> None:
+        if self._relation is None:
+            self._relation = self._load_table()
         rows = frame._jdf.where(self._condition).select(self._columns)
-        rows.write().format(CASSANDRA_FORMAT).options(self._options).mode("append").save()
+        plan = self._append_data.byName(self._relation, rows.logicalPlan(), self._write_options)
+        self._dataset.ofRows(self._session, plan)  # runs the command: the batch's Spark job
+
+    def _load_table(self) -> Any:
+        jvm = self._jvm
+        v2 = jvm.org.apache.spark.sql.execution.datasources.v2
+        options = jvm.org.apache.spark.sql.util.CaseInsensitiveStringMap(self._options)
+        none = jvm.scala.Option.empty()
+        table = v2.DataSourceV2Utils.getTableFromProvider(
+            jvm.org.apache.spark.sql.cassandra.DefaultSource(), options, none
+        )
+        return v2.DataSourceV2Relation.create(table, none, none, options)
 
 
 class ConnectorMissing(RuntimeError):
@@ -626,10 +649,10 @@ def build_session(settings: Settings) -> SparkSession:
 def driver_properties(keyspace: str) -> dict[str, str]:
     """Settings of the connector's Java driver that the connector has no option for.
 
-    The connector refreshes the driver's schema metadata before every write: 13 requests, 13-15
-    ms of a batch at 1,000 users/s. Only the job's keyspace, and no schema agreement check
-    first (the job changes no schema), halve that (`refreshSchema` p50 32 -> 17 ms on a busy
-    stack, 14 -> 8 ms on a quiet one).
+    The connector refreshes the driver's schema metadata each time it loads a table (once a
+    session here, ``PreparedAppend``; it was once a write): 13 requests. Only the job's
+    keyspace, and no schema agreement check first (the job changes no schema), halve that
+    (`refreshSchema` p50 32 -> 17 ms on a busy stack, 14 -> 8 ms on a quiet one).
     """
     prefix = "datastax-java-driver.advanced."
     return {
@@ -756,10 +779,10 @@ def run_until_stopped(
     batch begun, a write attempt ended) for ``stall_seconds`` is stalled, and one that has not
     begun its first batch after ``START_STALL_FACTOR`` times that: the status says "try
     again" at once, without stopping the query, which may be stuck where it cannot be
-    interrupted. (The connector refreshes its schema metadata before every write and waits for
-    that uninterruptibly: when Cassandra went away at the wrong moment, it may wait forever. A
-    new process has a new session.) A write that fails and is tried again is alive: the job
-    waits for Cassandra in the same process.
+    interrupted. (The connector refreshes its schema metadata when a write loads the
+    table and waits for that uninterruptibly: when Cassandra went away at the wrong moment, it
+    may wait forever. A new process has a new session.) A write that fails and is tried again
+    is alive: the job waits for Cassandra in the same process.
     """
     seen, moved, told = None, time.monotonic(), False
     while query.isActive and not stop.wait(1.0):
