@@ -437,7 +437,7 @@ VARIABLES: tuple[Variable, ...] = (
         "synthetic users the job streams Kafka -> parser -> Cassandra, into a topic and a table "
         "of their own (`<KAFKA_TOPIC>-warm-up`, deleted after; `<CASSANDRA_TABLE>_warm_up`, "
         "rows kept an hour), before it says it is ready, so its first real batches run warm; "
-        "0: only start the Python workers and the connector's session",
+        "0: only start the Python workers and the connector's session, and load the table",
         STREAM_JOB,
         kind=WHOLE,
         minimum=0,

@@ -41,7 +41,7 @@ LOGS = REPO / ".stack" / "logs"
 
 VALID_BEFORE, VALID_WHILE_DOWN = 150, 50
 MESSAGES_PER_BATCH = 30  # small batches, so the first run is stopped with work left
-WARM_UP_MESSAGES = 3_000  # six of the warm-up's batches, each start
+WARM_UP_MESSAGES = 3_000  # 15 of the warm-up's batches, each start
 # The users table exists before set-up runs, made when the contract had no such field: set-up
 # must add the column, and the job fill it.
 ADDED_FIELD = "picture"
