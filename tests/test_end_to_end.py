@@ -19,6 +19,7 @@ from conftest import count_when_ready, read_topic, topic_end_offsets
 from pipeline import config, contract
 from pipeline.formatting import Skip, format_user
 from pipeline.randomuser import RandomUserClient, iter_batches
+from script.harness.side import QUICK_WARM_UP
 from script.pipeline_status import checkpoint_offsets
 from script.procs import stop_tree
 from script.services.cassandra import drop_side_keyspace, set_up_side_keyspace
@@ -50,6 +51,7 @@ def e2e(settings, kafka_bootstrap, cassandra_session, standin, airflow_client):
         "SPARK_CHECKPOINT_DIR": str(checkpoint),
         "SPARK_TRIGGER_INTERVAL": "1 second",
         "SPARK_UI_PORT": "4061",
+        **QUICK_WARM_UP,
     }
     # The job may only check its tables: set-up makes them and a writer role of its own.
     overrides.update(set_up_side_keyspace(overrides))

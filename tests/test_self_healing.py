@@ -27,6 +27,7 @@ from kafka import KafkaProducer
 from pipeline import contract, producer
 from script import services
 from script.faults.rig import Feeder, SupervisedJob, users
+from script.harness.side import QUICK_WARM_UP
 from script.procs import process_tree
 from spark_stream import CONNECTOR_CONF, NO_TOPIC_YET
 
@@ -54,7 +55,8 @@ def side_job(kafka_bootstrap: str) -> Iterator[Callable[..., SupervisedJob]]:
         def make(
             name: str, overrides: dict[str, str] | None = None, topic: bool = True
         ) -> SupervisedJob:
-            return jobs.enter_context(SupervisedJob(name, overrides, topic=topic))
+            env = {**QUICK_WARM_UP, **(overrides or {})}
+            return jobs.enter_context(SupervisedJob(name, env, topic=topic))
 
         yield make
 

@@ -32,6 +32,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
 
 from pipeline import cassandra_schema, config, contract, spark_jars
+from script.harness.side import QUICK_WARM_UP, QUICK_WARM_UP_MESSAGES
 from script.pipeline_status import checkpoint_offsets
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,7 +42,6 @@ LOGS = REPO / ".stack" / "logs"
 
 VALID_BEFORE, VALID_WHILE_DOWN = 150, 50
 MESSAGES_PER_BATCH = 30  # small batches, so the first run is stopped with work left
-WARM_UP_MESSAGES = 3_000  # 15 of the warm-up's batches, each start
 # The users table exists before set-up runs, made when the contract had no such field: set-up
 # must add the column, and the job fill it.
 ADDED_FIELD = "picture"
@@ -214,7 +214,7 @@ def scenario(
         "SPARK_CHECKPOINT_DIR": str(checkpoint),
         "SPARK_TRIGGER_INTERVAL": "1 second",
         "SPARK_MAX_OFFSETS_PER_TRIGGER": str(MESSAGES_PER_BATCH),
-        "SPARK_WARM_UP_MESSAGES": str(WARM_UP_MESSAGES),
+        **QUICK_WARM_UP,
     }
     table = settings.cassandra.table
     admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
@@ -317,12 +317,12 @@ def test_each_start_warms_up_with_synthetic_users_in_a_topic_and_table_of_its_ow
     job = scenario.job
     text = scenario.runs[0].log.read_text(errors="replace")
     warmed = re.findall(r"warmed up in [\d.]+ s: (\d+) synthetic users through topic (\S+)", text)
-    assert warmed == [(str(WARM_UP_MESSAGES), job.kafka.warm_up_topic)] * 2
+    assert warmed == [(str(QUICK_WARM_UP_MESSAGES), job.kafka.warm_up_topic)] * 2
     rows = cassandra_session.execute(
         f"SELECT id, first_name, produced_at FROM {scenario.keyspace}.{job.cassandra.warm_up_table}"
     )
     assert sorted((r.id, r.first_name, r.produced_at) for r in rows) == sorted(
-        (f"warm-up-{n}", f"first_name {n}", n) for n in range(WARM_UP_MESSAGES)
+        (f"warm-up-{n}", f"first_name {n}", n) for n in range(QUICK_WARM_UP_MESSAGES)
     )
     consumer = KafkaConsumer(bootstrap_servers=kafka_bootstrap)
     try:
@@ -497,6 +497,42 @@ def test_the_python_daemon_imports_what_a_new_worker_needs_and_passes_over_what_
 
     assert imported.split(",") == list(WORKER_IMPORTS)
     assert loaded == "True"
+
+
+def test_the_python_daemon_freezes_its_imports_out_of_the_workers_collections() -> None:
+    """What the daemon imported before it forks is frozen: a worker's ``gc.collect()`` after
+    each task (pyspark's daemon) walks only what that task made, not the imports' objects."""
+    code = (
+        "import gc; from pipeline.spark_daemon import prepare; prepare(); "
+        "print(gc.get_freeze_count(), len(gc.get_objects()))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    frozen, tracked = map(int, done.stdout.split())
+    assert frozen > 50_000  # pandas, pyarrow, pyspark and the parser
+    assert tracked < frozen / 20, (frozen, tracked)  # what a collection still walks
+
+
+def test_a_workers_socket_sends_and_acknowledges_at_once() -> None:
+    """The daemon's workers run each task on a socket without Nagle's delay (and, on Linux,
+    with immediate acknowledgements): the options are on the socket the task is given."""
+    from pipeline.spark_daemon import QUICKACK, without_delays
+
+    seen: list[tuple[int, int | None, bool]] = []
+
+    def task(sock: socket.socket, authenticated: bool) -> int:
+        nodelay = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        quickack = None if QUICKACK is None else sock.getsockopt(socket.IPPROTO_TCP, QUICKACK)
+        seen.append((nodelay, quickack, authenticated))
+        return 7
+
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        with socket.create_connection(server.getsockname()):
+            accepted, _ = server.accept()
+            with accepted:
+                assert without_delays(task)(accepted, True) == 7
+    assert seen == [(1, None if QUICKACK is None else 1, True)]
 
 
 def test_the_users_job_daemon_holds_pandas_and_arrow_before_any_worker_asks() -> None:

@@ -97,25 +97,24 @@ def _run(
     title: str,
     node: Callable[[SupervisedJob], Service],
     rejoined: Callable[[SupervisedJob, Service], str],
-    down_seconds: float,
-    between: float,
+    d: Durations,
 ) -> Outcome:
     """Feed at RATE; SIGKILL ``node(job)`` mid-stream; the next row written (nobody acts);
-    ``down_seconds`` later start the node again; ``rejoined`` waits until it caught up and
-    says how; feed ``between`` more seconds; drain and count."""
+    ``d.node_down`` seconds later start the node again; ``rejoined`` waits until it caught up
+    and says how; feed ``d.between_kills`` more seconds; drain and count."""
     outcome = Outcome(title)
-    with SupervisedJob(title.split()[0].lower()) as job:
+    with SupervisedJob(title.split()[0].lower(), d.job_env) as job:
         job.start()
         with Feeder(job.settings, RATE) as feeder:
             job.next_row(120)
-            time.sleep(between)
+            time.sleep(d.between_kills)
             victim = node(job)
             processes = sigkill(victim)
             killed = time.time()
             outcome.tried = 1
             say(f"  SIGKILLed {victim.name} ({processes} processes)")
             outcome.recover_s = job.next_row(300)  # rows go on being written, nobody acts
-            time.sleep(max(0.0, down_seconds - outcome.recover_s))
+            time.sleep(max(0.0, d.node_down - outcome.recover_s))
             if isinstance(victim, Cassandra):
                 held = pending_hints(victim)
                 outcome.note += f"the others held {held} hint file(s) for it while down; "
@@ -123,7 +122,7 @@ def _run(
             back = time.time()
             outcome.note += f"{victim.name} back after {back - killed:.0f} s: "
             outcome.note += rejoined(job, victim)
-            time.sleep(between)
+            time.sleep(d.between_kills)
         feeder.stop()
         if feeder.failed:
             outcome.note += f"{feeder.failed} sends refused by Kafka (not counted as sent); "
@@ -210,7 +209,7 @@ class NodeFault:
     rejoined: Callable[[SupervisedJob, Service], str]
 
     def __call__(self, d: Durations) -> Outcome:
-        return _run(self.title, self.victim, self.rejoined, d.node_down, d.between_kills)
+        return _run(self.title, self.victim, self.rejoined, d)
 
 
 NODE_SCENARIOS: dict[str, Callable[[Durations], Outcome]] = {

@@ -15,6 +15,7 @@ from typing import Any
 
 from pipeline import config, contract, producer
 from script.faults.rig import Feeder, Outcome, SupervisedJob, restart, say, tally, users
+from script.harness.side import QUICK_WARM_UP_MESSAGES
 from script.procs import memory_kb
 from script.services import named
 
@@ -30,10 +31,20 @@ class Durations:
     soak_rate: float  # users per second offered during the soak
     sample_every: float  # seconds between two memory samples
     node_down: float  # seconds a SIGKILLed node stays down (the cluster topology's scenarios)
+    # Synthetic users each start of a scenario's job streams before its first batch
+    # (SPARK_WARM_UP_MESSAGES); None: the job's own setting, as the user's job has it.
+    warm_up: int | None = None
+
+    @property
+    def job_env(self) -> dict[str, str]:
+        """The settings a scenario's job gets on top of the stack's."""
+        return {} if self.warm_up is None else {"SPARK_WARM_UP_MESSAGES": str(self.warm_up)}
 
 
 FULL = Durations(30, 8, 30_000, 600, 2000, 10, 30)
-SHORT = Durations(10, 4, 15_000, 40, 2000, 5, 10)
+# The suite's: the same faults in seconds, and jobs that warm up briefly (QUICK_WARM_UP_MESSAGES:
+# the warm-up serves the first batches' latency, which no fault scenario measures).
+SHORT = Durations(10, 4, 15_000, 40, 2000, 5, 10, QUICK_WARM_UP_MESSAGES)
 
 
 def _feed_until_recovered(job: SupervisedJob, feeder: Feeder, outcome: Outcome) -> Outcome:
@@ -49,7 +60,7 @@ def stream_job_killed(d: Durations) -> Outcome:
     """SIGKILL the stream job at three moments of one run: while it writes, while its
     supervisor's restart warms up, and right after it committed a batch."""
     outcome = Outcome("stream job SIGKILLed x3 (supervisor restarts it)")
-    with SupervisedJob("kill") as job:
+    with SupervisedJob("kill", d.job_env) as job:
         job.start()
         with Feeder(job.settings, RATE) as feeder:
             job.next_row(120)
@@ -78,7 +89,7 @@ def stream_job_killed(d: Durations) -> Outcome:
 
 def cassandra_down(d: Durations) -> Outcome:
     outcome = Outcome(f"Cassandra down {d.cassandra_down:.0f} s mid-run")
-    with SupervisedJob("cassandra") as job:
+    with SupervisedJob("cassandra", d.job_env) as job:
         job.start()
         with Feeder(job.settings, RATE) as feeder:
             job.next_row(120)
@@ -103,7 +114,7 @@ def kafka_restarted(d: Durations) -> Outcome:
     from standin import StandIn
 
     outcome = Outcome("Kafka broker restarted mid-run (producer side)")
-    with SupervisedJob("kafka") as job, StandIn() as api:
+    with SupervisedJob("kafka", d.job_env) as job, StandIn() as api:
         job.start()
         env = {
             **job.env,
@@ -203,7 +214,7 @@ def api_faults(d: Durations) -> Outcome:
     from standin import StandIn
 
     outcome = Outcome("API faults + odd users (real producer)")
-    with SupervisedJob("api") as job, StandIn() as api:
+    with SupervisedJob("api", d.job_env) as job, StandIn() as api:
         job.start()
         api.add_faults(*API_FAULTS)
         outcome.tried = len([f for f in API_FAULTS if f])
@@ -240,7 +251,7 @@ def airflow_retry(d: Durations) -> Outcome:
     outcome = Outcome("Airflow task fails half-way, retried by Airflow")
     airflow = AirflowClient(url(), *airflow_admin())
     total, per_page = 10_000, config.load().api.per_request
-    with SupervisedJob("retry") as job, StandIn() as api:
+    with SupervisedJob("retry", d.job_env) as job, StandIn() as api:
         job.start()
         retries = config.load().api.max_retries
         api.add_faults({}, {"status": 503, "retry_after": "0", "count": retries + 1})
@@ -303,7 +314,7 @@ def bad_messages(d: Durations) -> Outcome:
     from kafka import KafkaProducer
 
     outcome = Outcome("bad messages on the topic (10 kinds) + a duplicate id")
-    with SupervisedJob("bad") as job:
+    with SupervisedJob("bad", d.job_env) as job:
         job.start()
         good = list(users(200))
         expected = {}
@@ -350,7 +361,7 @@ def soak(d: Durations) -> Outcome:
     """``d.soak`` seconds at ``d.soak_rate`` users/s: lag bounded, memory flat, count exact."""
     length = f"{d.soak / 60:.0f} min" if d.soak >= 60 else f"{d.soak:.0f} s"
     outcome = Outcome(f"soak {length} at {d.soak_rate:,.0f} users/s")
-    with SupervisedJob("soak") as job:
+    with SupervisedJob("soak", d.job_env) as job:
         job.start()
         with Feeder(job.settings, d.soak_rate) as feeder:
             started = time.monotonic()
