@@ -15,7 +15,7 @@ from typing import Any
 
 from pipeline import config, contract, producer
 from script.faults.rig import Feeder, Outcome, SupervisedJob, restart, say, tally, users
-from script.harness.side import QUICK_WARM_UP_MESSAGES
+from script.harness.side import QUICK_WARM_UP_MESSAGES, warm_up_env
 from script.procs import memory_kb
 from script.services import named
 
@@ -38,7 +38,7 @@ class Durations:
     @property
     def job_env(self) -> dict[str, str]:
         """The settings a scenario's job gets on top of the stack's."""
-        return {} if self.warm_up is None else {"SPARK_WARM_UP_MESSAGES": str(self.warm_up)}
+        return {} if self.warm_up is None else warm_up_env(self.warm_up)
 
 
 FULL = Durations(30, 8, 30_000, 600, 2000, 10, 30)

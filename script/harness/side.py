@@ -30,7 +30,14 @@ from script.services.stream import READY, STREAM_JOB, spawn_stream_job, stream_e
 # warm-up serves the first batches' latency, which such runs do not measure; the benchmark's
 # jobs keep the user's setting.
 QUICK_WARM_UP_MESSAGES = 3_000
-QUICK_WARM_UP = {"SPARK_WARM_UP_MESSAGES": str(QUICK_WARM_UP_MESSAGES)}
+
+
+def warm_up_env(messages: int) -> dict[str, str]:
+    """The setting that makes a job's warm-up stream ``messages`` synthetic users."""
+    return {"SPARK_WARM_UP_MESSAGES": str(messages)}
+
+
+QUICK_WARM_UP = warm_up_env(QUICK_WARM_UP_MESSAGES)
 
 # Processes of the tools' own (load generator, classify timing): `./run.sh worker NAME ARGS`.
 WORKER = [sys.executable, "-m", "script", "worker"]
