@@ -298,47 +298,66 @@ def replication_factor(session: Session, keyspace: str) -> int:
     return max(counts, default=0)
 
 
+def replication_cql(session: Session, replicas: int) -> str:
+    """``replicas`` in each data centre the cluster has, named: on a keyspace that already
+    names its data centres, ``'replication_factor': N`` changes nothing (Cassandra expands it
+    only into data centres the keyspace does not name yet)."""
+    centres = sorted({h.datacenter for h in session.cluster.metadata.all_hosts() if h.datacenter})
+    counts = "".join(f", '{centre}': {replicas}" for centre in centres) or (
+        f", 'replication_factor': {replicas}"
+    )
+    return f"{{'class': 'NetworkTopologyStrategy'{counts}}}"
+
+
 def replicate(session: Session, settings: CassandraSettings) -> list[str]:
     """Give the keyspace, and ``system_auth`` (the roles: a login must survive a node down),
     ``settings.replication_factor`` replicas where they have another number (``system_auth``
-    only ever more, its rows copied at once: ``copy_auth_to_every_replica``). Returns the
-    keyspaces altered: their existing rows reach the new replicas by a repair (``nodetool
-    repair KEYSPACE``), which the local stack runs."""
+    only ever more, one replica at a time, its rows copied at each step:
+    ``copy_auth_to_every_replica``). Returns the keyspaces altered: their existing rows reach
+    the new replicas by a repair (``nodetool repair KEYSPACE``), which the local stack runs.
+
+    Why one at a time: a node reads a role at LOCAL_QUORUM. Straight from 1 replica to 3, two
+    replicas of a role's row lack it; a node that asks those two knows the admin as nobody and
+    refuses every query of it, so no read through CQL can copy the row (a CI run saw one node
+    refuse for 120 s). With only the newest replica lacking a row, every quorum (2 or more)
+    includes a replica that has it: the read finds the role and copies it (read repair)."""
     altered = []
     wanted = settings.replication_factor
     for keyspace in (settings.keyspace, "system_auth"):
         have = replication_factor(session, keyspace)
         if have == wanted or (keyspace == "system_auth" and have >= wanted):
             continue
-        statement = (
-            f"ALTER KEYSPACE {keyspace} WITH replication = "
-            f"{{'class': 'NetworkTopologyStrategy', 'replication_factor': {wanted}}}"
-        )
-        log.warning(
-            "cassandra: keyspace %s has %d replica(s), CASSANDRA_REPLICATION_FACTOR=%d: %s "
-            "(`nodetool repair %s` copies the rows it has to the new replicas)",
-            keyspace,
-            have,
-            wanted,
-            statement,
-            keyspace,
-        )
-        session.execute(statement, timeout=SCHEMA_TIMEOUT)
-        if keyspace == "system_auth":
-            copy_auth_to_every_replica(session)
+        steps = range(max(have, 1) + 1, wanted + 1) if keyspace == "system_auth" else [wanted]
+        for replicas in steps:
+            statement = f"ALTER KEYSPACE {keyspace} WITH replication = " + replication_cql(
+                session, replicas
+            )
+            log.warning(
+                "cassandra: keyspace %s has %d replica(s), CASSANDRA_REPLICATION_FACTOR=%d: %s "
+                "(`nodetool repair %s` copies the rows it has to the new replicas)",
+                keyspace,
+                have,
+                wanted,
+                statement,
+                keyspace,
+            )
+            session.execute(statement, timeout=SCHEMA_TIMEOUT)
+            if keyspace == "system_auth":
+                copy_auth_to_every_replica(session)
+            have = replicas
         altered.append(keyspace)
     return altered
 
 
 def copy_auth_to_every_replica(session: Session, within: float = 120) -> None:
-    """Right after ``system_auth`` got more replicas, its rows (roles, grants) are still on one
-    node each, and a node may have cached the admin as unknown (a role read at LOCAL_QUORUM
-    from two new replicas finds nothing). Once every node has the new replication (schema
-    agreement), read every table of it at consistency ALL through each node in turn: that
-    makes Cassandra write what a replica lacks to it (blocking read repair), and a read a node
-    answers shows that it knows the admin as a superuser again. A node that refuses (its auth
-    caches expire within seconds) is asked again until ``within`` seconds have passed, then
-    ``CassandraUnavailable`` names the node and the fix."""
+    """Right after ``system_auth`` got a replica more, its rows (roles, grants) are not on it
+    yet, and a node may have cached the admin as unknown. Once every node has the new
+    replication (schema agreement), read every table of it at consistency ALL through each
+    node in turn: that makes Cassandra write what a replica lacks to it (blocking read
+    repair), and a read a node answers shows that it knows the admin as a superuser again.
+    A node that refuses (its auth caches expire within seconds) is asked again until
+    ``within`` seconds have passed, then ``CassandraUnavailable`` names the node and the
+    fix."""
     from cassandra import ConsistencyLevel, DriverException
     from cassandra.cluster import NoHostAvailable
     from cassandra.query import SimpleStatement

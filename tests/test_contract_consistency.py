@@ -106,6 +106,20 @@ def test_created_tables_have_the_contract_columns_and_keys(
     }
 
 
+def test_a_replication_change_takes_effect_on_a_keyspace_that_names_its_data_centre(
+    cassandra_session, keyspace_settings: config.CassandraSettings
+) -> None:
+    # A created keyspace names its data centre ({'datacenter1': '1'}); an ALTER that said only
+    # 'replication_factor' left it as it was (how `replicate` once kept system_auth at 2 of 3).
+    cassandra_schema.ensure_schema(cassandra_session, keyspace_settings)
+    keyspace = keyspace_settings.keyspace
+    assert cassandra_schema.replication_factor(cassandra_session, keyspace) == 1
+    for replicas in (2, 1):
+        cql = cassandra_schema.replication_cql(cassandra_session, replicas)
+        cassandra_session.execute(f"ALTER KEYSPACE {keyspace} WITH replication = {cql}")
+        assert cassandra_schema.replication_factor(cassandra_session, keyspace) == replicas
+
+
 def test_the_created_users_table_holds_what_the_producer_sends_keyed_by_id(
     cassandra_session, keyspace_settings: config.CassandraSettings
 ) -> None:

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -88,6 +89,17 @@ def test_cassandra_writes_and_reads_rows_as_superuser(cassandra_session, unique:
     read = {r.id: r.name for r in cassandra_session.execute(f"SELECT id, name FROM {ks}.people")}
     cassandra_session.execute(f"DROP KEYSPACE {ks}")
     assert read == rows
+    # What the drop kept (its snapshot) is freed within the hour, not left on the disk for good.
+    kept = list(
+        cassandra_session.execute(
+            "SELECT created_at, expires_at FROM system_views.snapshots WHERE keyspace_name = %s "
+            "ALLOW FILTERING",
+            (ks,),
+        )
+    )
+    assert kept, f"no snapshot of the dropped keyspace {ks}"
+    assert all(s.expires_at is not None for s in kept)
+    assert all(s.expires_at - s.created_at <= timedelta(hours=1) for s in kept)
 
 
 def test_cassandra_refuses_a_wrong_password(settings) -> None:
