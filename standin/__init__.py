@@ -25,7 +25,10 @@ queues them; each applies to the next ``count`` API requests, in order::
     {}                                       a normal answer (lets requests through first)
 
 ``GET /_faults`` shows pending faults and the log of API requests; ``DELETE /_faults`` clears
-both. Run it with ``python -m standin --host 127.0.0.1 --port 8765``, or in-process with
+both. ``POST /_pages`` with ``{"seed": "s", "results": 5000, "pages": [1, 2]}`` renders those
+pages now and serves them from memory until ``DELETE /_pages``: the benchmark's producer runs
+then pay for sending, not for the API's rendering (randomuser.me renders on its own servers).
+Run it with ``python -m standin --host 127.0.0.1 --port 8765``, or in-process with
 ``StandIn(port=0).start()`` (a free port; ``.url`` is the API URL).
 
 The modules: ``data`` (name and place tables), ``render`` (users from seed and page, as JSON

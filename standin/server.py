@@ -80,6 +80,8 @@ class _State:
     pending: deque[list[Any]] = field(default_factory=deque)  # [Fault, remaining]
     requests: list[RequestRecord] = field(default_factory=list)
     stopping: threading.Event = field(default_factory=threading.Event)
+    # Bodies rendered ahead (``POST /_pages``), by (seed, page, results).
+    rendered: dict[tuple[str, int, int], bytes] = field(default_factory=dict)
 
     def take(self, record: RequestRecord) -> Fault | None:
         with self.lock:
@@ -135,10 +137,14 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(404, {"error": f"no such path {url.path}; the API is /api/"})
 
     def do_POST(self) -> None:
-        if urlsplit(self.path).path != "/_faults":
-            self._send_json(404, {"error": "POST only to /_faults"})
+        path = urlsplit(self.path).path
+        if path not in ("/_faults", "/_pages"):
+            self._send_json(404, {"error": "POST only to /_faults or /_pages"})
             return
         length = int(self.headers.get("Content-Length") or 0)
+        if path == "/_pages":
+            self._render_ahead(self.rfile.read(length))
+            return
         try:
             data = json.loads(self.rfile.read(length) or b"null")
             if isinstance(data, dict) and "faults" in data:
@@ -153,11 +159,35 @@ class _Handler(BaseHTTPRequestHandler):
         self._send_json(200, {"queued": len(faults)})
 
     def do_DELETE(self) -> None:
-        if urlsplit(self.path).path != "/_faults":
-            self._send_json(404, {"error": "DELETE only to /_faults"})
+        path = urlsplit(self.path).path
+        if path == "/_pages":
+            self._send_json(200, {"dropped": self.server.drop_rendered()})
+        elif path == "/_faults":
+            self.server.clear()
+            self._send_json(200, {"cleared": True})
+        else:
+            self._send_json(404, {"error": "DELETE only to /_faults or /_pages"})
+
+    def _render_ahead(self, body: bytes) -> None:
+        try:
+            spec = json.loads(body or b"null")
+            seed, results, pages = spec["seed"], spec["results"], spec["pages"]
+            if not (
+                isinstance(seed, str)
+                and seed
+                and type(results) is int
+                and isinstance(pages, list)
+                and all(type(p) is int and p >= 1 for p in pages)
+            ):
+                raise ValueError
+        except (ValueError, TypeError, KeyError):
+            self._send_json(
+                400,
+                {"error": 'render ahead with {"seed": "...", "results": 5000, "pages": [1, 2]}'},
+            )
             return
-        self.server.clear()
-        self._send_json(200, {"cleared": True})
+        size = self.server.render_ahead(seed, results, pages)
+        self._send_json(200, {"rendered": len(pages), "bytes": size})
 
     def _api(self, path: str, query: str) -> None:
         fault = self.server.state.take(RequestRecord(path, query, time.monotonic()))
@@ -171,7 +201,7 @@ class _Handler(BaseHTTPRequestHandler):
         if fault is not None and fault.error_body:
             self._send_json(200, ERROR_BODY)
             return
-        body = response_body(parse_qs(query))
+        body = self.server.body(parse_qs(query))
         if fault is not None and fault.edits:
             body = edit_body(body, fault.edits)
         if fault is None or fault.truncate is None:
@@ -204,6 +234,37 @@ class _Server(ThreadingHTTPServer):
         with self.state.lock:
             self.state.pending.clear()
             self.state.requests.clear()
+
+    def render_ahead(self, seed: str, results: int, pages: list[int]) -> int:
+        """Render ``pages`` of ``seed`` now and serve them from memory; their total bytes."""
+        bodies = {
+            (seed, page, results): response_body(
+                {"seed": [seed], "page": [str(page)], "results": [str(results)]}
+            )
+            for page in pages
+        }
+        with self.state.lock:
+            self.state.rendered.update(bodies)
+        return sum(map(len, bodies.values()))
+
+    def drop_rendered(self) -> int:
+        with self.state.lock:
+            dropped = len(self.state.rendered)
+            self.state.rendered.clear()
+        return dropped
+
+    def body(self, params: Mapping[str, list[str]]) -> bytes:
+        """The body for a query: rendered ahead when it asks for such a page, else now."""
+        if self.state.rendered and set(params) <= {"seed", "page", "results"}:
+            try:
+                key = (params["seed"][0], int(params["page"][0]), int(params["results"][0]))
+            except (KeyError, ValueError):
+                key = None
+            with self.state.lock:
+                found = self.state.rendered.get(key) if key else None
+            if found is not None:
+                return found
+        return response_body(params)
 
     def state_snapshot(self) -> dict[str, Any]:
         with self.state.lock:
@@ -250,6 +311,10 @@ class StandIn:
     def clear(self) -> None:
         """Drop pending faults and the request log."""
         self._server.clear()
+
+    def render_ahead(self, seed: str, results: int, pages: list[int]) -> int:
+        """Render ``pages`` of ``seed`` now and serve them from memory (``POST /_pages``)."""
+        return self._server.render_ahead(seed, results, pages)
 
     @property
     def requests(self) -> list[RequestRecord]:

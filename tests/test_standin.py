@@ -123,6 +123,54 @@ def test_a_page_of_5000_users_is_served_whole_as_rendered_from_seed_and_page(
     assert len(uuids) == 3 * MAX_RESULTS
 
 
+def test_pages_rendered_ahead_are_served_from_memory_as_they_would_be_rendered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The benchmark's producer runs ask for this (`POST /_pages`): the same bytes, with no
+    # rendering left for the request; faults still apply; DELETE drops them.
+    control = "/_pages"
+    with StandIn() as server:
+        spec = {"seed": "ahead", "results": 300, "pages": [1, 2]}
+        answer = requests.post(f"{server.base_url}{control}", json=spec, timeout=30).json()
+        assert answer["rendered"] == 2 and answer["bytes"] > 300 * 500
+        expected = {
+            page: response_body({"results": ["300"], "seed": ["ahead"], "page": [str(page)]})
+            for page in (1, 2)
+        }
+
+        def no_rendering(params: Any) -> bytes:
+            raise AssertionError(f"rendered while asked for {params}")
+
+        monkeypatch.setattr("standin.server.response_body", no_rendering)
+        for page in (1, 2):
+            assert get(server, results=300, seed="ahead", page=page).content == expected[page]
+        # Not rendered ahead (another page, size or parameter): rendered as asked, here refused.
+        for params in ({"page": 3}, {"page": 1, "results": 299}, {"page": 1, "nat": "fr"}):
+            query = {"results": 300, "seed": "ahead", **params}
+            with pytest.raises(requests.RequestException):
+                requests.get(server.url, params=query, timeout=5).raise_for_status()
+        server.add_faults({"status": 503})
+        assert requests.get(server.url, params=spec | {"page": 1}, timeout=5).status_code == 503
+        server.add_faults({"edits": [{"user": 0, "drop": "email"}]})
+        edited = get(server, results=300, seed="ahead", page=2).json()["results"]
+        assert "email" not in edited[0] and edited[1:] == json.loads(expected[2])["results"][1:]
+        assert get(server, results=300, seed="ahead", page=2).content == expected[2]
+        monkeypatch.undo()
+        dropped = requests.delete(f"{server.base_url}{control}", timeout=5).json()
+        assert dropped == {"dropped": 2}
+        monkeypatch.setattr("standin.server.response_body", no_rendering)
+        with pytest.raises(requests.RequestException):
+            requests.get(server.url, params=spec | {"page": 1}, timeout=5).raise_for_status()
+
+
+@pytest.mark.parametrize(
+    "spec", [{"seed": "", "results": 5, "pages": [1]}, {"seed": "s", "results": 5, "pages": [0]}]
+)
+def test_a_bad_render_ahead_spec_is_refused(standin: StandIn, spec: dict[str, Any]) -> None:
+    answer = requests.post(f"{standin.base_url}/_pages", json=spec, timeout=5)
+    assert answer.status_code == 400 and '"pages"' in answer.json()["error"]
+
+
 def test_nat_inc_and_exc_filter_like_the_api(standin: StandIn) -> None:
     users = get(standin, results=200, seed="nat", nat="ua,ir").json()["results"]
     assert {u["nat"] for u in users} == {"UA", "IR"}

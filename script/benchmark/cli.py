@@ -315,11 +315,23 @@ def run_parts(
             if "producer" in wanted:
                 print(
                     f"\ne. Unpaced producer run (fetch, format, validate, send, flush) of "
-                    f"{args.users:,} users from the bundled stand-in"
+                    f"{args.users:,} users from the bundled stand-in, its pages rendered ahead "
+                    "(the real API renders on its own servers), then rendered as asked for"
                 )
-                rates = [parts.producer_rate(url, args.users, run) for run in runs]
+                rates = [
+                    parts.producer_rate(url, args.users, run, render_ahead=True) for run in runs
+                ]
                 details["producer"] = rates
                 producer = figures.add("producer_users_per_s", "producer (users/s)", rates)
+                live = [
+                    parts.producer_rate(url, args.users, run, render_ahead=False) for run in runs
+                ]
+                details["producer_live_pages"] = live
+                figures.add(
+                    "producer_live_pages_users_per_s",
+                    "producer, the stand-in rendering on the same cores (users/s)",
+                    live,
+                )
                 raw = [parts.raw_send_rate(args.users, run) for run in runs]
                 details["raw_send"] = raw
                 floor = figures.add("raw_send_users_per_s", "kafka-python raw send (users/s)", raw)
