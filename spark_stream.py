@@ -67,7 +67,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery, StreamingQueryListener
 
-from pipeline import cassandra_schema, config, parsing
+from pipeline import cassandra_schema, config, contract, parsing
 from pipeline.config import CassandraSettings, Settings
 
 log = logging.getLogger("spark_stream")
@@ -489,14 +489,9 @@ def warm_up_stream(
     try:
         admin.create_topic(topic, kafka.partitions, WARM_UP_TOPIC_CONFIGS)
         try:
-            (
-                spark.range(messages, numPartitions=1)
-                .select(parsing.synthetic_values(F.col("id")).alias("value"))
-                .write.format(KAFKA_FORMAT)
-                .option("kafka.bootstrap.servers", kafka.bootstrap_servers)
-                .option("topic", topic)
-                .save()
-            )
+            warm_up_messages(spark, messages).write.format(KAFKA_FORMAT).options(
+                **warm_up_writer_options(kafka, topic)
+            ).save()
             close_kafka_producers(spark)
             read = replace(
                 settings,
@@ -510,6 +505,27 @@ def warm_up_stream(
             admin.delete_topic(topic)
     finally:
         admin.close()
+
+
+def warm_up_messages(spark: SparkSession, messages: int) -> DataFrame:
+    """``messages`` synthetic users (``parsing.synthetic_values``), each with the schema-id
+    header the producer's records carry, so the job's header column is read as it will be."""
+    header = F.struct(
+        F.lit(contract.SCHEMA_ID_HEADER).alias("key"), F.lit(bytearray(b"1")).alias("value")
+    )
+    return spark.range(messages, numPartitions=1).select(
+        parsing.synthetic_values(F.col("id")).alias("value"), F.array(header).alias("headers")
+    )
+
+
+def warm_up_writer_options(kafka: config.KafkaSettings, topic: str) -> dict[str, str]:
+    """The Kafka writer's options for the warm-up's messages: compressed as the producer
+    compresses its batches (``KAFKA_COMPRESSION``), so the broker's and the job's decompression
+    warm up too."""
+    options = {"kafka.bootstrap.servers": kafka.bootstrap_servers, "topic": topic}
+    if kafka.compression != "none":
+        options["kafka.compression.type"] = kafka.compression
+    return options
 
 
 def _stream_until(

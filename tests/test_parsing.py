@@ -239,6 +239,36 @@ def test_a_dead_letter_records_the_schema_id_header_when_there_is_a_number_in_it
     assert found == {0: 7, 1: 12, 2: None, 3: None, 4: None, 5: None}
 
 
+def test_the_warm_up_sends_valid_users_as_the_producer_sends_its_own(spark: SparkSession) -> None:
+    # spark_stream.py's warm-up: valid synthetic users with the producer's schema-id header,
+    # compressed as KAFKA_COMPRESSION says, so its first real batches meet nothing new.
+    import spark_stream
+    from pipeline import config
+
+    sent = spark_stream.warm_up_messages(spark, 3)
+    frame = sent.selectExpr(
+        "CAST(NULL AS BINARY) AS key",
+        "value",
+        "'warm-up' AS topic",
+        "0 AS partition",
+        "monotonically_increasing_id() AS offset",
+        "current_timestamp() AS timestamp",
+        "0 AS timestampType",
+        "headers",
+    )
+    classified = parsing.classify(frame).select("id", "reason", "schema_id").collect()
+    assert sorted(tuple(row) for row in classified) == [(f"warm-up-{n}", None, 1) for n in range(3)]
+    settings = config.load({"KAFKA_COMPRESSION": "lz4", "KAFKA_BOOTSTRAP_SERVERS": "k:9092"})
+    options = spark_stream.warm_up_writer_options(settings.kafka, "t")
+    assert options == {
+        "kafka.bootstrap.servers": "k:9092",
+        "topic": "t",
+        "kafka.compression.type": "lz4",
+    }
+    settings = config.load({"KAFKA_COMPRESSION": "none"})
+    assert "kafka.compression.type" not in spark_stream.warm_up_writer_options(settings.kafka, "t")
+
+
 def test_spark_agrees_with_the_python_contract_on_every_case(
     reasons: dict[str, str | None],
 ) -> None:
