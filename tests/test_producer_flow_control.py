@@ -65,6 +65,22 @@ def test_a_late_caller_catches_up_at_most_one_burst_then_is_paced_again() -> Non
     assert gaps == [1 / 64] * len(gaps)
 
 
+def test_sends_due_within_a_tick_go_at_once_and_the_rate_holds_over_any_span() -> None:
+    clock = FakeClock()
+    rate, tick = 2048, 1 / 256  # binary fractions: eight sends a tick
+    pacer = producer.Pacer(rate, tick=tick, clock=clock, sleep=clock.sleep)
+    returned = []
+    for _ in range(4096):
+        pacer.wait()
+        returned.append(clock.now)
+    assert returned[-1] - returned[0] == pytest.approx(4095 / rate, abs=tick)
+    assert len(clock.sleeps) <= 4096 / 8 + 1  # one sleep a tick, not one a send
+    # Never more than a tick early: sends i..j fit in their span at `rate`, plus one tick.
+    for i in range(0, 4096, 97):
+        for j in range(i + 1, 4096, 13):
+            assert j - i <= 1 + rate * (returned[j] - returned[i] + tick), (i, j)
+
+
 def test_an_unpaced_pacer_never_sleeps() -> None:
     clock = FakeClock()
     pacer = producer.Pacer(0, clock=clock, sleep=clock.sleep)
