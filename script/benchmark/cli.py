@@ -329,7 +329,7 @@ def run_parts(
                 details["producer_live_pages"] = live
                 figures.add(
                     "producer_live_pages_users_per_s",
-                    "producer, the stand-in rendering on the same cores (users/s)",
+                    "producer, pages rendered live (users/s)",
                     live,
                 )
                 raw = [parts.raw_send_rate(args.users, run) for run in runs]
