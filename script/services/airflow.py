@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import secrets
 import subprocess
+import time
 from pathlib import Path
 from urllib.parse import quote
 
@@ -14,7 +16,7 @@ from script import airflow_quiet
 from script.layout import DATA, LOGS, REPO, STATE, VENV_BIN, StackError, say
 from script.procs import pid_file, read_pid, spawn, stop_tree, write_secret
 from script.services.base import Process, Service
-from script.services.postgres import pg_settings
+from script.services.postgres import Postgres, pg_settings
 
 HOME = DATA / "airflow"
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
@@ -45,13 +47,7 @@ class Airflow(Service):
         env = airflow_env()
         admin, password = airflow_admin()
         write_secret(HOME / "passwords.json", json.dumps({admin: password}))
-        say("  airflow: migrating the metadata database (airflow db migrate) ...")
-        result = subprocess.run(
-            [str(VENV_BIN / "airflow"), "db", "migrate"], env=env, capture_output=True, text=True
-        )
-        (LOGS / "airflow-db-migrate.log").write_text(result.stdout + result.stderr)
-        if result.returncode != 0:
-            raise StackError(f"airflow db migrate failed: see {LOGS / 'airflow-db-migrate.log'}")
+        migrate(env)
         for component in COMPONENTS:
             name = f"airflow-{component}"
             if read_pid(name):
@@ -107,6 +103,57 @@ class Airflow(Service):
             )
             for c in COMPONENTS
         ]
+
+
+def migrate(
+    env: dict[str, str],
+    wait_s: float = Postgres.timeout,
+    log: Path = LOGS / "airflow-db-migrate.log",
+) -> None:
+    """`airflow db migrate`; again while PostgreSQL does not answer, for up to ``wait_s``.
+
+    PostgreSQL restarted under it (its supervisor brings it back within seconds) must not
+    leave Airflow down: the migration is idempotent, so it runs again once the database is
+    back. Any other failure (a wrong password among them) stops at once, with its log.
+    """
+    say("  airflow: migrating the metadata database (airflow db migrate) ...")
+    deadline = time.monotonic() + wait_s
+    for attempt in itertools.count(1):
+        result = subprocess.run(
+            [str(VENV_BIN / "airflow"), "db", "migrate"], env=env, capture_output=True, text=True
+        )
+        output = result.stdout + result.stderr
+        log.write_text(output)
+        if result.returncode == 0:
+            return
+        reason = database_unreachable(output)
+        if reason is None:
+            raise StackError(f"airflow db migrate failed: see {log}")
+        if time.monotonic() > deadline:
+            raise StackError(
+                f"airflow db migrate: PostgreSQL did not answer for {wait_s:.0f}s ({reason}): "
+                f"is it up (`./run.sh status`)? see {log} and {LOGS / 'postgres.log'}"
+            )
+        say(f"  airflow: the metadata database did not answer ({reason}); again in 2s ({attempt})")
+        time.sleep(2)
+
+
+# psycopg2's words when the database is not there (or went away mid-way); a refused login is
+# not among them: waiting cannot fix it.
+UNREACHABLE = (
+    "Connection refused",
+    "server closed the connection unexpectedly",
+    "the database system is starting up",
+    "the database system is shutting down",
+    "terminating connection due to administrator command",
+    "could not connect to server",
+    "Connection reset by peer",
+)
+
+
+def database_unreachable(output: str) -> str | None:
+    """What in Airflow's output says the database was not there, None when nothing does."""
+    return next((words for words in UNREACHABLE if words in output), None)
 
 
 def url() -> str:
