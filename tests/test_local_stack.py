@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -16,6 +17,8 @@ from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import KafkaTimeoutError
 
 from pipeline import config
+from script.procs import pid_alive, process_tree, read_pid, supervisor_state
+from script.services import airflow
 
 REPO = Path(__file__).resolve().parents[1]
 SIMPLE_RF1 = "{'class': 'SimpleStrategy', 'replication_factor': 1}"
@@ -151,6 +154,37 @@ def test_up_twice_is_harmless(kafka_bootstrap: str) -> None:
     assert "already running" in result.stdout
     assert _pids() == before
     assert all(before[s] != "-" for s in ("postgres", "zookeeper", "kafka", "cassandra"))
+
+
+def test_airflow_stops_on_one_sigterm_per_component_and_comes_back(airflow_client) -> None:
+    """`down airflow` signals each component once, through its supervisor: the scheduler ends its
+    LocalExecutor workers itself and exits 0. Its forked workers inherit a SIGTERM handler that
+    does nothing outside the scheduler; signalled as a tree, the scheduler got SIGTERM twice,
+    cut its own shutdown short, and `down` waited 30 s, then killed six processes."""
+    supervisors = [read_pid(f"airflow-{c}") for c in airflow.COMPONENTS]
+    assert all(supervisors), supervisors
+    before = [p for pid in supervisors for p in process_tree(pid)]
+    workers = [p for p in before if "LocalExecutor" in _cmdline(p)]
+    assert workers  # the scheduler's executor runs its workers before any task
+
+    result = stack("down", "airflow", timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "ignored SIGTERM" not in result.stdout, result.stdout
+    for component in airflow.COMPONENTS:
+        state = json.loads(supervisor_state(f"airflow-{component}").read_text())
+        assert state["finished"] and state["last_exit"] == 0, (component, state)
+    assert not [p for p in before if pid_alive(p)]
+
+    result = stack("up", "airflow", timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert airflow.Airflow().probe() is None
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
 
 
 def test_up_creates_the_topic_once_with_the_configured_partitions(

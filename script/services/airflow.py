@@ -17,6 +17,7 @@ from script.layout import DATA, LOGS, REPO, STATE, VENV_BIN, StackError, say
 from script.procs import pid_file, read_pid, spawn, stop_tree, write_secret
 from script.services.base import Process, Service
 from script.services.postgres import Postgres, pg_settings
+from script.supervise import STOP_TIMEOUT
 
 HOME = DATA / "airflow"
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
@@ -62,7 +63,12 @@ class Airflow(Service):
                 # Their log servers (:8793, :8794) bind to every interface, and nothing needs
                 # them: tasks run on this machine and the API server reads their log files.
                 args += ["--skip-serve-logs"]
-            spawn(name, args, env)
+            # A stop signals the component alone, as `docker stop` signals a container's first
+            # process: the scheduler then ends its LocalExecutor workers itself. Its forked
+            # workers inherit its SIGTERM handler, which does nothing outside the scheduler
+            # (they ignored every SIGTERM), and a second SIGTERM to the scheduler cut its own
+            # shutdown short: `./run.sh down` waited 30 s for them, then killed six processes.
+            spawn(name, args, env, supervisor_options=("--term-leader",))
 
     def probe(self) -> str | None:
         import requests
@@ -89,8 +95,8 @@ class Airflow(Service):
         for component in reversed(COMPONENTS):
             name = f"airflow-{component}"
             pid = read_pid(name)
-            if pid:
-                stop_tree(name, pid)
+            if pid:  # its supervisor, which stops the component and does not restart it
+                stop_tree(name, pid, timeout=STOP_TIMEOUT + 10, leader_only=True)
             pid_file(name).unlink(missing_ok=True)
 
     def processes(self) -> list[Process]:
