@@ -420,7 +420,7 @@ VARIABLES: tuple[Variable, ...] = (
     # and never waits; only the first message after a quiet spell waits, half this on average.
     _var(
         "SPARK_IDLE_POLL_MS",
-        "500",
+        "1000",
         "how often an idle query asks Kafka for new messages (ms); while messages flow the next "
         "batch starts at once",
         STREAM_JOB,
@@ -858,7 +858,7 @@ class StreamSettings:
     ui_port: int
     jars_dir: str
     executor_memory: str = "512m"
-    idle_poll_ms: int = 500
+    idle_poll_ms: int = 1000
     batch_timings: str = "false"  # "true": each batch's phases logged
     warm_up_messages: int = 40_000
 
