@@ -287,3 +287,33 @@ def test_the_reader_asks_nothing_until_a_browser_reads_the_page(settings: config
         assert {"brokers", "topic", "rows"} <= set(watch._state) and watch._state["updated"]
     finally:
         watch.stop()
+
+
+def test_a_run_nobody_watches_is_in_the_charts_of_a_page_opened_after_it(
+    settings: config.Settings, stream_job: None
+) -> None:
+    """While nobody watches, the reader looks at the topic's size alone; once it grows, it reads
+    the rate, the lag and the latency for the charts, and still counts no row."""
+    from script.monitor.watch import Watch
+
+    watch = Watch(settings)
+    watch.start()
+    try:
+        wait_until("the first look at the topic", lambda: watch._looked, PAGE_SECONDS)
+        assert watch._state == {"updated": None}  # resting: no figure read yet
+        tag = f"monitor-unwatched-{uuid.uuid4().hex[:8]}"
+        batch = users(2000, tag)
+        send(settings, batch)
+
+        def latency_of_the_run() -> Any:
+            return watch._series.get("latency_ms")
+
+        wait_until("the run's latency", latency_of_the_run, FLOW_SECONDS)
+        assert "rows" not in watch._state  # the row count waits for a reader of the page
+        state = watch.snapshot()  # a browser opens the page after the run
+        rates = [point[1] for point in state["series"]["msgs_per_s"]]
+        assert max(rates) > 0, rates  # the run's messages per second
+        assert state["series"]["lag"] and state["series"]["latency_ms"]
+        assert state["topic"]["messages"] >= len(batch)
+    finally:
+        watch.stop()

@@ -5,6 +5,10 @@ However many browsers have the page open, the services are asked once per tick: 
 reads the latest snapshot. Every FAST seconds: the topic's offsets and size, the stream job,
 rows in Cassandra (one token slice of the table per tick), latency, the latest messages. Every
 SLOW seconds: brokers and partitions, Cassandra's nodes, dead letters, the schema, DAG runs.
+
+Nobody has read the page for UNWATCHED seconds (or ever): the reader rests, but for one look at
+the topic's size every LOOK seconds. While that grows (and a minute after), it reads the fast
+figures but the row count, so that a browser opened after a run sees that run in its charts.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import requests
@@ -33,6 +38,7 @@ from script.services.stream import SUPERVISOR_STATE
 log = logging.getLogger(__name__)
 
 FAST, SLOW = 2.0, 10.0  # seconds between two reads of the fast and of the slow figures
+LOOK = 5.0  # seconds between two looks at the topic's size while nobody watches the page
 WINDOW = 15 * 60  # seconds of history the charts show
 SLICES = 16  # the users table is counted in token slices, 1/SLICES of it per query
 COUNT_BUDGET = 0.3  # seconds of counting per FAST tick at most
@@ -82,6 +88,10 @@ class Watch:
         # minute, which is when `./run.sh` starts its first run: on a stack with many rows, its
         # first count of the users' table took most of a core of Cassandra's for seconds.
         self._watched_at = float("-inf")
+        # While nobody watches, the topic's size at the last look and when it last grew: a run
+        # then still leaves its rate, lag, batches and latency in the charts.
+        self._looked: tuple[float, int] | None = None  # (time, messages)
+        self._flowed_at = float("-inf")
 
     # ---------------------------------------------------------------- the page's side
 
@@ -130,25 +140,42 @@ class Watch:
         self._stop.set()
 
     def _run(self) -> None:
-        next_slow = 0.0
+        next_slow = next_look = 0.0
         while not self._stop.is_set():
             began = time.monotonic()
             if began - self._watched_at > UNWATCHED:
-                self._stop.wait(0.5)  # a browser that comes back sees fresh figures at once
                 next_slow = 0.0
+                if began >= next_look:
+                    next_look = began + LOOK
+                    if self._users_flow(began):
+                        # Nobody watches, users flow: the cheap figures alone, for the charts
+                        # of a browser that opens the page later (no row count, no slow part).
+                        self._tick([self._job, self._topic, self._latency])
+                self._stop.wait(0.5)  # a browser that comes back sees fresh figures at once
                 continue
+            self._looked = None  # watched: the next rest looks afresh
             if began >= next_slow:
-                self._tick(slow=True)
+                self._tick([self._brokers, self._cassandra_state, self._schema, self._dag_runs])
                 next_slow = began + SLOW
-            self._tick(slow=False)
+            self._tick([self._job, self._topic, self._rows, self._latency])
             self._stop.wait(max(0.2, FAST - (time.monotonic() - began)))
 
-    def _tick(self, slow: bool) -> None:
-        parts = (
-            [self._brokers, self._cassandra_state, self._schema, self._dag_runs]
-            if slow
-            else [self._job, self._topic, self._rows, self._latency]
-        )
+    def _users_flow(self, now: float) -> bool:
+        """Whether the topic grew within the last UNWATCHED seconds: one look at its end offsets
+        (a single Kafka request), compared with the last look's."""
+        try:
+            ends = collect.end_offsets(self._consumer(), self.settings.kafka.topic)
+        except UNAVAILABLE:
+            self._reset("topic")
+            return False
+        looked, self._looked = self._looked, (time.time(), sum(ends.values()))
+        if looked is not None and looked[1] != self._looked[1]:
+            if now - self._flowed_at > UNWATCHED:
+                self._last_offsets = looked  # the first rate: since the last look
+            self._flowed_at = now
+        return now - self._flowed_at <= UNWATCHED
+
+    def _tick(self, parts: list[Callable[[], dict[str, Any]]]) -> None:
         for part in parts:
             name = part.__name__.strip("_")
             try:

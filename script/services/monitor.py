@@ -14,7 +14,8 @@ from script.procs import spawn
 from script.services.base import Service
 
 # Nobody has read the page this long: its reader stops asking the services (an idle stack is
-# quiet) until a browser reads it again; the charts have a gap for that time.
+# quiet) until a browser reads it again, but for a look at the topic's size every few seconds:
+# while users flow it keeps the charts' figures but the row count (script/monitor/watch.py).
 UNWATCHED = 60.0
 
 
