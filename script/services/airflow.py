@@ -116,7 +116,8 @@ def migrate(
     wait_s: float = Postgres.timeout,
     log: Path = LOGS / "airflow-db-migrate.log",
 ) -> None:
-    """`airflow db migrate`; again while PostgreSQL does not answer, for up to ``wait_s``.
+    """`airflow db migrate`; again while PostgreSQL does not answer, for up to ``wait_s`` (a
+    second attempt at least, however long the first took on a busy machine).
 
     PostgreSQL restarted under it (its supervisor brings it back within seconds) must not
     leave Airflow down: the migration is idempotent, so it runs again once the database is
@@ -135,7 +136,7 @@ def migrate(
         reason = database_unreachable(output)
         if reason is None:
             raise StackError(f"airflow db migrate failed: see {log}")
-        if time.monotonic() > deadline:
+        if attempt > 1 and time.monotonic() > deadline:  # one more try whatever the time
             raise StackError(
                 f"airflow db migrate: PostgreSQL did not answer for {wait_s:.0f}s ({reason}): "
                 f"is it up (`./run.sh status`)? see {log} and {LOGS / 'postgres.log'}"
