@@ -19,14 +19,9 @@ import pytest
 from conftest import require_port
 
 from pipeline import config
+from script.harness.side import free_port
 from script.layout import StackError
 from script.services import airflow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Relay:
