@@ -175,6 +175,19 @@ def test_a_side_job_reads_the_batch_timings_its_stream_job_logs(tmp_path: Path) 
     ]
 
 
+def test_only_the_cost_part_runs_its_side_job_with_the_timings_listener() -> None:
+    """The jobs whose latency and rate the benchmark prints run with the user's job's
+    settings, without the per-batch Python listener; the cost part, which prints the phases,
+    asks for it."""
+    from pipeline import config
+    from script.harness.side import SideJob
+
+    user = config.load().stream.batch_timings
+    assert user == "false"
+    assert SideJob("latency").settings.stream.batch_timings == user
+    assert SideJob("cost1000", timings=True).settings.stream.batch_timings == "true"
+
+
 def test_the_cpu_meter_keeps_what_a_process_used_before_it_ended() -> None:
     """A child that burns CPU and exits between the meter's start and its end still counts (a
     tree's total would lose it, or go negative)."""

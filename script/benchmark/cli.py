@@ -182,16 +182,13 @@ def user_job_stopped(side_parts: set[str]) -> Iterator[None]:
 
 
 def cost_part(args: argparse.Namespace, figures: report.Figures, details: dict[str, Any]) -> None:
-    """CPU seconds per 1,000 users of each service and the batches' phases, at each cost rate
-    (the latency runs' windows serve for their rate)."""
-    windows: dict[float, list[dict[str, Any]]] = {}
-    if args.rate in args.cost_rates and details.get("latency"):
-        windows[args.rate] = details["latency"]
-    for rate in args.cost_rates:
-        if rate not in windows:
-            windows[rate] = [
-                parts.cost(rate, args.seconds, args.warm_seconds) for _ in range(args.runs)
-            ]
+    """CPU seconds per 1,000 users of each service and the batches' phases, at each cost rate,
+    from side jobs of the part's own: only these log their batches' phases (``SideJob``), so
+    the latency runs' jobs run as the user's does."""
+    windows = {
+        rate: [parts.cost(rate, args.seconds, args.warm_seconds) for _ in range(args.runs)]
+        for rate in args.cost_rates
+    }
     details["cost"] = {
         str(rate): [w["cpu_seconds_per_1000"] for w in ws] for rate, ws in windows.items()
     }

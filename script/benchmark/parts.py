@@ -106,7 +106,7 @@ def latency(rate: float, seconds: float, warm_seconds: float) -> dict[str, Any]:
 def cost(rate: float, seconds: float, warm_seconds: float) -> dict[str, Any]:
     """A latency window at ``rate``, for what its users cost each process and its batches'
     phases (``offered_window``)."""
-    with SideJob(f"cost{rate:.0f}") as job:
+    with SideJob(f"cost{rate:.0f}", timings=True) as job:
         warm_up(job, rate, warm_seconds)
         return offered_window(job, rate, seconds, "cost")
 

@@ -53,7 +53,10 @@ def free_port() -> int:
 class SideJob:
     """A stream job of the benchmark's own, from a fresh topic into a fresh keyspace."""
 
-    def __init__(self, name: str, main: Path = STREAM_JOB) -> None:
+    def __init__(self, name: str, main: Path = STREAM_JOB, *, timings: bool = False) -> None:
+        """``timings``: the job logs each batch's phases (``batch_timings``). That takes a
+        Python listener in the job's driver, a round trip from the JVM per batch, which the
+        user's job does not run: only the parts that print the phases ask for it."""
         self.main = main  # spark_stream.py, or another query submitted the same way
         suffix = os.urandom(3).hex()
         self.name = f"bench-{name}-{suffix}"
@@ -67,7 +70,7 @@ class SideJob:
             "CASSANDRA_KEYSPACE": self.keyspace,
             "SPARK_CHECKPOINT_DIR": str(self.checkpoint),
             "SPARK_UI_PORT": str(self.ui_port),
-            "SPARK_BATCH_TIMINGS": "true",  # each batch's phases in its log, for the benchmark
+            "SPARK_BATCH_TIMINGS": "true" if timings else "false",
         }
         self.settings = config.load({**os.environ, **self.env})
         self.proc: subprocess.Popen | None = None
