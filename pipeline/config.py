@@ -446,7 +446,7 @@ VARIABLES: tuple[Variable, ...] = (
         "SPARK_BATCH_TIMINGS",
         "false",
         "log each micro-batch's phases (Spark's durationMs: latestOffset, queryPlanning, "
-        "addBatch, walCommit, commitOffsets), as `./run.sh bench --parts cost` does; a Python "
+        "addBatch, walCommit, commitOffsets), as the benchmark's cost part does; a Python "
         "listener with a round trip from the JVM per batch, which slows each batch",
         STREAM_JOB,
         choices=("true", "false"),
