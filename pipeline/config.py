@@ -445,9 +445,9 @@ VARIABLES: tuple[Variable, ...] = (
     _var(
         "SPARK_BATCH_TIMINGS",
         "false",
-        "log each micro-batch's phases (Spark's durationMs: latestOffset, queryPlanning, "
-        "addBatch, walCommit, commitOffsets), as the benchmark's cost part does; a Python "
-        "listener with a round trip from the JVM per batch, which slows each batch",
+        "have Spark log each micro-batch's query progress (its phases' durationMs: "
+        "latestOffset, queryPlanning, addBatch, walCommit, commitOffsets; numInputRows) to the "
+        "job's log, as the benchmark's cost part does: Spark's own INFO line, written in the JVM",
         STREAM_JOB,
         choices=("true", "false"),
     ),

@@ -8,7 +8,6 @@ import json
 import select
 import subprocess
 import sys
-from pathlib import Path
 
 from pipeline import contract
 from script.benchmark import report, stats
@@ -139,46 +138,36 @@ def test_batch_medians_take_each_phase_over_the_batches_and_count_a_missing_phas
     assert stats.batch_medians([]) == {}
 
 
-def test_a_side_job_reads_the_batch_timings_its_stream_job_logs(tmp_path: Path) -> None:
-    """The line ``spark_stream.BatchTimings`` writes is the one ``SideJob.batch_timings``
-    reads back, field for field."""
-    import logging
+def test_a_side_job_reads_batch_phases_from_sparks_progress_lines() -> None:
+    """Spark's progress report, JSON over several lines after its marker, becomes one entry per
+    batch that read messages; an idle report and one still being written are left out."""
+    from script.harness.side import batch_phases
+    from spark_stream import PROGRESS_MARKER
 
-    import spark_stream
-    from script.harness.side import SideJob
+    def report(rows: int, phases: dict[str, int]) -> str:
+        progress = {"batchId": 7, "numInputRows": rows, "durationMs": phases, "sources": []}
+        return f"26/12/06 15:40:01 INFO MicroBatchExecution: {PROGRESS_MARKER}" + json.dumps(
+            progress, indent=2
+        )
 
-    log_file = tmp_path / "job.log"
-    handler = logging.FileHandler(log_file)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    spark_stream.log.addHandler(handler)
-    spark_stream.log.setLevel(logging.INFO)
-
-    class Progress:
-        batchId = 7
-        numInputRows = 480
-        durationMs = {"addBatch": 210, "walCommit": 12, "triggerExecution": 260}
-
-    class Event:
-        progress = Progress()
-
-    try:
-        spark_stream.BatchTimings().onQueryProgress(Event())
-        Progress.numInputRows = 0  # an empty batch is not logged
-        spark_stream.BatchTimings().onQueryProgress(Event())
-    finally:
-        spark_stream.log.removeHandler(handler)
-        handler.close()
-    job = SideJob.__new__(SideJob)
-    job.current_log = log_file
-    assert job.batch_timings() == [
-        {"addBatch": 210, "walCommit": 12, "triggerExecution": 260, "numInputRows": 480}
+    text = "\n".join(
+        [
+            "26/12/06 15:40:00 INFO spark_stream: batch 6: 480 rows in, 480 written",
+            report(480, {"addBatch": 210, "walCommit": 12, "triggerExecution": 260}),
+            report(0, {"latestOffset": 2, "triggerExecution": 2}),  # idle
+            report(90, {"addBatch": 80, "triggerExecution": 95}),
+            report(70, {"addBatch": 60})[:-20],  # cut short
+        ]
+    )
+    assert batch_phases(text) == [
+        {"addBatch": 210, "walCommit": 12, "triggerExecution": 260, "numInputRows": 480},
+        {"addBatch": 80, "triggerExecution": 95, "numInputRows": 90},
     ]
 
 
-def test_only_the_cost_part_runs_its_side_job_with_the_timings_listener() -> None:
+def test_only_the_cost_part_has_its_side_job_log_batch_progress() -> None:
     """The jobs whose latency and rate the benchmark prints run with the user's job's
-    settings, without the per-batch Python listener; the cost part, which prints the phases,
-    asks for it."""
+    settings; the cost part, which prints the phases, has Spark log them."""
     from pipeline import config
     from script.harness.side import SideJob
 

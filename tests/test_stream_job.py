@@ -32,7 +32,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
 
 from pipeline import cassandra_schema, config, contract, spark_jars
-from script.harness.side import QUICK_WARM_UP, QUICK_WARM_UP_MESSAGES
+from script.harness.side import QUICK_WARM_UP, QUICK_WARM_UP_MESSAGES, batch_phases
 from script.pipeline_status import checkpoint_offsets
 
 REPO = Path(__file__).resolve().parents[1]
@@ -95,13 +95,15 @@ MALFORMED: list[tuple[bytes | None, str]] = [
 
 @dataclass
 class Run:
-    """One run of the job: its exit status and the per-batch counts it logged."""
+    """One run of the job: its exit status, the per-batch counts it logged, and the progress
+    Spark logged for each batch that read messages (SPARK_BATCH_TIMINGS)."""
 
     returncode: int
     log: Path
     batches: list[tuple[int, int, int, int]] = field(
         default_factory=list
     )  # id, in, written, rejected
+    progress: list[dict[str, int]] = field(default_factory=list)  # durationMs, numInputRows
 
     @property
     def rows_in(self) -> int:
@@ -167,7 +169,7 @@ def stop_job(job: subprocess.Popen[bytes], log: Path, log_offset: int, timeout: 
         os.killpg(job.pid, signal.SIGKILL)  # what it left in its group, as the supervisor does
     text = log.read_text(errors="replace")[log_offset:]
     batches = [(int(a), int(b), int(c), int(d)) for a, b, c, d in BATCH_LINE.findall(text)]
-    return Run(returncode, log, batches)
+    return Run(returncode, log, batches, batch_phases(text))
 
 
 def wait_until(
@@ -214,6 +216,7 @@ def scenario(
         "SPARK_CHECKPOINT_DIR": str(checkpoint),
         "SPARK_TRIGGER_INTERVAL": "1 second",
         "SPARK_MAX_OFFSETS_PER_TRIGGER": str(MESSAGES_PER_BATCH),
+        "SPARK_BATCH_TIMINGS": "true",  # Spark's progress of each batch in the log, as the bench's
         **QUICK_WARM_UP,
     }
     table = settings.cassandra.table
@@ -389,6 +392,23 @@ def test_each_batch_logs_rows_in_written_and_rejected(scenario: Scenario) -> Non
     assert all(batch[1] <= MESSAGES_PER_BATCH for batch in batches)
     assert sum(batch[2] for batch in batches) == len(scenario.sent)
     assert sum(batch[3] for batch in batches) == len(scenario.dead)
+
+
+def test_spark_logs_each_batchs_phases_for_the_benchmark_to_read(scenario: Scenario) -> None:
+    """With SPARK_BATCH_TIMINGS the log has Spark's own progress of every batch that read
+    messages, as the benchmark reads it: the same batches, with the messages the job's sink
+    counted in each (its Python workers' count, not Spark's), and every phase the bench prints.
+    Spark counts the rows each of a batch's Spark jobs read: a batch with rejected messages
+    reads its messages twice (the valid rows' write, then the dead letters'), one without once."""
+    for run in scenario.runs:
+        reported = [p["numInputRows"] for p in run.progress]
+        counted = [rows_in * (2 if rejected else 1) for _, rows_in, _, rejected in run.batches]
+        # SIGTERM may stop the job between a batch's write and Spark's report of it.
+        assert reported == counted[: len(reported)] and len(counted) - len(reported) <= 1
+        assert reported  # the first run is stopped after its first committed batch
+        for phases in run.progress:
+            assert {"latestOffset", "addBatch", "walCommit", "triggerExecution"} <= phases.keys()
+            assert phases["triggerExecution"] >= phases["addBatch"] > 0
 
 
 @pytest.mark.parametrize(

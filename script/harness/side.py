@@ -50,13 +50,33 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def batch_phases(log_text: str) -> list[dict[str, int]]:
+    """``durationMs`` of each batch that read messages, with its ``numInputRows``, from the
+    progress Spark logs as JSON after ``spark_stream.PROGRESS_MARKER`` (spread over lines); a
+    report still being written when the log was read is left out."""
+    from spark_stream import PROGRESS_MARKER
+
+    decoder = json.JSONDecoder()
+    phases = []
+    at = log_text.find(PROGRESS_MARKER)
+    while at >= 0:
+        try:
+            progress, end = decoder.raw_decode(log_text, at + len(PROGRESS_MARKER))
+        except ValueError:  # cut short: the job is writing it
+            end = at + len(PROGRESS_MARKER)
+        else:
+            if progress.get("numInputRows"):
+                phases.append({**progress["durationMs"], "numInputRows": progress["numInputRows"]})
+        at = log_text.find(PROGRESS_MARKER, end)
+    return phases
+
+
 class SideJob:
     """A stream job of the benchmark's own, from a fresh topic into a fresh keyspace."""
 
     def __init__(self, name: str, main: Path = STREAM_JOB, *, timings: bool = False) -> None:
-        """``timings``: the job logs each batch's phases (``batch_timings``). That takes a
-        Python listener in the job's driver, a round trip from the JVM per batch, which the
-        user's job does not run: only the parts that print the phases ask for it."""
+        """``timings``: Spark logs each batch's progress to the job's log (``batch_timings``),
+        which the user's job does not: only the parts that print the phases ask for it."""
         self.main = main  # spark_stream.py, or another query submitted the same way
         suffix = os.urandom(3).hex()
         self.name = f"bench-{name}-{suffix}"
@@ -138,16 +158,9 @@ class SideJob:
             time.sleep(0.1)
 
     def batch_timings(self) -> list[dict[str, int]]:
-        """Each batch's phases (ms) and messages as the job logged them (SPARK_BATCH_TIMINGS),
-        in the order they ran, from its current log."""
-        from spark_stream import BATCH_TIMINGS
-
-        marker = f" {BATCH_TIMINGS}: "
-        return [
-            json.loads(line.split(marker, 1)[1])
-            for line in self.current_log.read_text(errors="replace").splitlines()
-            if marker in line
-        ]
+        """Each batch's phases (ms) and messages as Spark logged them (SPARK_BATCH_TIMINGS), in
+        the order they ran, from the job's current log."""
+        return batch_phases(self.current_log.read_text(errors="replace"))
 
     def pss_mb(self) -> float:
         return memory_kb(self.proc.pid)[0] / 1024 if self.proc and pid_alive(self.proc.pid) else 0
