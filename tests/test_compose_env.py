@@ -166,6 +166,15 @@ def test_pipeline_variables_in_compose_are_ones_the_config_reads(compose: dict[s
         config.load(environment(services(compose)[name]))  # every value is one the config accepts
 
 
+def test_compose_airflow_is_as_quiet_as_the_local_stacks(compose: dict[str, Any]) -> None:
+    from script.services.airflow import QUIET
+
+    for name in AIRFLOW_COMPONENTS:
+        env = environment(services(compose)[name])
+        differ = {k: (v, env.get(k)) for k, v in QUIET.items() if env.get(k) != v}
+        assert not differ, f"{name}: (local stack's, Compose's) values differ: {differ}"
+
+
 def test_host_ports_bind_to_localhost_by_default() -> None:
     secrets_only = {k: f"x-{k}" for k, v in read_env_file(ENV_EXAMPLE).items() if not v}
     doc = resolve(raw_compose(), {**versions(), **secrets_only, "CASSANDRA_ADMIN_PASSWORD": "x"})

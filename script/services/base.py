@@ -111,6 +111,13 @@ class Service:
         return None
 
 
+# Every JVM of the stack: HotSpot's watcher thread samples its performance counters (what
+# `jcmd PID PerfCounter.print` and jstat read) every 50 ms, 20 wake-ups a second in each of five
+# JVMs; once a second is plenty for a counter nobody watches live. Measured on an idle JVM with
+# /proc over 40 s: its "VM Periodic Task" thread 0.05 % of a core at 50 ms, 0.00 % at 1,000 ms.
+QUIET_JVM_OPTIONS = ("-XX:PerfDataSamplingInterval=1000",)
+
+
 def java() -> str:
     home = config.load().stack.java_home
     exe = Path(home, "bin", "java") if home else shutil.which("java")
