@@ -206,6 +206,19 @@ def run_seed(api: ApiSettings, run_id: str | None = None) -> str:
     return seed_for_run(run_id) if run_id else secrets.token_hex(8)
 
 
+def user_limit(api: ApiSettings) -> int:
+    """The most users a run with ``api``'s settings fetches: ``USERS_TOTAL``, else, paced, the
+    ``USERS_PER_SECOND * USERS_RUN_SECONDS`` it can send in its time; 0 when unpaced on a time
+    budget (the clock alone ends it)."""
+    return api.total or (math.ceil(api.per_second * api.run_seconds) if api.per_second else 0)
+
+
+def whole_pages(api: ApiSettings) -> list[int]:
+    """The pages a run with ``api``'s settings asks for whole (``USERS_PER_REQUEST`` users
+    each), in order: all but a last, partial one; none when ``user_limit`` is open."""
+    return list(range(api.start_page, api.start_page + user_limit(api) // api.per_request))
+
+
 def iter_batches(
     client: RandomUserClient,
     seed: str,
@@ -222,7 +235,7 @@ def iter_batches(
     """
     api = client.api
     config.check_bounded(api)
-    limit = api.total or (math.ceil(api.per_second * api.run_seconds) if api.per_second else 0)
+    limit = user_limit(api)
     deadline = None if api.total else clock() + api.run_seconds
     fetched = 0
     page = api.start_page

@@ -128,13 +128,19 @@ class AirflowClient:
             "PATCH", f"/dags/{dag_id}", doing=f"to unpause {dag_id}", json={"is_paused": False}
         )
 
-    def trigger(self, dag_id: str, conf: dict[str, Any] | None = None) -> str:
-        """Create a DAG run for the scheduler to run now; return its run id."""
+    def trigger(
+        self, dag_id: str, conf: dict[str, Any] | None = None, run_id: str | None = None
+    ) -> str:
+        """Create a DAG run for the scheduler to run now (named ``run_id``, else as Airflow
+        names it); return its run id."""
+        body: dict[str, Any] = {"logical_date": None, "conf": conf or {}}
+        if run_id:
+            body["dag_run_id"] = run_id
         run = self.call(
             "POST",
             f"/dags/{dag_id}/dagRuns",
             doing=f"to start a run of {dag_id} with {conf or {}}",
-            json={"logical_date": None, "conf": conf or {}},
+            json=body,
         )
         return run["dag_run_id"]
 

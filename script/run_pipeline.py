@@ -8,6 +8,7 @@ prints a report: counts, elapsed time, end-to-end latency, sample rows, where to
 from __future__ import annotations
 
 import argparse
+import datetime
 import os
 import statistics
 import time
@@ -16,6 +17,7 @@ from typing import Any
 import requests
 
 from pipeline import config
+from pipeline.randomuser import run_seed, whole_pages
 from script import stack
 from script.airflow_api import AirflowClient
 from script.arguments import Parser, UsageError
@@ -29,7 +31,7 @@ from script.pipeline_status import (
 )
 from script.services import STREAM, named
 from script.services.airflow import airflow_admin, record_users_api, scheduler_users_api, url
-from script.services.standin import standin_url
+from script.services.standin import drop_rendered, render_ahead, standin_url
 
 DAG_ID = config.DAG_ID
 TASK_ID = "stream_users"
@@ -66,6 +68,30 @@ def use_api(api_url: str) -> None:
         say(f"Airflow's runs used {before}: restarting Airflow so that they use {api_url}")
         stack.stop_service(AIRFLOW)
         stack.start_service(AIRFLOW)
+
+
+def manual_run_id() -> str:
+    """A run id as Airflow names a run triggered now (``manual__`` and the time)."""
+    return f"manual__{datetime.datetime.now(datetime.UTC).isoformat()}"
+
+
+def render_run_ahead(api_url: str, conf: dict[str, Any], run_id: str) -> bool:
+    """Have the stand-in render the pages run ``run_id`` will fetch before it starts, as
+    randomuser.me renders on its own servers: rendered as asked, a page of 5,000 users took
+    0.34 s of a core on a slow day, 14 % of one at 2,000 users/s, on the cores the pipeline
+    runs on. False when the run's count is open or it asks for nationalities (pages a plain
+    seed does not name)."""
+    api = config.load_for_run(conf).api
+    pages = whole_pages(api)
+    if not pages or api.nat:
+        return False
+    started = time.monotonic()
+    size = render_ahead(api_url, run_seed(api, run_id), api.per_request, pages)
+    say(
+        f"the stand-in rendered the run's {len(pages)} pages ahead ({size / 1e6:.0f} MB in "
+        f"{time.monotonic() - started:.1f}s), as randomuser.me renders on its own servers"
+    )
+    return True
 
 
 def client() -> AirflowClient:
@@ -199,7 +225,7 @@ def run(args: argparse.Namespace) -> int:
     c = settings.cassandra
     env_url = os.environ.get("USERS_API_URL")
     conf = run_conf(args, env_url)  # before anything starts
-    api_url, _ = choose_api(args.offline, env_url)
+    api_url, bundled = choose_api(args.offline, env_url)
     use_api(api_url)  # before `up`: Airflow starts with it, and the stand-in with the stack
     stack.up()
     stack.start_service(STREAM)
@@ -209,10 +235,16 @@ def run(args: argparse.Namespace) -> int:
     airflow.unpause(DAG_ID)
     cluster, session = cassandra_session(c)
     dead_before = count_rows(session, c.keyspace, c.dead_letter_table) or 0
+    run_id = manual_run_id()
+    ahead = bundled and render_run_ahead(api_url, conf, run_id)
     since_ms = int(time.time() * 1000)
-    run_id = airflow.trigger(DAG_ID, conf)
-    say(f"triggered {DAG_ID} ({run_id}) with {conf}; the scheduler runs it")
-    state = airflow.wait_for_run(DAG_ID, run_id)
+    try:
+        run_id = airflow.trigger(DAG_ID, conf, run_id)
+        say(f"triggered {DAG_ID} ({run_id}) with {conf}; the scheduler runs it")
+        state = airflow.wait_for_run(DAG_ID, run_id)
+    finally:
+        if ahead:
+            drop_rendered(api_url)
     if state != "success":
         raise StackError(
             f"DAG run {run_id} ended {state}: see the task log in the Airflow "

@@ -20,6 +20,7 @@ from pipeline.randomuser import (
     parse_retry_after,
     run_seed,
     seed_for_run,
+    whole_pages,
 )
 from standin import StandIn, generate_users
 
@@ -104,6 +105,29 @@ def test_a_paced_timed_run_fetches_no_more_than_it_can_send_in_its_seconds(
     batches = list(iter_batches(client, "paced", clock=lambda: 0.0))  # the clock never runs out
     assert [len(b.users) for b in batches] == [5, 5, 2]  # 1.2/s * 10 s = 12 users
     assert [r.query for r in standin.requests][-1] == "results=2&seed=paced&page=3"
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"USERS_TOTAL": "2300", "USERS_PER_REQUEST": "1000"},
+        {"USERS_TOTAL": "20", "USERS_PER_REQUEST": "10", "USERS_START_PAGE": "5"},
+        {"USERS_RUN_SECONDS": "10", "USERS_PER_SECOND": "1.2", "USERS_PER_REQUEST": "5"},
+    ],
+)
+def test_whole_pages_are_the_pages_a_run_asks_for_whole(
+    standin: StandIn, env: dict[str, str]
+) -> None:
+    # What `./run.sh` has the stand-in render ahead: the pages the producer then asks for.
+    client, _ = make_client(standin, **{"USERS_TOTAL": "0", **env})
+    batches = list(iter_batches(client, "ahead", clock=lambda: 0.0))
+    whole = [b.page for b in batches if len(b.users) == client.api.per_request]
+    assert whole and whole_pages(client.api) == whole
+
+
+def test_an_unpaced_run_on_a_time_budget_has_no_pages_known_ahead() -> None:
+    env = {"USERS_TOTAL": "0", "USERS_RUN_SECONDS": "60", "USERS_PER_SECOND": "0"}
+    assert whole_pages(config.load(env).api) == []
 
 
 def test_a_run_without_any_bound_is_a_config_error(standin: StandIn) -> None:

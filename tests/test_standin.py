@@ -163,6 +163,32 @@ def test_pages_rendered_ahead_are_served_from_memory_as_they_would_be_rendered(
             requests.get(server.url, params=spec | {"page": 1}, timeout=5).raise_for_status()
 
 
+def test_a_runs_pages_rendered_ahead_are_the_pages_its_producer_fetches(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # `./run.sh` with the stand-in renders the run's pages before it triggers the run: the
+    # run's task then fetches each of them, with the seed of its run id, from memory.
+    from pipeline import config
+    from pipeline.randomuser import RandomUserClient, iter_batches, run_seed
+    from script import run_pipeline
+
+    run_id, conf = "manual__2026-12-06T19:00:00+00:00", {"total": 1500}
+    with StandIn() as server:
+        for name, value in {"USERS_API_URL": server.url, "USERS_PER_REQUEST": "500"}.items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.delenv("USERS_SEED", raising=False)
+        assert run_pipeline.render_run_ahead(server.url, conf, run_id)
+
+        def no_rendering(params: Any) -> bytes:
+            raise AssertionError(f"rendered while asked for {params}")
+
+        monkeypatch.setattr("standin.server.response_body", no_rendering)
+        api = config.load_for_run(conf).api  # the task's settings: the same env and conf
+        batches = list(iter_batches(RandomUserClient(api), run_seed(api, run_id)))
+        assert [(b.page, len(b.users)) for b in batches] == [(1, 500), (2, 500), (3, 500)]
+        assert len({u["login"]["uuid"] for b in batches for u in b.users}) == 1500
+
+
 @pytest.mark.parametrize(
     "spec", [{"seed": "", "results": 5, "pages": [1]}, {"seed": "s", "results": 5, "pages": [0]}]
 )

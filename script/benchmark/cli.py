@@ -315,14 +315,10 @@ def run_parts(
                     f"{args.users:,} users from the bundled stand-in, its pages rendered ahead "
                     "(the real API renders on its own servers), then rendered as asked for"
                 )
-                rates = [
-                    parts.producer_rate(url, args.users, run, render_ahead=True) for run in runs
-                ]
+                rates = [parts.producer_rate(url, args.users, run, ahead=True) for run in runs]
                 details["producer"] = rates
                 producer = figures.add("producer_users_per_s", "producer (users/s)", rates)
-                live = [
-                    parts.producer_rate(url, args.users, run, render_ahead=False) for run in runs
-                ]
+                live = [parts.producer_rate(url, args.users, run, ahead=False) for run in runs]
                 details["producer_live_pages"] = live
                 figures.add(
                     "producer_live_pages_users_per_s",

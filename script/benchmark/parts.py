@@ -252,15 +252,15 @@ def sink(messages: int) -> dict[str, float]:
 # --- e. producer ------------------------------------------------------------------------
 
 
-def producer_rate(url: str, users: int, run: int, *, render_ahead: bool) -> float:
+def producer_rate(url: str, users: int, run: int, *, ahead: bool) -> float:
     """The producer's own run (fetch, format, validate, send, flush), unpaced, from the stand-in
-    at ``url``. With ``render_ahead`` the stand-in renders the run's pages before it starts
+    at ``url``. With ``ahead`` the stand-in renders the run's pages before it starts
     (``POST /_pages``), as randomuser.me renders on its own servers: the run's two cores then
     do the producer's work only. Without, the stand-in renders each page as it is asked for."""
-    import requests
+    from script.services.standin import drop_rendered, render_ahead
 
     topic = f"bench-producer-{os.urandom(3).hex()}"
-    seed = f"bench-{run}-{'ahead' if render_ahead else 'live'}"
+    seed = f"bench-{run}-{'ahead' if ahead else 'live'}"
     settings = config.load(
         {
             **os.environ,
@@ -271,18 +271,15 @@ def producer_rate(url: str, users: int, run: int, *, render_ahead: bool) -> floa
             "USERS_PER_SECOND": "0",  # the producer's own speed, not the DAG's default pace
         }
     )
-    pages_url = url.split("/api/")[0] + "/_pages"
-    if render_ahead:
+    if ahead:
         per_page = settings.api.per_request
-        pages = list(range(1, math.ceil(users / per_page) + 1))
-        spec = {"seed": seed, "results": per_page, "pages": pages}
-        requests.post(pages_url, json=spec, timeout=600).raise_for_status()
+        render_ahead(url, seed, per_page, list(range(1, math.ceil(users / per_page) + 1)))
     try:
         return producer.run(settings).rate
     finally:
         drop_topic(settings, topic)
-        if render_ahead:
-            requests.delete(pages_url, timeout=30).raise_for_status()
+        if ahead:
+            drop_rendered(url)
 
 
 def raw_send_rate(users: int, run: int) -> float:

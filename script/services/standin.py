@@ -19,6 +19,30 @@ def standin_url() -> str:
     return f"http://127.0.0.1:{port()}/api/"
 
 
+def pages_url(api_url: str) -> str:
+    """The stand-in's render-ahead endpoint (``POST``/``DELETE /_pages``) beside ``api_url``."""
+    return api_url.split("/api/")[0] + "/_pages"
+
+
+def render_ahead(api_url: str, seed: str, results: int, pages: list[int]) -> int:
+    """Have the stand-in at ``api_url`` render ``pages`` of ``seed`` (``results`` users each)
+    now and serve them from memory until ``drop_rendered``, as randomuser.me renders on its
+    own servers: a run then spends this machine's cores on the pipeline alone. Their bytes."""
+    import requests
+
+    spec = {"seed": seed, "results": results, "pages": pages}
+    reply = requests.post(pages_url(api_url), json=spec, timeout=600)
+    reply.raise_for_status()
+    return int(reply.json()["bytes"])
+
+
+def drop_rendered(api_url: str) -> None:
+    """Free the pages ``render_ahead`` had the stand-in keep."""
+    import requests
+
+    requests.delete(pages_url(api_url), timeout=30).raise_for_status()
+
+
 class StandIn(Service):
     name = "randomuser-standin"
     timeout = 30
