@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 from pipeline import config, contract, producer
-from pipeline.randomuser import RandomUserClient
+from pipeline.randomuser import RandomUserClient, whole_pages
 from script.benchmark import stats
 from script.benchmark.memory import CpuMeter, idle_cpu, service_pss_mb
 from script.harness.side import WORKER, LoadGen, SideJob, drop_topic
@@ -272,8 +272,7 @@ def producer_rate(url: str, users: int, run: int, *, ahead: bool) -> float:
         }
     )
     if ahead:
-        per_page = settings.api.per_request
-        render_ahead(url, seed, per_page, list(range(1, math.ceil(users / per_page) + 1)))
+        render_ahead(url, seed, settings.api.per_request, whole_pages(settings.api))
     try:
         return producer.run(settings).rate
     finally:
