@@ -176,7 +176,8 @@ def test_a_runs_pages_rendered_ahead_are_the_pages_its_producer_fetches(
     with StandIn() as server:
         for name, value in {"USERS_API_URL": server.url, "USERS_PER_REQUEST": "500"}.items():
             monkeypatch.setenv(name, value)
-        monkeypatch.delenv("USERS_SEED", raising=False)
+        for name in ("USERS_SEED", "USERS_NAT", "USERS_START_PAGE"):  # the user's own, if set
+            monkeypatch.delenv(name, raising=False)
         assert run_pipeline.render_run_ahead(server.url, conf, run_id)
 
         def no_rendering(params: Any) -> bytes:
