@@ -82,7 +82,9 @@ WRITE_OPTIONS: dict[str, str] = {
     # nothing; grouping rows whose replicas are the same nodes into unlogged batches of up to
     # 32 KiB (about 70 users) does: each node gets one request per batch instead of one per
     # row, which on this 2-core machine writes 1.5-2x the rows per second of single-row
-    # inserts. Under Cassandra's batch_size_warn_threshold as the local stack sets it (64 KiB).
+    # inserts. Cassandra counts such a batch as 65-90 KiB: over its default batch size limits
+    # (a warning at 5 KiB, a refusal at 50), under the stack's (128 and 640 KiB,
+    # stack/cassandra.yaml and Compose's cassandra service).
     "spark.cassandra.output.batch.grouping.key": "replica_set",
     "spark.cassandra.output.batch.size.rows": "auto",
     "spark.cassandra.output.batch.size.bytes": "32768",
@@ -323,7 +325,7 @@ class CassandraSink:
                         "batch %d: write failed (attempt %d: %s); retrying in %.1f s",
                         batch_id,
                         attempt,
-                        first_line(exc),
+                        write_failure(exc),
                         delay,
                     )
                     self._stop.wait(delay)
@@ -437,7 +439,7 @@ class CassandraSink:
                 )
             self._warm_up_table(spark)
         except Exception as exc:  # noqa: BLE001 - a cold job is better than none
-            log.warning("warm-up skipped (%s): the first batches run cold", first_line(exc))
+            log.warning("warm-up skipped (%s): the first batches run cold", write_failure(exc))
             return
         if messages:
             log.info(
@@ -634,6 +636,23 @@ def log_batch_progress(spark: SparkSession) -> None:
     assert jvm is not None
     log4j = jvm.org.apache.logging.log4j
     log4j.core.config.Configurator.setLevel(PROGRESS_LOGGER, log4j.Level.INFO)
+
+
+# Cassandra's answer to a batch over its batch_size_fail_threshold: no retry helps until the
+# limit is raised and Cassandra restarted (the job keeps retrying, and goes on once it is).
+BATCH_TOO_LARGE = "Batch too large"
+
+
+def write_failure(exc: BaseException) -> str:
+    """Why a write failed, for the retry's warning; with the fix when Cassandra refuses the
+    job's batches as too large (a Cassandra with its default limits)."""
+    if BATCH_TOO_LARGE in str(exc):
+        return (
+            "Cassandra refuses the job's batches as too large: set batch_size_fail_threshold: "
+            "640KiB in its cassandra.yaml (as stack/cassandra.yaml and Compose's cassandra "
+            "service do) and restart it"
+        )
+    return first_line(exc)
 
 
 def first_line(exc: BaseException) -> str:

@@ -21,6 +21,7 @@ from compose_helpers import (
     DOCKER_DOCS,
     ENV_EXAMPLE,
     FAKE_KAFKA_TOPICS,
+    REPO,
     cluster_with,
     compose_env,
     compose_text,
@@ -447,14 +448,18 @@ def cassandra_start_script(compose: dict[str, Any], conf: Path) -> str:
     )
 
 
+# The image's batch size limits (its cassandra.yaml's defaults).
+STOCK_BATCH_LIMITS = "batch_size_warn_threshold: 5KiB\nbatch_size_fail_threshold: 50KiB\n"
+
+
 @pytest.mark.parametrize(
     "original",
     [
         "# - AllowAllAuthenticator performs no checks\nauthenticator: AllowAllAuthenticator\n"
-        "authorizer: AllowAllAuthorizer\n",
+        "authorizer: AllowAllAuthorizer\n" + STOCK_BATCH_LIMITS,
         "# - AllowAllAuthenticator performs no checks\nauthenticator:\n"
         "  class_name : org.apache.cassandra.auth.AllowAllAuthenticator\n"
-        "authorizer:\n  class_name: AllowAllAuthorizer\n",
+        "authorizer:\n  class_name: AllowAllAuthorizer\n" + STOCK_BATCH_LIMITS,
     ],
     ids=["cassandra-4-style", "cassandra-5-style"],
 )
@@ -478,13 +483,35 @@ def test_cassandra_starts_with_password_authentication(
     )
 
 
-def test_cassandra_refuses_to_start_when_it_cannot_switch_auth_on(
+def test_cassandra_takes_the_stream_jobs_batches_as_the_local_stacks_does(
     compose: dict[str, Any], tmp_path: Path
 ) -> None:
+    """The image refuses a batch over 50 KiB; the job's are 65-90 KiB as Cassandra counts them
+    (a Cassandra with those limits refused them: "Batch too large", retried for ever)."""
     conf = tmp_path / "cassandra.yaml"
-    conf.write_text("cluster_name: x\n")
+    conf.write_text("authenticator: AllowAllAuthenticator\n" + STOCK_BATCH_LIMITS)
     result = run(["bash", "-c", cassandra_start_script(compose, conf)])
-    assert result.returncode != 0 and "authenticator" in result.stderr
+    assert result.returncode == 0 and result.stdout.strip() == "started", result.stderr
+    local = yaml.safe_load((REPO / "stack" / "cassandra.yaml").read_text())
+    limits = ("batch_size_warn_threshold", "batch_size_fail_threshold")
+    assert {k: yaml.safe_load(conf.read_text())[k] for k in limits} == {k: local[k] for k in limits}
+
+
+@pytest.mark.parametrize(
+    ("conf_text", "named"),
+    [
+        ("cluster_name: x\n" + STOCK_BATCH_LIMITS, "authenticator"),
+        ("authenticator: AllowAllAuthenticator\n", "batch_size_fail_threshold"),
+    ],
+    ids=["no-authenticator", "no-batch-limit"],
+)
+def test_cassandra_refuses_to_start_when_it_cannot_set_a_key(
+    compose: dict[str, Any], tmp_path: Path, conf_text: str, named: str
+) -> None:
+    conf = tmp_path / "cassandra.yaml"
+    conf.write_text(conf_text)
+    result = run(["bash", "-c", cassandra_start_script(compose, conf)])
+    assert result.returncode != 0 and named in result.stderr
 
 
 def test_image_versions_come_from_versions_env() -> None:

@@ -577,3 +577,16 @@ def test_the_users_job_daemon_holds_pandas_and_arrow_before_any_worker_asks() ->
     assert len(daemons) == 1, f"the job's Python daemon: {daemons}"
     maps = Path(f"/proc/{daemons[0]}/maps").read_text()
     assert "/pandas/_libs/" in maps and "libarrow" in maps
+
+
+def test_a_write_cassandra_refuses_as_too_large_is_retried_naming_the_limit_to_raise() -> None:
+    from spark_stream import write_failure
+
+    refused = RuntimeError(
+        "An error occurred while calling z:org.apache.spark.sql.Dataset.ofRows.\n"
+        "Caused by: com.datastax.oss.driver.api.core.servererrors.InvalidQueryException: "
+        "Batch too large"
+    )
+    assert "batch_size_fail_threshold: 640KiB" in write_failure(refused)
+    other = RuntimeError("An error occurred while calling z:...\nCaused by: timeout")
+    assert write_failure(other) == "An error occurred while calling z:..."
