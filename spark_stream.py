@@ -318,7 +318,8 @@ class CassandraSink:
                 raise
             except Exception as exc:  # noqa: BLE001 - retried until stop, then re-raised
                 self.alive_at = time.monotonic()
-                self._renew_session()
+                if renews_session(attempt):
+                    self._renew_session()
                 if not self._stop.is_set():
                     delay = RETRY_DELAYS[min(attempt, len(RETRY_DELAYS)) - 1]
                     log.warning(
@@ -636,6 +637,15 @@ def log_batch_progress(spark: SparkSession) -> None:
     assert jvm is not None
     log4j = jvm.org.apache.logging.log4j
     log4j.core.config.Configurator.setLevel(PROGRESS_LOGGER, log4j.Level.INFO)
+
+
+def renews_session(attempt: int) -> bool:
+    """Whether a batch's failed write ``attempt`` gets the next one a new connector session:
+    the 1st, 2nd, 4th, 8th... A failed write keeps its session open (the connector closes a
+    session once every write has let it go, and a failed one does not): renewing on each of a
+    batch Cassandra keeps refusing (a limit, a lost quorum) opened a session every 4 s, 24 in
+    two minutes; this way, 10 in an hour. After Cassandra was away it is renewed anyway."""
+    return attempt & (attempt - 1) == 0
 
 
 # Cassandra's answer to a batch over its batch_size_fail_threshold: no retry helps until the

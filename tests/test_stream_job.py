@@ -590,3 +590,11 @@ def test_a_write_cassandra_refuses_as_too_large_is_retried_naming_the_limit_to_r
     assert "batch_size_fail_threshold: 640KiB" in write_failure(refused)
     other = RuntimeError("An error occurred while calling z:...\nCaused by: timeout")
     assert write_failure(other) == "An error occurred while calling z:..."
+
+
+def test_a_batch_cassandra_keeps_refusing_opens_a_new_session_ever_more_rarely() -> None:
+    from spark_stream import RETRY_DELAYS, renews_session
+
+    hour = 3600 // RETRY_DELAYS[-1]  # attempts in an hour of retrying
+    renewed = [a for a in range(1, int(hour) + 1) if renews_session(a)]
+    assert renewed[:4] == [1, 2, 4, 8] and len(renewed) == 10
