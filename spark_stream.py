@@ -641,10 +641,11 @@ def log_batch_progress(spark: SparkSession) -> None:
 
 def renews_session(attempt: int) -> bool:
     """Whether a batch's failed write ``attempt`` gets the next one a new connector session:
-    the 1st, 2nd, 4th, 8th... A failed write keeps its session open (the connector closes a
-    session once every write has let it go, and a failed one does not): renewing on each of a
-    batch Cassandra keeps refusing (a limit, a lost quorum) opened a session every 4 s, 24 in
-    two minutes; this way, 10 in an hour. After Cassandra was away it is renewed anyway."""
+    the 1st, 2nd, 4th, 8th... A failed write's session stays open (``evictCache`` does not
+    close it; the driver counted one more open session per failed attempt): renewing after
+    each failure of a batch Cassandra keeps refusing (a limit, a lost quorum) opened a session
+    every 4 s, 24 in two minutes; this way, 10 in an hour. After Cassandra was away it is
+    renewed anyway (``_wait_for_cassandra``)."""
     return attempt & (attempt - 1) == 0
 
 
