@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -35,21 +36,35 @@ def airflow(extra: list[str]) -> int:
     return subprocess.call([str(VENV_BIN / "airflow"), *extra], env=airflow_env())
 
 
+def interrupt_on_sigterm() -> None:
+    """SIGTERM as Ctrl-C, for the commands that run jobs of their own in this process: their
+    clean-up runs (side jobs stopped, the user's stream job started again, the results written)
+    instead of leaving a Spark job behind."""
+
+    def interrupt(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 def bench(extra: list[str]) -> int:
     from script import benchmark
 
+    interrupt_on_sigterm()
     return benchmark.main(extra)
 
 
 def faults(extra: list[str]) -> int:
     from script.faults import cli
 
+    interrupt_on_sigterm()
     return cli.main(extra)
 
 
 def chaos(extra: list[str]) -> int:
     from script.chaos import cli
 
+    interrupt_on_sigterm()
     return cli.main(extra)
 
 

@@ -29,6 +29,17 @@ def start_time(pid: int) -> str | None:
         return None
 
 
+def started_at(pid: int) -> float | None:
+    """When ``pid`` started, in seconds since the epoch; None if it is gone."""
+    ticks = start_time(pid)
+    if ticks is None:
+        return None
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith("btime "):
+            return int(line.split()[1]) + int(ticks) / os.sysconf("SC_CLK_TCK")
+    return None
+
+
 def write_pid(name: str, pid: int) -> None:
     RUN.mkdir(parents=True, exist_ok=True)
     pid_file(name).write_text(f"{pid} {start_time(pid)}")

@@ -40,7 +40,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from script.procs import proc_stats
+from script.procs import pid_alive, proc_stats, started_at
 
 log = logging.getLogger("supervisor")
 
@@ -86,6 +86,22 @@ def read_state(path: Path) -> State | None:
         return State(**json.loads(path.read_text()))
     except (OSError, ValueError, TypeError):
         return None
+
+
+def orphaned_job(path: Path) -> int | None:
+    """The job of a supervisor that died without stopping it (SIGKILLed from outside, say), from
+    the supervisor's last state in ``path``: its pid if that process still runs and is the one
+    the supervisor started (a session leader started after it, not a pid used again since)."""
+    state = read_state(path)
+    if state is None or state.finished or not state.job_pid or pid_alive(state.supervisor_pid):
+        return None
+    pid = state.job_pid
+    try:
+        leader = os.getsid(pid) == pid  # the supervisor starts each job in a session of its own
+    except OSError:
+        return None
+    started = started_at(pid)
+    return pid if leader and started is not None and started >= state.started_at - 1 else None
 
 
 def describe_exit(code: int) -> str:

@@ -152,6 +152,7 @@ def _scenario(cluster: dict[str, str], name: str) -> dict[str, Any]:
     results = re.search(r"^JSON: (\S+)$", output, re.M)
     assert results, output[-3000:]
     (outcome,) = json.loads(Path(results.group(1)).read_text())
+    assert not outcome["error"], outcome["error"]
     return outcome
 
 

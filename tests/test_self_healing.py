@@ -118,14 +118,14 @@ def test_a_stalled_query_fails_and_its_supervisor_restarts_it(
     job = side_job("stall", {"SPARK_STALL_SECONDS": "8"})
     job.start()
     with Feeder(job.settings, RATE) as feeder:
-        job.next_row(180)
+        job.next_batch(180)
         first = job.job_pid()
         # A Cassandra that does not answer is waited for (the job stays up, see the test
         # below and tests/test_faults.py); a batch stuck in a task is the watchdog's case.
         with python_workers_frozen(job):
             job.wait_for(lambda: job.restarts() >= 1, "restart by the supervisor", 120)
         assert job.job_pid() != first
-        job.next_row(180)
+        job.next_batch(180)
     assert_every_acked_user_is_one_equal_row(job, feeder)
     assert "no progress for" in job.text()
     assert "restart 1" in job.text()
@@ -137,7 +137,7 @@ def test_sigterm_stops_the_job_within_30_s_while_a_write_is_retrying(
     job = side_job("sigterm")
     job.start()
     with Feeder(job.settings, RATE) as feeder:
-        job.next_row(180)
+        job.next_batch(180)
         with cassandra_frozen():
             job.wait_for(lambda: "write failed" in job.text(), "failed write", WRITE_GIVES_UP_S)
             assert job.process is not None

@@ -86,8 +86,9 @@ sys.exit(int(action))
 class Run:
     """One supervisor over the stand-in job, in ``tmp``."""
 
-    def __init__(self, tmp: Path, actions: str, *options: str) -> None:
-        self.runs, self.pid_file, self.state = tmp / "runs", tmp / "job.pid", tmp / "state.json"
+    def __init__(self, tmp: Path, actions: str, *options: str, state: Path | None = None) -> None:
+        self.runs, self.pid_file = tmp / "runs", tmp / "job.pid"
+        self.state = state or tmp / "state.json"
         self.log = tmp / "supervisor.log"
         job = [sys.executable, "-c", JOB, str(self.runs), str(self.pid_file), actions]
         with self.log.open("wb") as out:
@@ -297,3 +298,40 @@ def test_a_signal_ends_the_exit_watchs_sleep_while_the_job_runs() -> None:
         job.wait()
         signal.set_wakeup_fd(previous_fd)
         signal.signal(signal.SIGUSR1, previous_handler)
+
+
+def test_down_stops_the_service_a_killed_supervisor_left_running(tmp_path: Path) -> None:
+    """A supervisor SIGKILLed from outside cannot stop its service, which holds its port: the
+    next `up` refused ("port taken"). `down` finds the service by the supervisor's last state
+    and stops it as the supervisor would; a pid in that state that is no longer the service's
+    (a process started since) is left alone."""
+    from script.procs import supervisor_state
+    from script.services.base import Service
+
+    service = Service()
+    service.name = f"test-orphan-{os.getpid()}"
+    state = supervisor_state(service.name)
+    run = Run(tmp_path, "wait", state=state)
+    try:
+        job = run.job_pid()
+        run.process.kill()  # the supervisor only; its job runs on in a session of its own
+        run.process.wait()
+        assert pid_alive(job)
+        assert supervise.orphaned_job(state) == job
+
+        service.stop()
+        assert Path(f"{run.pid_file}.signal").read_text() == "SIGTERM"
+        assert not pid_alive(job)
+
+        saved = supervise.read_state(state)
+        assert saved is not None
+        saved.job_pid = os.getpid()  # a pid used again: not the session leader it started
+        saved.save(state)
+        assert supervise.orphaned_job(state) is None
+    finally:
+        if run.process.poll() is None:
+            os.killpg(run.process.pid, signal.SIGKILL)
+        left = run.pid_file.read_text() if run.pid_file.exists() else ""
+        if left and pid_alive(int(left)):
+            os.kill(int(left), signal.SIGKILL)
+        state.unlink(missing_ok=True)

@@ -68,6 +68,7 @@ def table(outcomes: list[Outcome]) -> str:
             f"{o.lost:>6}{o.extra:>6}{recover:>9}"
         )
     lines += [f"  {o.scenario}: {o.note.rstrip('; ')}" for o in outcomes if o.note]
+    lines += [f"  {o.scenario}: FAILED: {o.error}" for o in outcomes if o.error]
     return "\n".join(lines)
 
 
@@ -105,10 +106,16 @@ def main(argv: list[str]) -> int:
         for name in args.scenarios.split(","):
             say(f"{name}: running")
             started = time.monotonic()
-            outcome = EVERY[name](durations)
+            try:
+                outcome = EVERY[name](durations)
+            except StackError as exc:  # the next scenarios still run; the table says why
+                outcome = Outcome(name, error=str(exc))
             outcomes.append(outcome)
             elapsed = time.monotonic() - started
-            say(f"{name}: lost {outcome.lost}, extra {outcome.extra} ({elapsed:.0f}s)")
+            if outcome.error:
+                say(f"{name}: FAILED: {outcome.error} ({elapsed:.0f}s)")
+            else:
+                say(f"{name}: lost {outcome.lost}, extra {outcome.extra} ({elapsed:.0f}s)")
             if outcome.samples:
                 out.mkdir(parents=True, exist_ok=True)
                 chart(out / f"{name}.png", outcome)

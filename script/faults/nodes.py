@@ -106,14 +106,14 @@ def _run(
     with SupervisedJob(title.split()[0].lower(), d.job_env) as job:
         job.start()
         with Feeder(job.settings, RATE) as feeder:
-            job.next_row(120)
+            job.next_batch(120)
             time.sleep(d.between_kills)
             victim = node(job)
             processes = sigkill(victim)
             killed = time.time()
             outcome.tried = 1
             say(f"  SIGKILLed {victim.name} ({processes} processes)")
-            outcome.recover_s = job.next_row(300)  # rows go on being written, nobody acts
+            outcome.recover_s = job.next_batch(300)  # rows go on being written, nobody acts
             time.sleep(max(0.0, d.node_down - outcome.recover_s))
             if isinstance(victim, Cassandra):
                 held = pending_hints(victim)

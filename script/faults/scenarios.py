@@ -63,7 +63,7 @@ def stream_job_killed(d: Durations) -> Outcome:
     with SupervisedJob("kill", d.job_env) as job:
         job.start()
         with Feeder(job.settings, RATE) as feeder:
-            job.next_row(120)
+            job.next_batch(120)
             time.sleep(d.between_kills)
             job.kill_job()  # 1: mid-stream, batches in flight
             outcome.tried += 1
@@ -72,15 +72,14 @@ def stream_job_killed(d: Durations) -> Outcome:
             job.kill_job()  # 2: the restarted job warming up, before its query runs
             outcome.tried += 1
             job.wait_for(lambda: job.restarts() >= 2 and job.job_pid() is not None, "restart", 60)
-            job.next_row(300)
-            commits = job.folder / "checkpoint" / "commits"
-            before = {p.name for p in commits.iterdir()}
-            job.wait_for(lambda: {p.name for p in commits.iterdir()} - before, "a commit", 120)
+            job.next_batch(300)
+            before = job.batches("commits")
+            job.wait_for(lambda: bool(job.batches("commits") - before), "a commit", 120)
             job.kill_job()  # 3: just after a commit, the next batch starting
             outcome.tried += 1
             killed = time.monotonic()
             job.wait_for(lambda: job.restarts() >= 3, "restart", 60)
-            job.next_row(300)
+            job.next_batch(300)
             outcome.recover_s = time.monotonic() - killed
             time.sleep(d.between_kills)
         outcome.note += f"restarts {job.restarts()}; "
@@ -92,11 +91,11 @@ def cassandra_down(d: Durations) -> Outcome:
     with SupervisedJob("cassandra", d.job_env) as job:
         job.start()
         with Feeder(job.settings, RATE) as feeder:
-            job.next_row(120)
+            job.next_batch(120)
             answered = restart(named("cassandra"), d.cassandra_down)
             backlog = job.end_offsets()  # what was sent until Cassandra answered
             outcome.tried = 1
-            job.next_row(300)
+            job.next_batch(300)
             outcome.recover_s = time.monotonic() - answered
             job.wait_for(lambda: job.behind(backlog) == 0, "the backlog written", 300)
             caught_up = time.monotonic() - answered
@@ -126,15 +125,17 @@ def kafka_restarted(d: Durations) -> Outcome:
         result: dict[str, Any] = {}
         run = threading.Thread(target=_produce, args=(config.load(env), result), daemon=True)
         run.start()
-        job.next_row(120)
+        job.next_batch(120)
         time.sleep(d.users / RATE / 4)
-        before = job.count()
+        planned = job.batches("offsets")
         answered = restart(named("kafka"), 0)
         outcome.tried = 1
-        # The next row written; if the producer had sent everything before the broker went, the
-        # job catching up with the topic instead.
+        # The next batch written; if the producer had sent everything before the broker went,
+        # the job catching up with the topic instead.
         job.wait_for(
-            lambda: job.count() > before or (not run.is_alive() and job.lag() == 0),
+            lambda: (
+                bool(job.batches("commits") - planned) or (not run.is_alive() and job.lag() == 0)
+            ),
             "rows after the restart",
             300,
         )

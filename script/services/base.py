@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pipeline import config
 from script import supervise
-from script.layout import CONF, LOGS, STACK_CONF, STATE, StackError
+from script.layout import CONF, LOGS, STACK_CONF, STATE, StackError, say
 from script.procs import pid_alive, pid_file, read_pid, stop_tree, supervisor_state
 from script.supervise import STOP_TIMEOUT
 
@@ -100,6 +100,11 @@ class Service:
         pid = self.pid()
         if pid:  # its supervisor, which stops the service and does not restart it
             stop_tree(self.name, pid, timeout=STOP_TIMEOUT + 10, leader_only=True)
+        else:  # a supervisor killed from outside leaves its service running, holding its port
+            orphan = supervise.orphaned_job(supervisor_state(self.name))
+            if orphan:  # as its supervisor would: SIGTERM to it, SIGKILL to what is left
+                say(f"  {self.name}: its supervisor is gone; stopping its process {orphan}")
+                stop_tree(self.name, orphan, timeout=STOP_TIMEOUT, leader_only=True)
         pid_file(self.name).unlink(missing_ok=True)
 
     def processes(self) -> list[Process]:
