@@ -44,6 +44,12 @@ def topic_end_offsets(settings: Settings) -> dict[int, int]:
         consumer.close()
 
 
+def checkpoint_batches(checkpoint_dir: str, log: str) -> set[int]:
+    """The batch ids in one of a checkpoint's logs: ``offsets`` (planned) or ``commits``
+    (written, then committed); none while the folder does not exist."""
+    return {int(path.name) for path in Path(checkpoint_dir, log).glob("[0-9]*")}
+
+
 def checkpoint_offsets(checkpoint_dir: str, topic: str) -> tuple[int | None, dict[int, int]]:
     """(batch id, offsets) of the last micro-batch the stream job committed, from its checkpoint.
 
@@ -51,7 +57,7 @@ def checkpoint_offsets(checkpoint_dir: str, topic: str) -> tuple[int | None, dic
     ``commits/<batch>`` when its sink finished: only committed batches count as read.
     """
     root = Path(checkpoint_dir)
-    commits = [int(p.name) for p in (root / "commits").glob("[0-9]*")] if root.exists() else []
+    commits = checkpoint_batches(checkpoint_dir, "commits")
     if not commits:
         return None, {}
     batch = max(commits)

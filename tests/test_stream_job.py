@@ -33,7 +33,7 @@ from kafka.admin import NewTopic
 
 from pipeline import cassandra_schema, config, contract, spark_jars
 from script.harness.side import QUICK_WARM_UP, QUICK_WARM_UP_MESSAGES, batch_phases
-from script.pipeline_status import checkpoint_offsets
+from script.pipeline_status import checkpoint_batches, checkpoint_offsets
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
@@ -122,11 +122,6 @@ class Scenario:
     # Batches the first run planned (its offset log has them) but did not commit: stopped
     # between a batch's plan and its write, Spark runs it again from that log on restart.
     planned_not_committed: set[int] = field(default_factory=set)
-
-
-def batch_ids(log_dir: Path) -> set[int]:
-    """The batch ids in one of a checkpoint's logs (``offsets`` or ``commits``)."""
-    return {int(path.name) for path in log_dir.glob("[0-9]*")}
 
 
 def free_port() -> int:
@@ -273,8 +268,8 @@ def scenario(
             240,
         )
         runs.append(stop_job(job, log, 0))
-        planned_not_committed = batch_ids(checkpoint / "offsets") - batch_ids(
-            checkpoint / "commits"
+        planned_not_committed = checkpoint_batches(str(checkpoint), "offsets") - checkpoint_batches(
+            str(checkpoint), "commits"
         )
 
         send_valid(VALID_WHILE_DOWN, VALID_BEFORE)

@@ -13,7 +13,6 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 from pipeline import config, contract, producer
@@ -21,7 +20,7 @@ from pipeline.formatting import Skip, format_user
 from script import stack, supervise
 from script.harness.side import drop_topic, free_port
 from script.layout import DATA, LOGS, REPO, StackError
-from script.pipeline_status import cassandra_session, checkpoint_offsets
+from script.pipeline_status import cassandra_session, checkpoint_batches, checkpoint_offsets
 from script.procs import pid_alive, process_tree
 from script.services import Service
 from script.services.cassandra import drop_side_keyspace, set_up_side_keyspace
@@ -202,8 +201,7 @@ class SupervisedJob:
     def batches(self, log: str) -> set[int]:
         """The batch ids in the job's checkpoint ``log``: ``offsets`` (planned) or ``commits``
         (written, then committed)."""
-        folder = Path(self.env["SPARK_CHECKPOINT_DIR"]) / log
-        return {int(path.name) for path in folder.glob("[0-9]*")}
+        return checkpoint_batches(self.env["SPARK_CHECKPOINT_DIR"], log)
 
     def next_batch(self, timeout: float) -> float:
         """Seconds until the job has written and committed a batch it planned after this was
