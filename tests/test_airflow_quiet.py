@@ -3,6 +3,7 @@ installed Airflow's own classes, and the running stack's components started thro
 
 from __future__ import annotations
 
+import asyncio
 import json
 import selectors
 from pathlib import Path
@@ -76,14 +77,57 @@ def test_the_triggerer_looks_for_triggers_every_idle_span_or_every_loop_when_bus
 
 
 def test_the_installed_airflow_has_what_the_launcher_wraps(monkeypatch: pytest.MonkeyPatch) -> None:
-    from airflow.jobs.triggerer_job_runner import TriggerRunnerSupervisor
+    from airflow.jobs.triggerer_job_runner import TriggerRunner, TriggerRunnerSupervisor
 
     for name in ("load_triggers", "clean_unused"):
         monkeypatch.setattr(TriggerRunnerSupervisor, name, getattr(TriggerRunnerSupervisor, name))
-    original = TriggerRunnerSupervisor.load_triggers
+    monkeypatch.setattr(TriggerRunner, "block_watchdog", TriggerRunner.block_watchdog)
+    original, watchdog = TriggerRunnerSupervisor.load_triggers, TriggerRunner.block_watchdog
     airflow_quiet.quiet_triggerer()
     assert TriggerRunnerSupervisor.load_triggers is not original
     assert TriggerRunnerSupervisor.load_triggers.__wrapped__ is original
+    assert TriggerRunner.block_watchdog.__wrapped__ is watchdog
+
+
+def test_the_triggers_watchdog_watches_only_while_a_trigger_runs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from airflow.jobs.triggerer_job_runner import TriggerRunner
+
+    events: list[str] = []
+
+    async def airflows_watchdog(self: object) -> None:  # stands in for the 0.1 s loop
+        events.append("watching")
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            events.append("stopped")
+            raise
+
+    monkeypatch.setattr(TriggerRunner, "block_watchdog", airflows_watchdog)
+    airflow_quiet.quiet_trigger_watchdog(idle=0.01)
+    runner = SimpleNamespace(stop=False, triggers={})
+
+    async def until(condition) -> None:
+        for _ in range(500):
+            if condition():
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"never: {events}")
+
+    async def scenario() -> None:
+        task = asyncio.create_task(TriggerRunner.block_watchdog(runner))
+        for _ in range(20):  # twenty of its idle spans with no trigger: nothing watched
+            await asyncio.sleep(0.01)
+        assert events == []
+        runner.triggers[1] = {"task": None}  # a deferred task's trigger starts
+        await until(lambda: events == ["watching"])
+        del runner.triggers[1]  # it fired
+        await until(lambda: events == ["watching", "stopped"])
+        runner.stop = True
+        await asyncio.wait_for(task, timeout=5)
+
+    asyncio.run(scenario())
 
 
 def test_the_launcher_refuses_an_unknown_component() -> None:
