@@ -43,3 +43,18 @@ def test_the_runner_sends_users_through_the_pipeline_and_reports_them(
             "SELECT id FROM spark_streams.created_users WHERE id = %s", (user_id,)
         ).one()
         assert row is not None
+
+
+def test_the_report_says_a_new_stacks_first_seconds_apart() -> None:
+    from script.run_pipeline import WARMING_SECONDS, latency_line
+
+    # 30 s of sending, 10 rows a second: the first WARMING_SECONDS' rows 0.9 s late, the rest 0.1 s.
+    produced = [i * 100 for i in range(300)]
+    latencies = [900.0 if t < WARMING_SECONDS * 1000 else 100.0 for t in produced]
+    line = latency_line(produced, latencies)
+    assert line.startswith("median 0.10s, p95 0.90s (produce -> Cassandra write)\n"), line
+    assert line.endswith(f"first {WARMING_SECONDS} s of sending p95 0.90s, the rest p95 0.10s")
+    # 15 s of sending: too short to say a part apart.
+    assert latency_line(produced[:150], latencies[:150]) == (
+        "median 0.90s, p95 0.90s (produce -> Cassandra write)"
+    )
