@@ -169,7 +169,7 @@ def rate_line(stats: dict[str, Any]) -> str:
 
 # A stack just started runs its first seconds of load cold: its JVMs (the stream job,
 # Cassandra, Kafka) compile the code the run makes hot while it flows, on the same cores
-# (docs/benchmark.md, "The first run, second by second"). The report says that span apart.
+# (docs/benchmark.md, "The first run's first seconds, said apart"): the report says them apart.
 WARMING_SECONDS = 10
 
 
