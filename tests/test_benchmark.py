@@ -39,6 +39,14 @@ def test_per_second_buckets_latency_by_produce_second_and_writes_by_write_second
     assert series["written"] == [1, 1, 0, 1]
 
 
+def test_a_windows_lead_in_is_what_was_sent_before_its_figures_start() -> None:
+    sent_latencies = [(9_000, 1_000.0), (9_999, 800.0), (10_000, 120.0), (12_500, 90.0)]
+    lead_in, measured = stats.split_lead_in(sent_latencies, 10_000)
+    assert lead_in == [1_000.0, 800.0]
+    assert measured == [120.0, 90.0]
+    assert stats.latency_figures(measured)["p99"] == 0.12
+
+
 def test_per_second_leaves_seconds_without_rows_empty() -> None:
     assert stats.per_second([], 0, 2) == {
         "p50": [None, None],

@@ -209,6 +209,15 @@ def cost_part(args: argparse.Namespace, figures: report.Figures, details: dict[s
                 figures.add(f"batch_{name}_at_{rate:.0f}", name, per_run)
 
 
+def lead_in_figures(window: dict[str, Any]) -> str:
+    """A window's p50 and p99, and its lead-in's p99 beside them (``parts.LEAD_IN_SECONDS``)."""
+    text = f"p50 {window['p50']:.2f} s, p99 {window['p99']:.2f} s"
+    if "lead_in" in window:
+        lead_in = window["lead_in"]["p99"]
+        text += f" (the {parts.LEAD_IN_SECONDS} s lead-in before it: p99 {lead_in:.2f} s)"
+    return text
+
+
 def run_parts(
     args: argparse.Namespace, wanted: list[str], figures: report.Figures, details: dict[str, Any]
 ) -> None:
@@ -221,9 +230,7 @@ def run_parts(
         details["floor"] = floors = []
         for run in runs:
             floors.append(parts.spark_floor(args.rate, args.seconds, args.warm_seconds))
-            parts.say(
-                f"  run {run + 1}: p50 {floors[-1]['p50']:.2f} s, p99 {floors[-1]['p99']:.2f} s"
-            )
+            parts.say(f"  run {run + 1}: {lead_in_figures(floors[-1])}")
         for q in ("p50", "p99"):
             figures.add(f"floor_{q}_s", f"Spark's floor {q} (s)", [f[q] for f in floors], 2)
     if "latency" in wanted:
@@ -234,9 +241,7 @@ def run_parts(
         details["latency"] = results = []
         for run in runs:
             results.append(parts.latency(args.rate, args.seconds, args.warm_seconds))
-            parts.say(
-                f"  run {run + 1}: p50 {results[-1]['p50']:.2f} s, p99 {results[-1]['p99']:.2f} s"
-            )
+            parts.say(f"  run {run + 1}: {lead_in_figures(results[-1])}")
         for q in ("p50", "p95", "p99"):
             figures.add(f"latency_{q}_s", f"latency {q} (s)", [r[q] for r in results], 2)
         m = figures.medians()

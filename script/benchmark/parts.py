@@ -26,6 +26,10 @@ def say(message: str) -> None:
 SIDE_JOB = "side stream job"  # its name among the services' in the CPU and memory figures
 WARM_BATCHES = 4
 WARM_ROUNDS = 5
+# A window's load flows this long before its figures start (``stats.split_lead_in``): long
+# enough for the second of users an idle query lets gather (SPARK_IDLE_POLL_MS) to be read.
+# Every user of the lead-in must still be written; its latencies are kept apart.
+LEAD_IN_SECONDS = 3
 
 # --- shared: a warm side job and one window of steady offered load ---------------------
 
@@ -51,23 +55,25 @@ def warm_up(job: SideJob, rate: float, seconds: float) -> None:
 def offered_window(
     job: SideJob, rate: float, seconds: float, tag: str, sample_memory: bool = False
 ) -> dict[str, Any]:
-    """Offer ``rate`` users/s for ``seconds`` to a warm ``job``; latency and lag of the window."""
+    """Offer ``rate`` users/s to a warm ``job`` for a lead-in (``LEAD_IN_SECONDS``) and then
+    ``seconds``; latency of the ``seconds`` (of the lead-in apart), lag and cost of both."""
     lags: list[int] = []
     memory: dict[str, float] = {}
     batches_before = len(job.batch_timings())
-    gen = LoadGen(job.topic, rate, seconds=seconds, tag=tag)
+    gen = LoadGen(job.topic, rate, seconds=LEAD_IN_SECONDS + seconds, tag=tag)
+    measured_from = gen.start_ms + LEAD_IN_SECONDS * 1000
     cpu = CpuMeter({SIDE_JOB: job.proc.pid} if job.proc else {})
     while gen.running:
         cpu.sample()
         lags.append(job.lag())
-        if sample_memory and not memory and time.time() * 1000 - gen.start_ms > seconds * 500:
+        if sample_memory and not memory and time.time() * 1000 - measured_from > seconds * 500:
             memory = {**service_pss_mb(), SIDE_JOB: job.pss_mb()}
         time.sleep(0.5)
     report = gen.wait()
     drained = job.wait_drained(timeout=max(120.0, 4 * seconds))
     used = cpu.used()
     rows = job.rows(report["start_ms"], report["end_ms"] + 1)
-    latencies = [w / 1000 - p for p, w in rows]
+    lead_in, latencies = stats.split_lead_in(((p, w / 1000 - p) for p, w in rows), measured_from)
     result: dict[str, Any] = {
         "rate": rate,
         "sent": report["sent"],
@@ -85,9 +91,11 @@ def offered_window(
         },
         "batch_timings": job.batch_timings()[batches_before:],
     }
+    if lead_in:
+        result["lead_in"] = stats.latency_figures(lead_in)
     if latencies:
         result.update(stats.latency_figures(latencies))
-        result["per_second"] = stats.per_second(rows, report["start_ms"], math.ceil(seconds))
+        result["per_second"] = stats.per_second(rows, measured_from, math.ceil(seconds))
     return result
 
 
@@ -121,21 +129,26 @@ def spark_floor(rate: float, seconds: float, warm_seconds: float) -> dict[str, A
         out = floor_file(str(job.checkpoint))
         try:
             warm_up(job, rate, warm_seconds)
-            gen = LoadGen(job.topic, rate, seconds=seconds, tag="floor")
+            gen = LoadGen(job.topic, rate, seconds=LEAD_IN_SECONDS + seconds, tag="floor")
             report = gen.wait()
             if not job.wait_drained(timeout=max(120.0, 4 * seconds)):
                 raise StackError(f"{job.name}: the floor query did not catch up: see {job.log}")
-            latencies = [
-                batch["end_ms"] - sent
+            seen = [
+                (sent, batch["end_ms"] - sent)
                 for batch in map(json.loads, out.read_text().splitlines())
                 for sent in batch["sent_ms"]
                 if report["start_ms"] <= sent <= report["end_ms"]
             ]
         finally:
             out.unlink(missing_ok=True)
-    if len(latencies) < report["sent"]:
-        raise StackError(f"floor run: {len(latencies)} of {report['sent']} records seen")
-    return {"sent": report["sent"], **stats.latency_figures(latencies)}
+    if len(seen) < report["sent"]:
+        raise StackError(f"floor run: {len(seen)} of {report['sent']} records seen")
+    lead_in, latencies = stats.split_lead_in(seen, gen.start_ms + LEAD_IN_SECONDS * 1000)
+    return {
+        "sent": report["sent"],
+        **stats.latency_figures(latencies),
+        "lead_in": stats.latency_figures(lead_in),
+    }
 
 
 # --- b. sustainable rate ----------------------------------------------------------------

@@ -16,6 +16,7 @@ __all__ = [
     "latency_figures",
     "per_second",
     "percentile",
+    "split_lead_in",
 ]
 
 
@@ -57,6 +58,23 @@ def latency_figures(latencies_ms: Sequence[float]) -> dict[str, float]:
         "p99": percentile(ordered, 0.99) / 1000,
         "max": ordered[-1] / 1000,
     }
+
+
+def split_lead_in(
+    sent_latencies: Iterable[tuple[int, float]], measured_from_ms: int
+) -> tuple[list[float], list[float]]:
+    """(latencies of the lead-in, latencies of the window) of ``(sent ms, latency ms)`` pairs:
+    what was sent before ``measured_from_ms`` is the lead-in, the rest is measured.
+
+    A window's load starts after the previous load has been read, so its first users meet an
+    idle query that looks at Kafka once a second (``SPARK_IDLE_POLL_MS``); the lead-in lets the
+    load flow before the figures start, so they are the steady rate's.
+    """
+    lead_in: list[float] = []
+    measured: list[float] = []
+    for sent, latency in sent_latencies:
+        (lead_in if sent < measured_from_ms else measured).append(latency)
+    return lead_in, measured
 
 
 def per_second(
