@@ -231,7 +231,7 @@ def run_parts(
         for run in runs:
             floors.append(parts.spark_floor(args.rate, args.seconds, args.warm_seconds))
             parts.say(f"  run {run + 1}: {lead_in_figures(floors[-1])}")
-        for q in ("p50", "p99"):
+        for q in ("p50", "p95", "p99"):
             figures.add(f"floor_{q}_s", f"Spark's floor {q} (s)", [f[q] for f in floors], 2)
     if "latency" in wanted:
         print(
