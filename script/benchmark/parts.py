@@ -31,6 +31,12 @@ WARM_ROUNDS = 5
 # Every user of the lead-in must still be written; its latencies are kept apart.
 LEAD_IN_SECONDS = 3
 
+
+def lead_in_end(gen: LoadGen) -> int:
+    """When ``gen``'s lead-in ends and its window's figures start (ms since the epoch)."""
+    return gen.start_ms + LEAD_IN_SECONDS * 1000
+
+
 # --- shared: a warm side job and one window of steady offered load ---------------------
 
 
@@ -61,7 +67,7 @@ def offered_window(
     memory: dict[str, float] = {}
     batches_before = len(job.batch_timings())
     gen = LoadGen(job.topic, rate, seconds=LEAD_IN_SECONDS + seconds, tag=tag)
-    measured_from = gen.start_ms + LEAD_IN_SECONDS * 1000
+    measured_from = lead_in_end(gen)
     cpu = CpuMeter({SIDE_JOB: job.proc.pid} if job.proc else {})
     while gen.running:
         cpu.sample()
@@ -143,7 +149,7 @@ def spark_floor(rate: float, seconds: float, warm_seconds: float) -> dict[str, A
             out.unlink(missing_ok=True)
     if len(seen) < report["sent"]:
         raise StackError(f"floor run: {len(seen)} of {report['sent']} records seen")
-    lead_in, latencies = stats.split_lead_in(seen, gen.start_ms + LEAD_IN_SECONDS * 1000)
+    lead_in, latencies = stats.split_lead_in(seen, lead_in_end(gen))
     return {
         "sent": report["sent"],
         **stats.latency_figures(latencies),
