@@ -510,13 +510,16 @@ def warm_up_stream(
 
 
 def warm_up_messages(spark: SparkSession, messages: int) -> DataFrame:
-    """``messages`` synthetic users (``parsing.synthetic_values``), each with the schema-id
-    header the producer's records carry, so the job's header column is read as it will be."""
+    """``messages`` synthetic users (``parsing.synthetic_values``), each keyed by its id and
+    with the schema-id header as the producer's records are, so the job's key and header
+    columns are read as they will be."""
     header = F.struct(
         F.lit(contract.SCHEMA_ID_HEADER).alias("key"), F.lit(bytearray(b"1")).alias("value")
     )
     return spark.range(messages, numPartitions=1).select(
-        parsing.synthetic_values(F.col("id")).alias("value"), F.array(header).alias("headers")
+        parsing.synthetic_id(F.col("id")).cast("binary").alias("key"),
+        parsing.synthetic_values(F.col("id")).alias("value"),
+        F.array(header).alias("headers"),
     )
 
 

@@ -334,16 +334,34 @@ def rejected_rows(classified: DataFrame) -> DataFrame:
     return classified.where(F.col(REASON).isNotNull()).select(*columns)
 
 
+# Text beyond ASCII as randomuser.me serves it (its nationalities' names, streets and cities in
+# Latin, Cyrillic and Persian script): warm-up values carry it, so that the JVM's UTF-8 paths
+# run before the first real batch does (see ``synthetic_values``).
+SYNTHETIC_TEXT = " Ørsted Çelik Ефремов نیکنام"
+
+
+def synthetic_id(numbers: Column) -> Column:
+    """A warm-up user's ``id`` for each number n: shaped as randomuser's ``login.uuid`` (36
+    characters), ``00000000-0000-4000-8000-`` and n in 12 digits."""
+    return F.format_string("00000000-0000-4000-8000-%012d", numbers)
+
+
 def synthetic_values(numbers: Column) -> Column:
-    """A valid message value (the contract's JSON, as bytes) for each number n: ``id`` is
-    ``warm-up-<n>``, every other string field ``<field> <n>``, every long field n. The stream
-    job's warm-up sends these down its own path (spark_stream.py)."""
+    """A valid message value (the contract's JSON, as bytes) for each number n, shaped as a
+    served user's: ``id`` is ``synthetic_id``, every other string field ``<field> <n>`` and
+    ``SYNTHETIC_TEXT``, every long field n. The stream job's warm-up sends these down its own
+    path (spark_stream.py) keyed by ``id`` as the producer keys its records: values and keys
+    the warm-up's compiled code never saw would send the JVM back to the interpreter at the
+    first real batch (seen: Kafka's record reader, Spark's row projection, the driver's token
+    hash and its statement binding, all recompiled then)."""
     text = numbers.cast("string")
     fields = [
         (
             numbers
             if f.kind == "long"
-            else F.concat(F.lit("warm-up-" if f.name == PRIMARY_KEY else f"{f.name} "), text)
+            else synthetic_id(numbers)
+            if f.name == PRIMARY_KEY
+            else F.concat(F.lit(f"{f.name} "), text, F.lit(SYNTHETIC_TEXT))
         ).alias(f.name)
         for f in FIELDS
     ]

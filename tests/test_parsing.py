@@ -247,7 +247,7 @@ def test_the_warm_up_sends_valid_users_as_the_producer_sends_its_own(spark: Spar
 
     sent = spark_stream.warm_up_messages(spark, 3)
     frame = sent.selectExpr(
-        "CAST(NULL AS BINARY) AS key",
+        "key",
         "value",
         "'warm-up' AS topic",
         "0 AS partition",
@@ -256,8 +256,11 @@ def test_the_warm_up_sends_valid_users_as_the_producer_sends_its_own(spark: Spar
         "0 AS timestampType",
         "headers",
     )
-    classified = parsing.classify(frame).select("id", "reason", "schema_id").collect()
-    assert sorted(tuple(row) for row in classified) == [(f"warm-up-{n}", None, 1) for n in range(3)]
+    classified = parsing.classify(frame).select("id", "raw_key", "reason", "schema_id").collect()
+    assert sorted(tuple(row) for row in classified) == [
+        (f"00000000-0000-4000-8000-{n:012d}", f"00000000-0000-4000-8000-{n:012d}".encode(), None, 1)
+        for n in range(3)
+    ]
     settings = config.load({"KAFKA_COMPRESSION": "lz4", "KAFKA_BOOTSTRAP_SERVERS": "k:9092"})
     options = spark_stream.warm_up_writer_options(settings.kafka, "t")
     assert options == {

@@ -31,7 +31,7 @@ from conftest import count_when_ready, topic_end_offsets
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
 
-from pipeline import cassandra_schema, config, contract, spark_jars
+from pipeline import cassandra_schema, config, contract, parsing, spark_jars
 from script.harness.side import QUICK_WARM_UP, QUICK_WARM_UP_MESSAGES, batch_phases
 from script.pipeline_status import checkpoint_batches, checkpoint_offsets
 
@@ -331,7 +331,8 @@ def test_each_start_warms_up_with_synthetic_users_in_a_topic_and_table_of_its_ow
         f"SELECT id, first_name, produced_at FROM {scenario.keyspace}.{job.cassandra.warm_up_table}"
     )
     assert sorted((r.id, r.first_name, r.produced_at) for r in rows) == sorted(
-        (f"warm-up-{n}", f"first_name {n}", n) for n in range(QUICK_WARM_UP_MESSAGES)
+        (f"00000000-0000-4000-8000-{n:012d}", f"first_name {n}{parsing.SYNTHETIC_TEXT}", n)
+        for n in range(QUICK_WARM_UP_MESSAGES)
     )
     consumer = KafkaConsumer(bootstrap_servers=kafka_bootstrap)
     try:
