@@ -187,6 +187,51 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
+# The stack's JVMs (script/services/base.py: LOCAL_JVM_OPTIONS), each with the threads that
+# carry the pipeline's users (as Linux shortens their names), if it carries any.
+JVM_SERVICES = {
+    "zookeeper": (),
+    "kafka": ("data-plane-kafk",),
+    "cassandra": ("Native-Transpor",),
+    "schema-registry": (),
+    "spark-stream": ("stream executio",),
+}
+BACKGROUND = ("C1 CompilerThre", "C2 CompilerThre", "Sweeper thread")
+
+
+def test_each_jvm_compiles_at_nice_19_and_carries_users_at_nice_0() -> None:
+    """Every JVM of the running stack has its JIT compilers' threads at nice 19, so they take
+    what the service's own threads leave of the cores; nothing else of it is pushed down
+    there, and the threads that carry users run at nice 0 or above it (read per thread from
+    /proc)."""
+    for service, carriers in JVM_SERVICES.items():
+        supervisor = read_pid(service)
+        assert supervisor, f"{service} is not running"
+        javas = [p for p in process_tree(supervisor) if _cmdline(p).split(" ")[0].endswith("java")]
+        assert len(javas) == 1, (service, javas)
+        threads = _thread_nice(javas[0])
+        compilers = [nice for name, nice in threads if name.startswith(BACKGROUND[:2])]
+        assert len(compilers) >= 2 and set(compilers) == {19}, (service, threads)
+        lowest = [name for name, nice in threads if nice == 19 and name not in BACKGROUND]
+        assert lowest == [], (service, lowest)
+        for prefix in carriers:
+            nice = [nice for name, nice in threads if name.startswith(prefix)]
+            assert nice and max(nice) <= 0, (service, prefix, threads)
+
+
+def _thread_nice(pid: int) -> list[tuple[str, int]]:
+    """(name, nice) of each of the process's threads."""
+    out = []
+    for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # the thread ended
+            continue
+        name = text[text.index("(") + 1 : text.rindex(")")]
+        out.append((name, int(text.rsplit(")", 1)[1].split()[16])))
+    return out
+
+
 def test_up_creates_the_topic_once_with_the_configured_partitions(
     kafka_bootstrap: str, unique: str
 ) -> None:

@@ -322,11 +322,13 @@ def test_each_start_warms_up_with_synthetic_users_in_a_topic_and_table_of_its_ow
     scenario: Scenario, cassandra_session: Any, kafka_bootstrap: str
 ) -> None:
     """The users' table holds only what was sent (the test above); the warm-up's users are in
-    its scratch table, and its topic is gone once the job is ready."""
+    its scratch table, and its topic is gone once the job is ready; the UI answered first."""
     job = scenario.job
     text = scenario.runs[0].log.read_text(errors="replace")
     warmed = re.findall(r"warmed up in [\d.]+ s: (\d+) synthetic users through topic (\S+)", text)
     assert warmed == [(str(QUICK_WARM_UP_MESSAGES), job.kafka.warm_up_topic)] * 2
+    # and asked its UI what the pipeline page asks, before it was ready
+    assert len(re.findall(r"the Spark UI's REST API answered in [\d.]+ s", text)) == 2
     rows = cassandra_session.execute(
         f"SELECT id, first_name, produced_at FROM {scenario.keyspace}.{job.cassandra.warm_up_table}"
     )

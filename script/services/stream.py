@@ -16,7 +16,7 @@ from script import supervise
 from script.jars import resolve_spark_jars, spark_jars
 from script.layout import REPO, STACK_CONF, UMASK, VENV_BIN
 from script.procs import pid_file, port_open, read_pid, spawn, stop_tree, supervisor_state
-from script.services.base import QUIET_JVM_OPTIONS, Service
+from script.services.base import LOCAL_JVM_OPTIONS, Service
 
 # What spark_stream.py logs once it has warmed up and started its query.
 READY = "stream job ready"
@@ -121,7 +121,7 @@ def stream_command(env: dict[str, str] | None = None, main: Path = STREAM_JOB) -
         "--driver-memory",
         config.load(env).stack.spark_driver_memory,
         "--driver-java-options",
-        " ".join(QUIET_JVM_OPTIONS),
+        " ".join(LOCAL_JVM_OPTIONS),
         "--conf",
         f"spark.ui.port={s.ui_port}",
         # Localhost only: the driver's RPC and block manager ports, and no kill links in the UI.
