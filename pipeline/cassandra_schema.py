@@ -181,13 +181,22 @@ def connect(settings: CassandraSettings, connect_timeout: float = 10) -> Session
         return cluster.connect()
     except (NoHostAvailable, AuthenticationFailed) as exc:
         cluster.shutdown()
-        errors = getattr(exc, "errors", None) or {}
-        detail = "; ".join(str(error) for error in errors.values()) or str(exc)
+        detail = connect_failure(exc)
         if "authentic" in detail.lower() or "password" in detail.lower():
             fix = f"check {settings.login_variables}"
             raise LoginRefused(f"cannot connect to {where}: {detail} ({fix})") from exc
         fix = "is Cassandra up? check CASSANDRA_HOST and CASSANDRA_PORT (`./run.sh status`)"
         raise CassandraUnavailable(f"cannot connect to {where}: {detail} ({fix})") from exc
+
+
+def connect_failure(exc: Exception) -> str:
+    """What the driver says went wrong: each host's error when it could not open the control
+    connection (``errors`` maps host to error), or its message when the control connection
+    opened but no host's pool did (``errors`` is then a list of hosts: Cassandra still
+    starting, its logins timing out; seen right after a restart)."""
+    errors = getattr(exc, "errors", None)
+    found = errors.values() if isinstance(errors, Mapping) else ()
+    return "; ".join(str(error) for error in found) or str(exc)
 
 
 @dataclass(frozen=True)

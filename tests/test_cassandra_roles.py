@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -17,7 +18,7 @@ from typing import Any
 
 import pytest
 from cassandra import Unauthorized
-from cassandra.cluster import NoHostAvailable
+from cassandra.cluster import Cluster, NoHostAvailable
 from conftest import cassandra_cluster
 
 from pipeline import cassandra_schema, config, contract
@@ -76,6 +77,33 @@ def a_user(n: int) -> dict[str, Any]:
     record: dict[str, Any] = {name: f"{name} {n}" for name in contract.FIELD_NAMES}
     record["produced_at"] = 1_714_564_800_000 + n
     return record
+
+
+@pytest.mark.parametrize(
+    ("error", "detail"),
+    [
+        # no control connection: each host's error
+        (
+            NoHostAvailable("Unable to connect to any servers", {"127.0.0.1:9042": OSError(111)}),
+            "cannot connect to Cassandra at .*: 111 \\(is Cassandra up\\?",
+        ),
+        # the control connection opened, no host's pool did: a list of hosts (seen as the
+        # stream job waited for a Cassandra just restarted, whose logins timed out)
+        (
+            NoHostAvailable("Unable to connect to any servers", ["127.0.0.1"]),
+            re.escape("('Unable to connect to any servers', ['127.0.0.1']) (is Cassandra up?"),
+        ),
+    ],
+)
+def test_a_failed_connect_says_why_in_either_shape_the_driver_gives(
+    monkeypatch: pytest.MonkeyPatch, error: NoHostAvailable, detail: str
+) -> None:
+    def refuse(_cluster: Cluster) -> None:
+        raise error
+
+    monkeypatch.setattr(Cluster, "connect", refuse)
+    with pytest.raises(cassandra_schema.CassandraUnavailable, match=detail):
+        cassandra_schema.connect(config.load().cassandra)
 
 
 def test_set_up_twice_gives_the_same_schema_and_exactly_select_and_modify(
