@@ -187,36 +187,26 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
-# The stack's JVMs (script/services/base.py: LOCAL_JVM_OPTIONS), each with the threads that
-# carry the pipeline's users (as Linux shortens their names), if it carries any.
-JVM_SERVICES = {
-    "zookeeper": (),
-    "kafka": ("data-plane-kafk",),
-    "cassandra": ("Native-Transpor",),
-    "schema-registry": (),
-    "spark-stream": ("stream executio",),
-}
-BACKGROUND = ("C1 CompilerThre", "C2 CompilerThre", "Sweeper thread")
+# Thread names as Linux shortens them: the job's compilers, and its query's thread.
+COMPILERS = ("C1 CompilerThre", "C2 CompilerThre")
+QUERY_THREAD = "stream executio"
 
 
-def test_each_jvm_compiles_at_nice_19_and_carries_users_at_nice_0() -> None:
-    """Every JVM of the running stack has its JIT compilers' threads at nice 19, so they take
-    what the service's own threads leave of the cores; nothing else of it is pushed down
-    there, and the threads that carry users run at nice 0 or above it (read per thread from
-    /proc)."""
-    for service, carriers in JVM_SERVICES.items():
-        supervisor = read_pid(service)
-        assert supervisor, f"{service} is not running"
-        javas = [p for p in process_tree(supervisor) if _cmdline(p).split(" ")[0].endswith("java")]
-        assert len(javas) == 1, (service, javas)
-        threads = _thread_nice(javas[0])
-        compilers = [nice for name, nice in threads if name.startswith(BACKGROUND[:2])]
-        assert len(compilers) >= 2 and set(compilers) == {19}, (service, threads)
-        lowest = [name for name, nice in threads if nice == 19 and name not in BACKGROUND]
-        assert lowest == [], (service, lowest)
-        for prefix in carriers:
-            nice = [nice for name, nice in threads if name.startswith(prefix)]
-            assert nice and max(nice) <= 0, (service, prefix, threads)
+def test_the_stream_job_compiles_at_nice_19_and_carries_users_at_nice_0() -> None:
+    """The user's stream job has its JIT compilers' threads at nice 19, so they take what the
+    job's own threads and the other services leave of the cores; nothing else of it is pushed
+    down there, and its query's threads run at nice 0 or above (read per thread from /proc)."""
+    supervisor = read_pid("spark-stream")
+    assert supervisor, "the stream job is not running"
+    javas = [p for p in process_tree(supervisor) if _cmdline(p).split(" ")[0].endswith("java")]
+    assert len(javas) == 1, javas
+    threads = _thread_nice(javas[0])
+    compilers = [nice for name, nice in threads if name.startswith(COMPILERS)]
+    assert len(compilers) >= 2 and set(compilers) == {19}, threads
+    lowest = [n for n, nice in threads if nice == 19 and not n.startswith(COMPILERS)]
+    assert lowest in ([], ["Sweeper thread"]), lowest  # HotSpot's code cache sweeper goes along
+    query = [nice for name, nice in threads if name.startswith(QUERY_THREAD)]
+    assert query and max(query) <= 0, threads
 
 
 def _thread_nice(pid: int) -> list[tuple[str, int]]:

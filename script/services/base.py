@@ -134,16 +134,6 @@ QUIET_JVM_OPTIONS = (
     "-XX:G1ConcRefinementServiceIntervalMillis=2000",
 )
 
-# The JIT compilers' threads run at nice 19 (Linux; HotSpot sets a thread's nice value only
-# under ThreadPriorityPolicy=1, which lowering it needs no privilege for): they take what the
-# service's own threads leave of the cores. Compiled code still comes, a little later when the
-# cores are busy. Measured in the first run after a job's start (development stack, per thread
-# from /proc): the job's C2 thread took 0.3-0.6 of a core through all 60 s of sending.
-BACKGROUND_COMPILER_OPTIONS = ("-XX:ThreadPriorityPolicy=1", "-XX:CompilerThreadPriority=19")
-
-# What every JVM of the local stack runs with (Compose's images keep their own options).
-LOCAL_JVM_OPTIONS = (*QUIET_JVM_OPTIONS, *BACKGROUND_COMPILER_OPTIONS)
-
 
 def java() -> str:
     home = config.load().stack.java_home

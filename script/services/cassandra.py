@@ -16,7 +16,7 @@ from pipeline import cassandra_schema, config
 from script.jars import resolve_service_jars
 from script.layout import CONF, DATA, JARS, LOGS, STACK_CONF, StackError, say, versions
 from script.procs import port_open, spawn, write_secret
-from script.services.base import LOCAL_JVM_OPTIONS, Service, address, java, render
+from script.services.base import QUIET_JVM_OPTIONS, Service, address, java, render
 
 
 class Cassandra(Service):
@@ -65,7 +65,7 @@ class Cassandra(Service):
                 f"-Xmx{heap}",
                 "-Xss256k",
                 *jvm_options(),
-                *LOCAL_JVM_OPTIONS,
+                *QUIET_JVM_OPTIONS,
                 f"-Dcassandra.config=file://{yaml}",
                 f"-Dcassandra.storagedir={DATA / self.name}",
                 f"-Dcassandra.logdir={LOGS}",

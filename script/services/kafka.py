@@ -9,7 +9,7 @@ from pipeline import config
 from script.jars import resolve_service_jars
 from script.layout import DATA, JARS, LOGS, STACK_CONF, StackError, say, versions
 from script.procs import spawn
-from script.services.base import LOCAL_JVM_OPTIONS, Service, address, java, render
+from script.services.base import QUIET_JVM_OPTIONS, Service, address, java, render
 
 
 def kafka_jars() -> Path:
@@ -70,7 +70,7 @@ class Kafka(Service):
                 f"-Xmx{heap}",
                 "-XX:+UseG1GC",
                 "-XX:MaxGCPauseMillis=20",
-                *LOCAL_JVM_OPTIONS,
+                *QUIET_JVM_OPTIONS,
                 "-Djava.awt.headless=true",
                 f"-Dlog4j.configuration=file:{STACK_CONF / 'log4j.properties'}",
                 f"-Dkafka.logs.dir={LOGS}",
