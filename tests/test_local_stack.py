@@ -195,7 +195,7 @@ QUERY_THREAD = "stream executio"
 def test_the_stream_job_compiles_at_nice_19_and_carries_users_at_nice_0() -> None:
     """The user's stream job has its JIT compilers' threads at nice 19, so they take what the
     job's own threads and the other services leave of the cores; nothing else of it is pushed
-    down there, and its query's threads run at nice 0 or above (read per thread from /proc)."""
+    down there, and its query's thread runs at nice 0 or below (read per thread from /proc)."""
     supervisor = read_pid("spark-stream")
     assert supervisor, "the stream job is not running"
     javas = [p for p in process_tree(supervisor) if _cmdline(p).split(" ")[0].endswith("java")]
