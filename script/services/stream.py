@@ -18,15 +18,6 @@ from script.layout import REPO, STACK_CONF, UMASK, VENV_BIN
 from script.procs import pid_file, port_open, read_pid, spawn, stop_tree, supervisor_state
 from script.services.base import QUIET_JVM_OPTIONS, Service
 
-# The job's JIT compilers' threads run at nice 19 (Linux; HotSpot sets a thread's nice value
-# only under ThreadPriorityPolicy=1, and lowering it needs no privilege): they take what the
-# job's own threads and the other services leave of the cores, and compiled code comes a little
-# later when the cores are busy. Through the first run after a job's start the job's C2 thread
-# took 0.3-0.6 of a core (development stack, per thread from /proc), the batches' threads 0.35.
-# The job alone: at nice 19 Cassandra's compilers made its restart under load take 17 s to
-# answer instead of 8-9 s.
-BACKGROUND_COMPILER_OPTIONS = ("-XX:ThreadPriorityPolicy=1", "-XX:CompilerThreadPriority=19")
-
 # What spark_stream.py logs once it has warmed up and started its query.
 READY = "stream job ready"
 SUPERVISOR_STATE = supervisor_state("spark-stream")
@@ -130,7 +121,7 @@ def stream_command(env: dict[str, str] | None = None, main: Path = STREAM_JOB) -
         "--driver-memory",
         config.load(env).stack.spark_driver_memory,
         "--driver-java-options",
-        " ".join((*QUIET_JVM_OPTIONS, *BACKGROUND_COMPILER_OPTIONS)),
+        " ".join(QUIET_JVM_OPTIONS),
         "--conf",
         f"spark.ui.port={s.ui_port}",
         # Localhost only: the driver's RPC and block manager ports, and no kill links in the UI.
