@@ -315,5 +315,11 @@ def test_a_run_nobody_watches_is_in_the_charts_of_a_page_opened_after_it(
         assert max(rates) > 0, rates  # the run's messages per second
         assert state["series"]["lag"] and state["series"]["latency_ms"]
         assert state["topic"]["messages"] >= len(batch)
+        # Every sampled user found in Cassandra: the run's last sample stays, with its time.
+        wait_until("every sampled user written", lambda: not watch._pending, FLOW_SECONDS)
+        after = watch.snapshot()
+        last = after["latency"]
+        assert last["sample"] > 0 and last["p50"] > 0, last
+        assert last["at"] == after["series"]["latency_ms"][-1][0], last
     finally:
         watch.stop()

@@ -254,7 +254,8 @@ def job(snap: dict[str, Any], _: Settings) -> list[Any]:
         out.append(
             html.P(
                 f"end-to-end latency (produce -> Cassandra write), last sample of "
-                f"{lat['sample']}: p50 {lat['p50'] / 1000:.2f} s, p95 {lat['p95'] / 1000:.2f} s, "
+                f"{lat['sample']} at {_clock(lat['at'])}: p50 {lat['p50'] / 1000:.2f} s, "
+                f"p95 {lat['p95'] / 1000:.2f} s, "
                 f"p99 {lat['p99'] / 1000:.2f} s",
                 id="latency",
             )

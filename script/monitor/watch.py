@@ -349,8 +349,9 @@ class Watch:
                 self._measured.get(m["partition"], 0), m["offset"] + 1
             )
         self._pending = {k: t for k, t in self._pending.items() if now - t < 60}
-        if not self._pending:
-            return {}
+        if not self._pending:  # the last sample stays on the page, with its time
+            with self._lock:
+                return dict(self._state.get("latency") or {})
         c = self.settings.cassandra
         ids = list(self._pending)[:100]
         rows = collect.user_rows(self._session(), c.keyspace, c.table, ids)
@@ -360,7 +361,7 @@ class Watch:
         if values:
             p50, p95, p99 = collect.percentiles(values)
             self._point("latency_ms", now, p50, p95, p99)
-            return {"p50": p50, "p95": p95, "p99": p99, "sample": len(values)}
+            return {"p50": p50, "p95": p95, "p99": p99, "sample": len(values), "at": now}
         with self._lock:
             return dict(self._state.get("latency") or {})
 
