@@ -504,9 +504,10 @@ def compile_in_the_background(spark: SparkSession) -> None:
 
     Through the first run after a job's start its C2 thread took 0.3-0.6 of a core (per thread
     from /proc, 2 cores), more than the batches' own threads, and the first run's p95 was 0.47 s;
-    with the compilers at nice 19 after the warm-up, 0.28 s. Not from the JVM's start: at nice
-    19 from the start, a job started on a busy machine (a restart under load, the CI's chaos
-    run) compiled its warm-up's code late and warmed up for many times as long."""
+    with the compilers at nice 19 after the warm-up, 0.28 s. Not from the JVM's start: the
+    warm-up is there to compile what a batch runs, and at nice 19 its compiling waits behind
+    the warm-up's own busy threads (restarted beside ``stress-ng --cpu 4``: warm in 59.2 s
+    with the compilers at 19 from the start, 55.3 s this way)."""
     try:
         pid = spark._jvm.java.lang.ProcessHandle.current().pid()
     except Py4JError as exc:
