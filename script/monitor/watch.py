@@ -349,20 +349,19 @@ class Watch:
                 self._measured.get(m["partition"], 0), m["offset"] + 1
             )
         self._pending = {k: t for k, t in self._pending.items() if now - t < 60}
-        if not self._pending:  # the last sample stays on the page, with its time
-            with self._lock:
-                return dict(self._state.get("latency") or {})
-        c = self.settings.cassandra
-        ids = list(self._pending)[:100]
-        rows = collect.user_rows(self._session(), c.keyspace, c.table, ids)
-        for key in rows:
-            self._pending.pop(key, None)
-        values = collect.latencies_ms(list(rows.values()))
+        values: list[float] = []
+        if self._pending:
+            c = self.settings.cassandra
+            ids = list(self._pending)[:100]
+            rows = collect.user_rows(self._session(), c.keyspace, c.table, ids)
+            for key in rows:
+                self._pending.pop(key, None)
+            values = collect.latencies_ms(list(rows.values()))
         if values:
             p50, p95, p99 = collect.percentiles(values)
             self._point("latency_ms", now, p50, p95, p99)
             return {"p50": p50, "p95": p95, "p99": p99, "sample": len(values), "at": now}
-        with self._lock:
+        with self._lock:  # nothing new measured: the last sample stays, with its time
             return dict(self._state.get("latency") or {})
 
     def _cassandra_state(self) -> dict[str, Any]:
