@@ -195,6 +195,10 @@ STOP_GRACE_SECONDS = 12.0
 # Until its first batch begins a job is starting (the JVM, the Python workers, the connector's
 # session, a backlog): on a busy machine that takes many times a batch's time.
 START_STALL_FACTOR = 5
+# How often the main thread asks the query whether it lives and what it last reported (three
+# calls into the JVM): a stall is judged in tens of seconds, and a stop asked wakes it at once.
+# Once a second, that was a quarter of a percent of a core in an idle job (docs/benchmark.md).
+WATCH_SECONDS = 5.0
 
 # The JIT compilers' threads as Linux names them (15 characters), and their nice value once the
 # job has warmed up (``compile_in_the_background``).
@@ -759,6 +763,10 @@ def driver_properties(keyspace: str) -> dict[str, str]:
     The driver's timer thread, which expires requests that time out, ticks every 100 ms
     (10 wake-ups a second through an idle hour); a tick a second is precise enough for the 5
     and 10 s timeouts of ``CONNECTOR_CONF``, and the job sets no speculative executions.
+
+    The driver reads its configuration once: by default it parses its files again every 5
+    minutes (the idle job's busiest Java thread in JFR, about 70 ms of CPU each time), and nothing
+    changes them while the job runs.
     """
     prefix = "datastax-java-driver.advanced."
     return {
@@ -766,6 +774,7 @@ def driver_properties(keyspace: str) -> dict[str, str]:
         f"{prefix}control-connection.schema-agreement.timeout": "0s",
         f"{prefix}control-connection.schema-agreement.warn-on-failure": "false",
         f"{prefix}netty.timer.tick-duration": "1 second",
+        "datastax-java-driver.basic.config-reload-interval": "0",
     }
 
 
@@ -892,7 +901,7 @@ def run_until_stopped(
     is alive: the job waits for Cassandra in the same process.
     """
     seen, moved, told = None, time.monotonic(), False
-    while query.isActive and not stop.wait(1.0):
+    while query.isActive and not stop.wait(WATCH_SECONDS):
         progress = query.lastProgress
         stamp = progress["timestamp"] if progress else None
         now = time.monotonic()

@@ -1,6 +1,6 @@
-"""Run Airflow's DAG processor or triggerer with its one-second database loop slowed down while
-it has nothing to do: `python -m script.airflow_quiet dag-processor` (or `triggerer ...`) in
-place of `airflow dag-processor`.
+"""Run Airflow's API server, DAG processor or triggerer with its idle loop slowed down:
+`python -m script.airflow_quiet dag-processor` (or `triggerer ...`, `api-server ...`) in place
+of `airflow dag-processor`.
 
 Airflow 3.3 writes both loops' one second into its code, with no setting: on an idle stack the
 DAG processor asks Postgres for callbacks and parsing requests every second, and the triggerer
@@ -13,7 +13,10 @@ was a fifth of an idle stack's CPU (docs/benchmark.md, "Why an idle stack is qui
   deferred task's trigger starts within that); while any trigger runs, every second as before;
 - the triggerer's watchdog, which warns of a trigger that blocks its event loop by waking ten
   times a second, wakes once every WATCHDOG_IDLE_SECONDS while no trigger runs (nothing could
-  block the loop then) and watches as before from the moment one does.
+  block the loop then) and watches as before from the moment one does;
+- the API server's uvicorn wakes once every TICK_SECONDS, not ten times a second: its loop
+  does nothing on the other nine wakes (its Date header changes once a second; a stop is seen
+  on the next wake). Requests never wait for that loop: they are served as they come.
 
 Nothing else changes: the same command line, settings, heartbeats and health checks. Should a
 later Airflow rename what this wraps, the component says so in its log and runs unchanged.
@@ -31,7 +34,8 @@ from typing import Any
 
 IDLE_SECONDS = 5.0
 WATCHDOG_IDLE_SECONDS = 1.0
-COMPONENTS = ("dag-processor", "triggerer")
+TICK_SECONDS = 1.0
+COMPONENTS = ("api-server", "dag-processor", "triggerer")
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +95,26 @@ def quiet_trigger_watchdog(idle: float = WATCHDOG_IDLE_SECONDS) -> None:
     TriggerRunner.block_watchdog = block_watchdog
 
 
+def quiet_api_server(tick: float = TICK_SECONDS) -> None:
+    """uvicorn's main loop (Airflow's API server, one worker, in this process) wakes every
+    `tick` seconds instead of every 0.1 s. Each wake does what uvicorn does once a second (its
+    counter kept a multiple of ten): the Date header, the exit check, the request limit."""
+    from uvicorn.server import Server
+
+    main_loop = Server.main_loop
+
+    @functools.wraps(main_loop)
+    async def quiet_main_loop(self: Any) -> None:
+        counter = 0
+        should_exit = await self.on_tick(counter)
+        while not should_exit:
+            counter = (counter + 10) % 864000
+            await asyncio.sleep(tick)
+            should_exit = await self.on_tick(counter)
+
+    Server.main_loop = quiet_main_loop
+
+
 def _busy(supervisor: Any) -> bool:
     s = supervisor
     return bool(s.running_triggers or s.creating_triggers or s.cancelling_triggers)
@@ -113,7 +137,11 @@ def _at_most_every(method: Callable[[Any], None], idle: float) -> Callable[[Any]
 def quiet(component: str) -> None:
     """Slow down `component`'s idle loop; a missing hook is logged, never fatal."""
     try:
-        {"dag-processor": quiet_dag_processor, "triggerer": quiet_triggerer}[component]()
+        {
+            "api-server": quiet_api_server,
+            "dag-processor": quiet_dag_processor,
+            "triggerer": quiet_triggerer,
+        }[component]()
     except (ImportError, AttributeError) as exc:
         log.warning(
             "airflow_quiet: %s runs with Airflow's own one-second loop: %s (%s) is not what "

@@ -76,11 +76,11 @@ main() {
             log "migrating the metadata database; the other Airflow components start once it is done"
             exec "${IMAGE_ENTRYPOINT}" airflow db migrate
             ;;
-        api-server | scheduler)
+        scheduler)
             exec "${IMAGE_ENTRYPOINT}" airflow "${component}" "$@"
             ;;
-        dag-processor | triggerer)
-            # Airflow's own command, its one-second idle loop slowed (script/airflow_quiet.py).
+        api-server | dag-processor | triggerer)
+            # Airflow's own command, its idle loop slowed (script/airflow_quiet.py).
             exec "${IMAGE_ENTRYPOINT}" python -m script.airflow_quiet "${component}" "$@"
             ;;
         *)

@@ -1,5 +1,6 @@
-"""script/airflow_quiet.py: the DAG processor's and the triggerer's idle loops, slowed on the
-installed Airflow's own classes, and the running stack's components started through it."""
+"""script/airflow_quiet.py: the API server's, the DAG processor's and the triggerer's idle loops,
+slowed on the installed Airflow's (and uvicorn's) own classes, and the running stack's components
+started through it."""
 
 from __future__ import annotations
 
@@ -89,6 +90,22 @@ def test_the_installed_airflow_has_what_the_launcher_wraps(monkeypatch: pytest.M
     assert TriggerRunner.block_watchdog.__wrapped__ is watchdog
 
 
+def test_the_installed_uvicorn_has_the_loop_and_tick_the_api_servers_loop_calls(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import inspect
+
+    from uvicorn.server import Server
+
+    monkeypatch.setattr(Server, "main_loop", Server.main_loop)
+    original = Server.main_loop
+    # What uvicorn's own loop does, and what the quiet loop keeps doing: on_tick(counter).
+    assert "self.on_tick(counter)" in inspect.getsource(original)
+    assert list(inspect.signature(Server.on_tick).parameters) == ["self", "counter"]
+    airflow_quiet.quiet_api_server()
+    assert Server.main_loop.__wrapped__ is original
+
+
 def test_the_triggers_watchdog_watches_only_while_a_trigger_runs(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -130,6 +147,27 @@ def test_the_triggers_watchdog_watches_only_while_a_trigger_runs(
     asyncio.run(scenario())
 
 
+def test_the_api_servers_loop_wakes_once_a_tick_doing_uvicorns_once_a_second_work(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from uvicorn.server import Server
+
+    monkeypatch.setattr(Server, "main_loop", Server.main_loop)
+    airflow_quiet.quiet_api_server(tick=0.01)
+    counters: list[int] = []
+
+    async def on_tick(counter: int) -> bool:
+        counters.append(counter)
+        return len(counters) == 4  # uvicorn's answer once a stop was asked
+
+    server = SimpleNamespace(on_tick=on_tick)
+    asyncio.run(asyncio.wait_for(Server.main_loop(server), timeout=5))
+
+    # Every wake is one uvicorn treats as a second's (counter % 10 == 0: the Date header, the
+    # exit and request-limit checks), and the loop ends on the wake that is told to stop.
+    assert counters == [0, 10, 20, 30]
+
+
 def test_the_launcher_refuses_an_unknown_component() -> None:
     with pytest.raises(SystemExit, match="usage: python -m script.airflow_quiet"):
         airflow_quiet.main(["scheduler"])
@@ -140,11 +178,18 @@ def test_the_stacks_component_runs_through_the_launcher_healthy_with_its_loop_sl
     airflow_client, settings, component: str
 ) -> None:
     health = requests.get(f"{settings.stack.airflow_url}/api/v2/monitor/health", timeout=10).json()
-    # Its heartbeat reached the database within Airflow's health threshold.
-    assert health[component.replace("-", "_")]["status"] == "healthy", health
+    # Its heartbeat reached the database within Airflow's health threshold; the API server,
+    # which has no heartbeat, answered and reached the database.
+    part = "metadatabase" if component == "api-server" else component.replace("-", "_")
+    assert health[part]["status"] == "healthy", health
     state = json.loads(supervisor_state(f"airflow-{component}").read_text())
-    pid = state["job_pid"]  # the component itself, below its supervisor
-    command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    assert command[1:4] == [b"-m", b"script.airflow_quiet", component.encode()], command
+    # What its supervisor started (after `--`): the API server retitles its own process
+    # ("airflow api_server -- host:..."), so its supervisor's command line says it.
+    supervisor = Path(f"/proc/{state['supervisor_pid']}/cmdline").read_bytes().split(b"\0")
+    started = supervisor[supervisor.index(b"--") + 1 :]
+    assert started[1:4] == [b"-m", b"script.airflow_quiet", component.encode()], started
+    if component != "api-server":  # the component itself, below its supervisor
+        command = Path(f"/proc/{state['job_pid']}/cmdline").read_bytes().split(b"\0")
+        assert command[1:4] == [b"-m", b"script.airflow_quiet", component.encode()], command
     log = (LOGS / f"airflow-{component}.log").read_text(errors="replace")
     assert "airflow_quiet:" not in log, "the launcher could not wrap Airflow's loop: see the log"

@@ -82,10 +82,11 @@ def test_entrypoint_hands_the_component_to_the_images_entrypoint_once_postgres_a
         AIRFLOW_INSTALL_REQUIREMENTS="true",  # the old switch: nothing installs at start any more
     )
     assert result.returncode == 0, result.stderr
-    # The DAG processor and the triggerer go through script/airflow_quiet.py (their idle loop).
+    # The API server, the DAG processor and the triggerer go through script/airflow_quiet.py
+    # (their idle loop); the scheduler is Airflow's own command.
     command = (
         f"python -m script.airflow_quiet {component}"
-        if component in ("dag-processor", "triggerer")
+        if component in ("api-server", "dag-processor", "triggerer")
         else f"airflow {component}"
     )
     assert calls == ["airflow db check"] * 3 + [f"image-entrypoint {command} --flag"], calls

@@ -54,7 +54,7 @@ class Airflow(Service):
             if read_pid(name):
                 continue
             args = [str(VENV_BIN / "airflow"), component]
-            # Their hard-coded one-second loops, slowed while idle (Compose: entrypoint.sh).
+            # Their hard-coded idle loops, slowed (script/airflow_quiet.py; Compose: entrypoint.sh).
             if component in airflow_quiet.COMPONENTS:
                 args = [str(VENV_BIN / "python"), "-m", "script.airflow_quiet", component]
             if component == "api-server":

@@ -133,6 +133,11 @@ QUIET_JVM_OPTIONS = (
     "-XX:AsyncDeflationInterval=2000",
     "-XX:G1ConcRefinementServiceIntervalMillis=2000",
 )
+# For a JVM on no path a user's record takes (ZooKeeper, the schema registry): its methods are
+# compiled once, by C1, and never profiled and compiled again by C2. An idle stack's compilers
+# kept working for minutes after a run in every JVM (C2 most); these two serve a request now
+# and then, where C2's faster code gains nothing.
+NO_C2_JVM_OPTIONS = ("-XX:TieredStopAtLevel=1",)
 
 
 def java() -> str:

@@ -16,7 +16,7 @@ from pipeline import config
 from script.jars import resolve_archive
 from script.layout import StackError, say, versions
 from script.procs import spawn
-from script.services.base import QUIET_JVM_OPTIONS, Service
+from script.services.base import NO_C2_JVM_OPTIONS, QUIET_JVM_OPTIONS, Service
 
 MIN_JAVA = 21
 
@@ -89,6 +89,7 @@ class SchemaRegistry(Service):
                 f"-Xmx{settings.registry_heap}",
                 "-XX:+UseSerialGC",  # one small heap: the fewest GC threads and the least memory
                 *QUIET_JVM_OPTIONS,
+                *NO_C2_JVM_OPTIONS,
                 f"-Dquarkus.http.port={self.port}",
                 "-Dquarkus.http.host=127.0.0.1",
                 # Quarkus' management interface (health, metrics; unused here) would listen on

@@ -8,7 +8,7 @@ from pathlib import Path
 from pipeline import config
 from script.layout import DATA, JARS, STACK_CONF
 from script.procs import spawn
-from script.services.base import QUIET_JVM_OPTIONS, Service, java, render
+from script.services.base import NO_C2_JVM_OPTIONS, QUIET_JVM_OPTIONS, Service, java, render
 from script.services.kafka import kafka_jars
 
 
@@ -34,6 +34,7 @@ class ZooKeeper(Service):
                 "-Xmx256m",
                 "-XX:+UseG1GC",
                 *QUIET_JVM_OPTIONS,
+                *NO_C2_JVM_OPTIONS,
                 f"-Dlog4j.configuration=file:{STACK_CONF / 'log4j.properties'}",
                 "-cp",
                 f"{JARS / 'kafka'}/*",
