@@ -2,10 +2,11 @@
 `python -m script.airflow_quiet dag-processor` (or `triggerer ...`, `api-server ...`) in place
 of `airflow dag-processor`.
 
-Airflow 3.3 writes both loops' one second into its code, with no setting: on an idle stack the
-DAG processor asks Postgres for callbacks and parsing requests every second, and the triggerer
-asks for unassigned and unused triggers every second. Together with Postgres serving them that
-was a fifth of an idle stack's CPU (docs/benchmark.md, "Why an idle stack is quiet"). Here:
+Airflow 3.3 writes the DAG processor's and the triggerer's one-second loops into its code, with
+no setting: on an idle stack the DAG processor asks Postgres for callbacks and parsing requests
+every second, and the triggerer asks for unassigned and unused triggers every second. Together
+with Postgres serving them that was a fifth of an idle stack's CPU (docs/benchmark.md, "Why an
+idle stack is quiet"). Here:
 
 - the DAG processor waits up to IDLE_SECONDS between its loops while no file is being parsed
   (a parse that is due, a callback, a reparse asked in the UI start within that);
@@ -144,8 +145,8 @@ def quiet(component: str) -> None:
         }[component]()
     except (ImportError, AttributeError) as exc:
         log.warning(
-            "airflow_quiet: %s runs with Airflow's own one-second loop: %s (%s) is not what "
-            "script/airflow_quiet.py wraps in this Airflow version",
+            "airflow_quiet: %s runs with its own idle loop unchanged: %s (%s) is not what "
+            "script/airflow_quiet.py wraps in this Airflow (or uvicorn) version",
             component,
             exc,
             exc.__class__.__name__,
