@@ -768,13 +768,13 @@ def driver_properties(keyspace: str) -> dict[str, str]:
     minutes (the idle job's busiest Java thread in JFR, about 70 ms of CPU each time), and nothing
     changes them while the job runs.
     """
-    prefix = "datastax-java-driver.advanced."
+    driver = "datastax-java-driver"
     return {
-        f"{prefix}metadata.schema.refreshed-keyspaces.0": keyspace,
-        f"{prefix}control-connection.schema-agreement.timeout": "0s",
-        f"{prefix}control-connection.schema-agreement.warn-on-failure": "false",
-        f"{prefix}netty.timer.tick-duration": "1 second",
-        "datastax-java-driver.basic.config-reload-interval": "0",
+        f"{driver}.advanced.metadata.schema.refreshed-keyspaces.0": keyspace,
+        f"{driver}.advanced.control-connection.schema-agreement.timeout": "0s",
+        f"{driver}.advanced.control-connection.schema-agreement.warn-on-failure": "false",
+        f"{driver}.advanced.netty.timer.tick-duration": "1 second",
+        f"{driver}.basic.config-reload-interval": "0",
     }
 
 
